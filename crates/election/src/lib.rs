@@ -1,0 +1,1 @@
+//! drover-election (being written)

@@ -1,0 +1,1 @@
+//! drover-health (being written)

@@ -1,0 +1,1 @@
+//! drover-labels (being written)

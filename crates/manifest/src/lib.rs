@@ -1,0 +1,1 @@
+//! drover-manifest (being written)

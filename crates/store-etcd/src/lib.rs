@@ -1,0 +1,1 @@
+//! drover-store-etcd (being written)

@@ -1,0 +1,1 @@
+//! Typed key layout. (being written)

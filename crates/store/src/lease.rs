@@ -1,0 +1,1 @@
+//! Lease handle. (being written)
