@@ -31,6 +31,7 @@ mod port;
 pub mod embedded;
 pub mod keys;
 pub mod lease;
+pub mod limits;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
