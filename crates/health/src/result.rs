@@ -1,0 +1,232 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HealthError, Result};
+use crate::state::HealthState;
+
+/// Longest pod or node id.
+pub const MAX_ID_LEN: usize = 253;
+
+/// One node's health observation of one pod, as stored (JSON) under
+/// `health/<pod>/<node>`:
+///
+/// ```json
+/// {"pod":"web","node":"n1","state":"passing","output":"200 OK","observed_at":"2026-11-21T05:00:00Z"}
+/// ```
+///
+/// `observed_at` is wall-clock time supplied by the caller (this crate never
+/// reads a clock), serialized as RFC 3339 in UTC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthResult {
+    pub pod: String,
+    pub node: String,
+    pub state: HealthState,
+    /// Check output for humans (HTTP status line, error text); may be empty.
+    #[serde(default)]
+    pub output: String,
+    #[serde(with = "rfc3339")]
+    pub observed_at: SystemTime,
+}
+
+impl HealthResult {
+    /// A validated result.
+    pub fn new(
+        pod: impl Into<String>,
+        node: impl Into<String>,
+        state: HealthState,
+        output: impl Into<String>,
+        observed_at: SystemTime,
+    ) -> Result<Self> {
+        let result = HealthResult {
+            pod: pod.into(),
+            node: node.into(),
+            state,
+            output: output.into(),
+            observed_at,
+        };
+        result.validate()?;
+        Ok(result)
+    }
+
+    /// Checks the ids and the timestamp range.
+    pub fn validate(&self) -> Result<()> {
+        validate_id("pod", &self.pod)?;
+        validate_id("node", &self.node)?;
+        check_time(self.observed_at)
+    }
+
+    /// The stored JSON form.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        self.validate()?;
+        serde_json::to_vec(self).map_err(|source| HealthError::Decode { source })
+    }
+
+    /// Parses and validates the stored JSON form.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let result: HealthResult =
+            serde_json::from_slice(bytes).map_err(|source| HealthError::Decode { source })?;
+        result.validate()?;
+        Ok(result)
+    }
+}
+
+/// Checks that `id` can be one segment of a health key: 1 to 253 bytes of
+/// `[A-Za-z0-9._:-]`, not `.` or `..`.
+pub fn validate_id(field: &'static str, id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        "must not be empty"
+    } else if id.len() > MAX_ID_LEN {
+        "longer than 253 bytes"
+    } else if id == "." || id == ".." {
+        "must not be '.' or '..'"
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        "only [A-Za-z0-9._:-] are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(HealthError::InvalidId {
+        field,
+        id: id.to_owned(),
+        reason,
+    })
+}
+
+/// 10000-01-01T00:00:00Z: RFC 3339 has four-digit years.
+const MAX_SECS: u64 = 253_402_300_800;
+
+fn check_time(t: SystemTime) -> Result<()> {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d < Duration::from_secs(MAX_SECS) => Ok(()),
+        _ => Err(HealthError::TimestampOutOfRange),
+    }
+}
+
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        // humantime panics outside 1970..=9999; refuse instead.
+        super::check_time(*t).map_err(serde::ser::Error::custom)?;
+        s.collect_str(&humantime::format_rfc3339_nanos(*t))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339(&text).map_err(|e| {
+            serde::de::Error::custom(format!("observed_at {text:?} is not RFC 3339 UTC: {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn json_round_trip_and_shape() {
+        let r = HealthResult::new(
+            "web",
+            "n1",
+            HealthState::Passing,
+            "200 OK",
+            at(1_700_000_000),
+        )
+        .unwrap();
+        let json = String::from_utf8(r.to_json().unwrap()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"pod":"web","node":"n1","state":"passing","output":"200 OK","observed_at":"2023-11-14T22:13:20.000000000Z"}"#
+        );
+        assert_eq!(HealthResult::from_json(json.as_bytes()).unwrap(), r);
+        let sub_second = HealthResult {
+            observed_at: at(5) + Duration::from_nanos(123_456_789),
+            ..r.clone()
+        };
+        assert_eq!(
+            HealthResult::from_json(&sub_second.to_json().unwrap()).unwrap(),
+            sub_second
+        );
+        // output may be omitted.
+        let short =
+            br#"{"pod":"web","node":"n1","state":"warning","observed_at":"2023-11-14T22:13:20Z"}"#;
+        assert_eq!(HealthResult::from_json(short).unwrap().output, "");
+    }
+
+    #[test]
+    fn malformed_records_are_typed_errors() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"not json",
+            b"[]",
+            br#"{"pod":"web","node":"n1","state":"fine","observed_at":"2023-11-14T22:13:20Z"}"#,
+            br#"{"pod":"web","node":"n1","state":"passing","observed_at":"yesterday"}"#,
+            br#"{"pod":"web","node":"n1","state":"passing"}"#,
+            br#"{"pod":"web","node":"n1","state":"passing","observed_at":"2023-11-14T22:13:20Z","extra":1}"#,
+        ];
+        for bytes in cases {
+            assert!(
+                matches!(
+                    HealthResult::from_json(bytes),
+                    Err(HealthError::Decode { .. })
+                ),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let bad_pod =
+            br#"{"pod":"a/b","node":"n1","state":"passing","observed_at":"2023-11-14T22:13:20Z"}"#;
+        assert!(matches!(
+            HealthResult::from_json(bad_pod),
+            Err(HealthError::InvalidId { field: "pod", .. })
+        ));
+    }
+
+    #[test]
+    fn ids_and_times_are_validated() {
+        let ok = |p: &str, n: &str| HealthResult::new(p, n, HealthState::Unknown, "", at(0));
+        assert!(ok("web-1.a_b:c", "node-7.example.com").is_ok());
+        for (pod, node, field) in [
+            ("", "n", "pod"),
+            ("a/b", "n", "pod"),
+            ("..", "n", "pod"),
+            ("p", "", "node"),
+            ("p", "n 1", "node"),
+            ("p", &"n".repeat(254), "node"),
+        ] {
+            match ok(pod, node) {
+                Err(HealthError::InvalidId { field: f, .. }) => {
+                    assert_eq!(f, field, "{pod:?} {node:?}")
+                }
+                other => panic!("{pod:?} {node:?}: {other:?}"),
+            }
+        }
+        let before_epoch = UNIX_EPOCH - Duration::from_secs(1);
+        assert!(matches!(
+            HealthResult::new("p", "n", HealthState::Passing, "", before_epoch),
+            Err(HealthError::TimestampOutOfRange)
+        ));
+        let unchecked = HealthResult {
+            pod: "p".into(),
+            node: "n".into(),
+            state: HealthState::Passing,
+            output: String::new(),
+            observed_at: at(MAX_SECS),
+        };
+        assert!(matches!(
+            unchecked.to_json(),
+            Err(HealthError::TimestampOutOfRange)
+        ));
+        assert!(serde_json::to_string(&unchecked).is_err());
+    }
+}

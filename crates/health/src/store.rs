@@ -1,0 +1,386 @@
+//! Health in a [`Store`] under `health/<pod>/<node>`.
+//!
+//! Agents write each result as JSON bound to their lease, so a dead node's
+//! results vanish with its lease and it reads as missing (unknown).
+
+use std::collections::VecDeque;
+
+use drover_store::keys::{KeyError, Keys};
+use drover_store::{
+    Delete, Event, EventKind, Get, KeyValue, LeaseId, Put, Revision, Store, StoreError, Watch,
+    WatchStream,
+};
+
+use crate::aggregate::PodHealth;
+use crate::error::{HealthError, Result};
+use crate::result::{HealthResult, validate_id};
+use crate::state::HealthState;
+
+/// A pod's health read at one revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodHealthSnapshot {
+    pub revision: Revision,
+    pub health: PodHealth,
+}
+
+/// Reads, watches and writes health results.
+///
+/// ```
+/// use std::time::UNIX_EPOCH;
+/// use drover_health::{HealthResult, HealthState, HealthStore};
+/// use drover_store::embedded::EmbeddedStore;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), drover_health::HealthError> {
+/// let health = HealthStore::new(EmbeddedStore::in_memory());
+/// let result = HealthResult::new("web", "n1", HealthState::Passing, "200 OK", UNIX_EPOCH)?;
+/// health.put_health(&result, 0).await?; // an agent passes its lease id
+/// assert_eq!(health.node_state("web", "n1").await?, HealthState::Passing);
+/// assert_eq!(health.node_state("web", "n2").await?, HealthState::Unknown); // missing
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct HealthStore<S> {
+    store: S,
+    keys: Keys,
+}
+
+fn store_err(context: impl Into<String>) -> impl FnOnce(StoreError) -> HealthError {
+    let context = context.into();
+    move |source| HealthError::Store { context, source }
+}
+
+/// validate_id is stricter than the key layout, so this only maps errors
+/// that cannot occur today; it keeps them typed if the rules ever diverge.
+fn key_err(e: KeyError) -> HealthError {
+    match e {
+        KeyError::InvalidSegment {
+            field,
+            value,
+            reason,
+        } => HealthError::InvalidId {
+            field,
+            id: value,
+            reason,
+        },
+        other => HealthError::InvalidId {
+            field: "key",
+            id: other.to_string(),
+            reason: "rejected by the key layout",
+        },
+    }
+}
+
+impl<S: Store> HealthStore<S> {
+    /// Health under the default key prefix (`/drover/`).
+    pub fn new(store: S) -> Self {
+        Self::with_keys(store, Keys::default())
+    }
+
+    /// Health under the key layout `keys`.
+    pub fn with_keys(store: S, keys: Keys) -> Self {
+        HealthStore { store, keys }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn key(&self, pod: &str, node: &str) -> Result<String> {
+        validate_id("pod", pod)?;
+        validate_id("node", node)?;
+        self.keys.health(pod, node).map_err(key_err)
+    }
+
+    fn pod_prefix(&self, pod: &str) -> Result<String> {
+        validate_id("pod", pod)?;
+        self.keys.health_pod_prefix(pod).map_err(key_err)
+    }
+
+    /// Writes `result` under `health/<pod>/<node>`, attached to `lease`
+    /// (0 = no lease; agents pass theirs so results die with the node).
+    /// Nothing is written when the result is invalid or the lease is gone.
+    pub async fn put_health(&self, result: &HealthResult, lease: LeaseId) -> Result<Revision> {
+        let value = result.to_json()?;
+        let key = self.key(&result.pod, &result.node)?;
+        let resp = self
+            .store
+            .put(Put::new(key.as_str(), value).with_lease(lease))
+            .await
+            .map_err(store_err(&key))?;
+        Ok(resp.revision)
+    }
+
+    /// Deletes one node's result (a stopped pod); true if there was one.
+    pub async fn remove_health(&self, pod: &str, node: &str) -> Result<bool> {
+        let key = self.key(pod, node)?;
+        let resp = self
+            .store
+            .delete(Delete::key(key.as_str()))
+            .await
+            .map_err(store_err(&key))?;
+        Ok(resp.deleted > 0)
+    }
+
+    /// One node's result for `pod`, `None` when missing.
+    pub async fn node_health(&self, pod: &str, node: &str) -> Result<Option<HealthResult>> {
+        let key = self.key(pod, node)?;
+        let resp = self
+            .store
+            .get(Get::key(key.as_str()))
+            .await
+            .map_err(store_err(&key))?;
+        resp.first()
+            .map(|kv| decode(&self.keys, pod, kv))
+            .transpose()
+    }
+
+    /// One node's state for `pod`; missing is unknown.
+    pub async fn node_state(&self, pod: &str, node: &str) -> Result<HealthState> {
+        Ok(HealthState::or_missing(
+            self.node_health(pod, node).await?.map(|r| r.state),
+        ))
+    }
+
+    /// Every node's result for `pod`, read at one revision.
+    pub async fn pod_health(&self, pod: &str) -> Result<PodHealthSnapshot> {
+        let prefix = self.pod_prefix(pod)?;
+        let resp = self
+            .store
+            .get(Get::prefix(prefix.as_str()))
+            .await
+            .map_err(store_err(&prefix))?;
+        let mut health = PodHealth::new(pod)?;
+        for kv in &resp.kvs {
+            health.record(decode(&self.keys, pod, kv)?)?;
+        }
+        Ok(PodHealthSnapshot {
+            revision: resp.revision,
+            health,
+        })
+    }
+
+    /// Watches `pod`'s health on every node (see [`HealthWatch`]).
+    pub fn watch_pod(&self, pod: &str) -> Result<HealthWatch<S>> {
+        let prefix = self.pod_prefix(pod)?;
+        Ok(HealthWatch {
+            reader: self.clone(),
+            pod: pod.to_owned(),
+            prefix,
+            current: PodHealth::new(pod)?,
+            started: false,
+            stream: None,
+            next_revision: 0,
+            pending: VecDeque::new(),
+        })
+    }
+}
+
+/// Decodes a stored result and checks it belongs at its key.
+fn decode(keys: &Keys, pod: &str, kv: &KeyValue) -> Result<HealthResult> {
+    let key = kv.key_str().into_owned();
+    let corrupt = |reason: String| HealthError::Corrupt {
+        key: key.clone(),
+        reason,
+    };
+    let Some((key_pod, key_node)) = keys.parse_health(&kv.key) else {
+        return Err(corrupt("not a health key of the layout".to_owned()));
+    };
+    let result = HealthResult::from_json(&kv.value).map_err(|e| corrupt(e.to_string()))?;
+    if result.pod != key_pod || result.node != key_node || key_pod != pod {
+        return Err(corrupt(format!(
+            "record is for pod {:?} on node {:?}",
+            result.pod, result.node
+        )));
+    }
+    Ok(result)
+}
+
+/// A change of a pod's health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthChange {
+    /// The first event: every node's result at `revision`.
+    Initial {
+        revision: Revision,
+        health: PodHealth,
+    },
+    /// A node reported (new or changed result).
+    Updated {
+        result: HealthResult,
+        revision: Revision,
+    },
+    /// A node's result is gone (deleted, or its lease expired): it now
+    /// counts as missing (unknown).
+    Removed { node: String, revision: Revision },
+}
+
+/// A pod's health across nodes, kept current by a store watch (no polling).
+///
+/// The first [`HealthWatch::next`] lists the pod and yields
+/// [`HealthChange::Initial`]; later calls yield one change per result
+/// written or removed. When the resume revision was compacted it re-lists
+/// and yields the differences. A failed store call returns `Err`, and the
+/// next call resumes from the last revision seen. A corrupt record returns
+/// `Err(Corrupt)` and leaves that node's state unchanged.
+#[derive(Debug)]
+pub struct HealthWatch<S> {
+    reader: HealthStore<S>,
+    pod: String,
+    prefix: String,
+    current: PodHealth,
+    started: bool,
+    stream: Option<WatchStream>,
+    next_revision: Revision,
+    pending: VecDeque<Result<HealthChange>>,
+}
+
+impl<S: Store> HealthWatch<S> {
+    /// The pod's health as reported so far.
+    pub fn current(&self) -> &PodHealth {
+        &self.current
+    }
+
+    /// Declares nodes expected to report; those without a result count as
+    /// missing in [`HealthWatch::current`].
+    pub fn expect_nodes<N: Into<String>>(
+        &mut self,
+        nodes: impl IntoIterator<Item = N>,
+    ) -> Result<()> {
+        self.current.expect_nodes(nodes)
+    }
+
+    /// The next change. Cancel-safe while waiting for a change.
+    pub async fn next(&mut self) -> Result<HealthChange> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return item;
+            }
+            if !self.started {
+                self.relist().await?;
+                continue;
+            }
+            let stream = match &mut self.stream {
+                Some(stream) => stream,
+                None => {
+                    let watch =
+                        Watch::prefix(self.prefix.as_str()).from_revision(self.next_revision);
+                    let stream = self
+                        .reader
+                        .store
+                        .watch(watch)
+                        .await
+                        .map_err(store_err(&self.prefix))?;
+                    self.stream.insert(stream)
+                }
+            };
+            match stream.next_batch().await {
+                Some(Ok(batch)) => {
+                    for event in &batch.events {
+                        self.apply(event);
+                    }
+                }
+                Some(Err(StoreError::Compacted {
+                    requested,
+                    compact_revision,
+                })) => {
+                    tracing::info!(
+                        pod = %self.pod,
+                        requested,
+                        compact_revision,
+                        "health watch start was compacted; re-listing"
+                    );
+                    self.stream = None;
+                    self.relist().await?;
+                }
+                Some(Err(source)) => {
+                    self.stream = None;
+                    return Err(HealthError::Store {
+                        context: self.prefix.clone(),
+                        source,
+                    });
+                }
+                None => {
+                    self.stream = None;
+                    return Err(HealthError::WatchEnded {
+                        prefix: self.prefix.clone(),
+                        reason: "the store ended the watch stream".to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn relist(&mut self) -> Result<()> {
+        let snapshot = self.reader.pod_health(&self.pod).await?;
+        let revision = snapshot.revision;
+        let fresh = snapshot.health;
+        if !self.started {
+            self.started = true;
+            for result in fresh.results().values() {
+                self.current.record(result.clone())?;
+            }
+            self.pending.push_back(Ok(HealthChange::Initial {
+                revision,
+                health: self.current.clone(),
+            }));
+        } else {
+            let gone: Vec<String> = self
+                .current
+                .results()
+                .keys()
+                .filter(|n| fresh.result(n).is_none())
+                .cloned()
+                .collect();
+            for node in gone {
+                self.current.forget(&node);
+                self.pending
+                    .push_back(Ok(HealthChange::Removed { node, revision }));
+            }
+            for (node, result) in fresh.results() {
+                if self.current.result(node) != Some(result) {
+                    self.current.record(result.clone())?;
+                    self.pending.push_back(Ok(HealthChange::Updated {
+                        result: result.clone(),
+                        revision,
+                    }));
+                }
+            }
+        }
+        self.next_revision = revision + 1;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: &Event) {
+        let revision = event.kv.mod_revision;
+        self.next_revision = self.next_revision.max(revision + 1);
+        match event.kind {
+            EventKind::Put => match decode(&self.reader.keys, &self.pod, &event.kv) {
+                Ok(result) => {
+                    if self.current.result(&result.node) != Some(&result) {
+                        // decode checked the pod and ids, so record succeeds.
+                        if let Err(e) = self.current.record(result.clone()) {
+                            self.pending.push_back(Err(e));
+                            return;
+                        }
+                        self.pending
+                            .push_back(Ok(HealthChange::Updated { result, revision }));
+                    }
+                }
+                Err(e) => self.pending.push_back(Err(e)),
+            },
+            EventKind::Delete => {
+                let Some((_, node)) = self.reader.keys.parse_health(&event.kv.key) else {
+                    self.pending.push_back(Err(HealthError::Corrupt {
+                        key: event.kv.key_str().into_owned(),
+                        reason: "not a health key of the layout".to_owned(),
+                    }));
+                    return;
+                };
+                if self.current.forget(node).is_some() {
+                    self.pending.push_back(Ok(HealthChange::Removed {
+                        node: node.to_owned(),
+                        revision,
+                    }));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The store-backed health reader and writer, against the embedded store and
+//! (when `DROVER_ETCD_ENDPOINTS` is set) a real etcd.
+#![cfg(feature = "store")]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use HealthState::*;
+use drover_health::{
+    HealthChange, HealthError, HealthResult, HealthState, HealthStore, HealthWatch,
+};
+use drover_store::embedded::EmbeddedStore;
+use drover_store::keys::Keys;
+use drover_store::testing::{etcd_endpoints, unique_prefix};
+use drover_store::{Delete, Get, Put, Store, StoreError};
+use drover_store_etcd::{EtcdConfig, EtcdStore};
+
+/// Generous bound on one awaited event; only catches hangs.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+fn r(pod: &str, node: &str, state: HealthState, t: u64) -> HealthResult {
+    HealthResult::new(pod, node, state, format!("{state} at {t}"), at(t)).unwrap()
+}
+
+async fn count_under<S: Store>(store: &S, prefix: &str) -> i64 {
+    store
+        .get(Get::prefix(prefix).count_only())
+        .await
+        .unwrap()
+        .count
+}
+
+async fn next_change<S: Store>(w: &mut HealthWatch<S>) -> HealthChange {
+    tokio::time::timeout(HANG_GUARD, w.next())
+        .await
+        .expect("a health change in time")
+        .expect("a health change, not an error")
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async fn put_and_read<S: Store>(store: S, keys: Keys) {
+    let health = HealthStore::with_keys(store.clone(), keys.clone());
+    health
+        .put_health(&r("web", "n1", Passing, 1), 0)
+        .await
+        .unwrap();
+    health
+        .put_health(&r("web", "n2", Critical, 1), 0)
+        .await
+        .unwrap();
+    health
+        .put_health(&r("web2", "n1", Warning, 1), 0)
+        .await
+        .unwrap();
+
+    let key = keys.health("web", "n1").unwrap();
+    let raw = store.get(Get::key(key.as_str())).await.unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&raw.kvs[0].value).unwrap();
+    assert_eq!(stored["state"], "passing");
+    assert_eq!(stored["node"], "n1");
+    assert_eq!(stored["observed_at"], "2023-11-14T22:13:21.000000000Z");
+
+    assert_eq!(
+        health.node_health("web", "n1").await.unwrap(),
+        Some(r("web", "n1", Passing, 1))
+    );
+    assert_eq!(health.node_health("web", "n3").await.unwrap(), None);
+    assert_eq!(health.node_state("web", "n2").await.unwrap(), Critical);
+    assert_eq!(health.node_state("web", "n3").await.unwrap(), Unknown);
+
+    let snap = health.pod_health("web").await.unwrap();
+    assert!(snap.revision > 0);
+    // "web2" shares a prefix with "web" but is another pod.
+    assert_eq!(
+        snap.health.results().keys().collect::<Vec<_>>(),
+        ["n1", "n2"]
+    );
+    let mut h = snap.health;
+    h.expect_nodes(["n1", "n2", "n3"]).unwrap();
+    let c = h.counts();
+    assert_eq!((c.passing, c.critical, c.unknown, c.missing), (1, 1, 1, 1));
+    assert!(h.meets_minimum(Warning, 1) && !h.meets_minimum(Warning, 2));
+
+    // Overwrite, then remove.
+    health
+        .put_health(&r("web", "n2", Passing, 2), 0)
+        .await
+        .unwrap();
+    assert_eq!(health.node_state("web", "n2").await.unwrap(), Passing);
+    assert!(health.remove_health("web", "n2").await.unwrap());
+    assert!(!health.remove_health("web", "n2").await.unwrap());
+    assert_eq!(health.node_state("web", "n2").await.unwrap(), Unknown);
+}
+
+async fn results_live_and_die_with_the_lease<S: Store>(store: S, keys: Keys) {
+    let health = HealthStore::with_keys(store.clone(), keys.clone());
+    let lease = store.lease_grant(30).await.unwrap().id;
+    health
+        .put_health(&r("web", "n1", Passing, 1), lease)
+        .await
+        .unwrap();
+    let key = keys.health("web", "n1").unwrap();
+    assert_eq!(
+        store.get(Get::key(key.as_str())).await.unwrap().kvs[0].lease,
+        lease
+    );
+    store.lease_revoke(lease).await.unwrap();
+    assert_eq!(health.node_state("web", "n1").await.unwrap(), Unknown);
+    // A write under a dead lease fails and writes nothing.
+    let err = health
+        .put_health(&r("web", "n1", Passing, 2), lease)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HealthError::Store { source: StoreError::LeaseNotFound(id), .. } if id == lease),
+        "{err:?}"
+    );
+    assert_eq!(count_under(&store, keys.prefix()).await, 0);
+}
+
+async fn bad_input_changes_nothing<S: Store>(store: S, keys: Keys) {
+    let health = HealthStore::with_keys(store.clone(), keys.clone());
+    let mut bad_pod = r("web", "n1", Passing, 1);
+    bad_pod.pod = "a/b".into();
+    assert!(matches!(
+        health.put_health(&bad_pod, 0).await,
+        Err(HealthError::InvalidId { field: "pod", ref id, .. }) if id == "a/b"
+    ));
+    let mut bad_node = r("web", "n1", Passing, 1);
+    bad_node.node = String::new();
+    assert!(matches!(
+        health.put_health(&bad_node, 0).await,
+        Err(HealthError::InvalidId { field: "node", .. })
+    ));
+    let mut bad_time = r("web", "n1", Passing, 1);
+    bad_time.observed_at = UNIX_EPOCH - Duration::from_secs(1);
+    assert!(matches!(
+        health.put_health(&bad_time, 0).await,
+        Err(HealthError::TimestampOutOfRange)
+    ));
+    assert!(matches!(
+        health.pod_health("").await,
+        Err(HealthError::InvalidId { field: "pod", .. })
+    ));
+    assert!(matches!(
+        health.node_health("web", "n 1").await,
+        Err(HealthError::InvalidId { field: "node", .. })
+    ));
+    assert!(matches!(
+        health.remove_health("we/b", "n1").await,
+        Err(HealthError::InvalidId { field: "pod", .. })
+    ));
+    assert!(matches!(
+        health.watch_pod(".."),
+        Err(HealthError::InvalidId { field: "pod", .. })
+    ));
+    assert_eq!(
+        count_under(&store, keys.prefix()).await,
+        0,
+        "nothing was written"
+    );
+}
+
+async fn corrupt_records_are_errors<S: Store>(store: S, keys: Keys) {
+    let health = HealthStore::with_keys(store.clone(), keys.clone());
+    let other_node = r("web", "n9", Passing, 1).to_json().unwrap();
+    let cases: [(&str, &[u8]); 3] = [
+        ("garbage", b"garbage"),
+        ("bad-state", br#"{"pod":"web","node":"bad-state","state":"fine","observed_at":"2023-11-14T22:13:20Z"}"#),
+        ("misplaced", &other_node),
+    ];
+    for (node, value) in cases {
+        let key = keys.health("web", node).unwrap();
+        store.put(Put::new(key.as_str(), value)).await.unwrap();
+        assert!(
+            matches!(health.node_health("web", node).await, Err(HealthError::Corrupt { key: ref k, .. }) if *k == key),
+            "{node}"
+        );
+        assert!(matches!(
+            health.node_state("web", node).await,
+            Err(HealthError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            health.pod_health("web").await,
+            Err(HealthError::Corrupt { .. })
+        ));
+        store.delete(Delete::key(key.as_str())).await.unwrap();
+    }
+    assert!(
+        health
+            .pod_health("web")
+            .await
+            .unwrap()
+            .health
+            .results()
+            .is_empty()
+    );
+}
+
+async fn watch_follows_changes<S: Store>(store: S, keys: Keys) {
+    let health = HealthStore::with_keys(store.clone(), keys.clone());
+    health
+        .put_health(&r("web", "n1", Passing, 1), 0)
+        .await
+        .unwrap();
+    let mut w = health.watch_pod("web").unwrap();
+    w.expect_nodes(["n1", "n2", "n3"]).unwrap();
+    match next_change(&mut w).await {
+        HealthChange::Initial { revision, health } => {
+            assert!(revision > 0);
+            assert_eq!(health.results().len(), 1);
+            assert_eq!(health.state("n1"), Passing);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.current().counts().missing, 2);
+
+    let lease = store.lease_grant(30).await.unwrap().id;
+    health
+        .put_health(&r("web", "n2", Critical, 2), lease)
+        .await
+        .unwrap();
+    assert!(
+        matches!(next_change(&mut w).await, HealthChange::Updated { ref result, .. } if result.node == "n2" && result.state == Critical)
+    );
+    // An identical rewrite is not a change; another pod is not watched.
+    health
+        .put_health(&r("web", "n2", Critical, 2), lease)
+        .await
+        .unwrap();
+    health
+        .put_health(&r("web2", "n3", Critical, 2), 0)
+        .await
+        .unwrap();
+    health
+        .put_health(&r("web", "n3", Warning, 3), 0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(next_change(&mut w).await, HealthChange::Updated { ref result, .. } if result.node == "n3")
+    );
+    assert_eq!(w.current().healthy_count(Warning), 2);
+
+    // The node's lease ends: its result disappears and it reads as missing.
+    store.lease_revoke(lease).await.unwrap();
+    assert!(
+        matches!(next_change(&mut w).await, HealthChange::Removed { ref node, .. } if node == "n2")
+    );
+    assert_eq!(w.current().state("n2"), Unknown);
+    assert_eq!(w.current().counts().missing, 1);
+
+    // A corrupt record is reported and the watch goes on.
+    let bad = keys.health("web", "n4").unwrap();
+    store.put(Put::new(bad.as_str(), "{")).await.unwrap();
+    let err = tokio::time::timeout(HANG_GUARD, w.next())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, HealthError::Corrupt { ref key, .. } if *key == bad),
+        "{err:?}"
+    );
+    health.remove_health("web", "n1").await.unwrap();
+    assert!(
+        matches!(next_change(&mut w).await, HealthChange::Removed { ref node, .. } if node == "n1")
+    );
+}
+
+/// Compacting a shared etcd would break other tests' reads, so this runs on
+/// the embedded store only.
+#[tokio::test]
+async fn embedded_watch_relists_after_compaction() {
+    let store = EmbeddedStore::in_memory();
+    let health = HealthStore::new(store.clone());
+    health
+        .put_health(&r("web", "n1", Passing, 1), 0)
+        .await
+        .unwrap();
+    health
+        .put_health(&r("web", "n2", Passing, 1), 0)
+        .await
+        .unwrap();
+    let mut w = health.watch_pod("web").unwrap();
+    assert!(matches!(
+        next_change(&mut w).await,
+        HealthChange::Initial { .. }
+    ));
+    // The watch starts on the next call; the history before it goes away.
+    health.remove_health("web", "n1").await.unwrap();
+    health
+        .put_health(&r("web", "n2", Critical, 2), 0)
+        .await
+        .unwrap();
+    health
+        .put_health(&r("web", "n3", Warning, 2), 0)
+        .await
+        .unwrap();
+    let rev = store.current_revision().await.unwrap();
+    store.compact(rev).await.unwrap();
+    let mut summary = Vec::new();
+    for _ in 0..3 {
+        summary.push(match next_change(&mut w).await {
+            HealthChange::Removed { node, revision } => ("removed", node, None, revision),
+            HealthChange::Updated { result, revision } => {
+                ("updated", result.node, Some(result.state), revision)
+            }
+            HealthChange::Initial { .. } => panic!("one Initial only"),
+        });
+    }
+    assert_eq!(
+        summary,
+        [
+            ("removed", "n1".to_owned(), None, rev),
+            ("updated", "n2".to_owned(), Some(Critical), rev),
+            ("updated", "n3".to_owned(), Some(Warning), rev),
+        ]
+    );
+    health
+        .put_health(&r("web", "n1", Passing, 3), 0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(next_change(&mut w).await, HealthChange::Updated { ref result, .. } if result.node == "n1")
+    );
+    let c = w.current().counts();
+    assert_eq!((c.passing, c.warning, c.critical), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn embedded_store_failures_are_errors_not_missing() {
+    let store = EmbeddedStore::in_memory();
+    let health = HealthStore::new(store.clone());
+    health
+        .put_health(&r("web", "n1", Passing, 1), 0)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    assert!(matches!(
+        health.node_state("web", "n1").await,
+        Err(HealthError::Store {
+            source: StoreError::Closed,
+            ..
+        })
+    ));
+    assert!(matches!(
+        health.pod_health("web").await,
+        Err(HealthError::Store { .. })
+    ));
+    assert!(matches!(
+        health.put_health(&r("web", "n1", Critical, 2), 0).await,
+        Err(HealthError::Store { .. })
+    ));
+    let mut w = health.watch_pod("web").unwrap();
+    assert!(matches!(w.next().await, Err(HealthError::Store { .. })));
+}
+
+// ------------------------------------------------------------ test wiring
+
+async fn etcd() -> Option<EtcdStore> {
+    let endpoints = etcd_endpoints()?;
+    Some(
+        EtcdStore::connect(endpoints, EtcdConfig::default())
+            .await
+            .expect("connect to etcd"),
+    )
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::EmbeddedStore::in_memory(), super::Keys::default()).await
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(store) = super::etcd().await else { return };
+                    let keys = super::Keys::new(super::unique_prefix(stringify!($name))).unwrap();
+                    super::$name(store, keys).await
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    put_and_read,
+    results_live_and_die_with_the_lease,
+    bad_input_changes_nothing,
+    corrupt_records_are_errors,
+    watch_follows_changes,
+);
