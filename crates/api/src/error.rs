@@ -1,0 +1,215 @@
+//! The errors a service can return and the one table mapping them to gRPC
+//! status codes.
+
+use std::error::Error as _;
+
+use drover_store::StoreError;
+use tonic::{Code, Status};
+
+/// A message from the wire that cannot become a domain value. Names the field
+/// (dotted path from the message root) so callers know what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A required field is absent or empty.
+    #[error("missing field `{0}`")]
+    Missing(String),
+
+    /// A field is present but its value is not acceptable.
+    #[error("invalid field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl ProtocolError {
+    pub(crate) fn missing(field: impl Into<String>) -> Self {
+        ProtocolError::Missing(field.into())
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ProtocolError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Every error a Drover gRPC service reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The request was malformed.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+
+    /// The store refused or failed the operation.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The one table from errors to gRPC status codes. Messages name what is
+/// wrong and include the error's causes.
+///
+/// | error | code |
+/// |---|---|
+/// | [`ProtocolError`] (missing / invalid field) | `InvalidArgument` |
+/// | `RequestTooLarge`, `TooManyOps`, `DuplicateKey`, `InvalidArgument`, `LeaseTtlTooLarge` | `InvalidArgument` |
+/// | `LeaseNotFound` | `NotFound` |
+/// | `Compacted`, `FutureRevision` | `OutOfRange` |
+/// | `Unavailable`, `Closed` | `Unavailable` (retry, possibly elsewhere) |
+/// | `Storage` and anything else | `Internal` |
+pub fn to_status(err: &ApiError) -> Status {
+    let code = match err {
+        ApiError::Protocol(_) => Code::InvalidArgument,
+        ApiError::Store(store) => match store {
+            StoreError::RequestTooLarge { .. }
+            | StoreError::TooManyOps { .. }
+            | StoreError::DuplicateKey { .. }
+            | StoreError::InvalidArgument(_)
+            | StoreError::LeaseTtlTooLarge { .. } => Code::InvalidArgument,
+            StoreError::LeaseNotFound(_) => Code::NotFound,
+            StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => Code::OutOfRange,
+            StoreError::Unavailable { .. } | StoreError::Closed => Code::Unavailable,
+            StoreError::Storage { .. } => Code::Internal,
+            // StoreError is non-exhaustive: a variant added later is reported
+            // as a server fault until it gets its own row here.
+            _ => Code::Internal,
+        },
+    };
+    Status::new(code, message_with_causes(err))
+}
+
+/// `err`, then each of its sources, joined with ": ".
+fn message_with_causes(err: &ApiError) -> String {
+    let mut message = err.to_string();
+    // `#[error(transparent)]` forwards `source()` to the inner error's own
+    // source, so this walks the causes below the displayed error.
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        to_status(&err)
+    }
+}
+
+impl From<ProtocolError> for Status {
+    fn from(err: ProtocolError) -> Self {
+        to_status(&ApiError::Protocol(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(err: StoreError) -> Status {
+        to_status(&ApiError::Store(err))
+    }
+
+    #[test]
+    fn client_mistakes_are_invalid_argument_and_say_what_is_wrong() {
+        let cases = [
+            (
+                StoreError::RequestTooLarge {
+                    size: 2_000_000,
+                    limit: 1_572_864,
+                },
+                "2000000 bytes exceeds the limit of 1572864",
+            ),
+            (
+                StoreError::TooManyOps {
+                    ops: 129,
+                    limit: 128,
+                },
+                "129 exceeds the limit of 128",
+            ),
+            (
+                StoreError::DuplicateKey {
+                    key: "/drover/rcs/web".into(),
+                },
+                "/drover/rcs/web",
+            ),
+            (
+                StoreError::InvalidArgument("key is not provided".into()),
+                "key is not provided",
+            ),
+            (StoreError::LeaseTtlTooLarge { ttl: i64::MAX }, "lease TTL"),
+        ];
+        for (err, needle) in cases {
+            let status = status_of(err);
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(needle), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn missing_lease_is_not_found_with_its_id() {
+        let status = status_of(StoreError::LeaseNotFound(0x2a));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "lease 2a not found");
+    }
+
+    #[test]
+    fn revisions_outside_history_are_out_of_range() {
+        let compacted = status_of(StoreError::Compacted {
+            requested: 3,
+            compact_revision: 10,
+        });
+        assert_eq!(compacted.code(), Code::OutOfRange);
+        assert!(
+            compacted
+                .message()
+                .contains("revision 3 has been compacted")
+        );
+        let future = status_of(StoreError::FutureRevision {
+            requested: 99,
+            current: 7,
+        });
+        assert_eq!(future.code(), Code::OutOfRange);
+        assert!(future.message().contains("99 is in the future"));
+    }
+
+    #[test]
+    fn unreachable_or_closed_store_is_unavailable_with_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let status = status_of(StoreError::Unavailable {
+            message: "etcd 127.0.0.1:2379".into(),
+            source: Some(Box::new(io)),
+        });
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "store unavailable: etcd 127.0.0.1:2379: connection refused"
+        );
+        assert_eq!(status_of(StoreError::Closed).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn storage_failure_is_internal() {
+        let status = status_of(StoreError::Storage {
+            message: "writing the database".into(),
+            source: None,
+        });
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "storage failure: writing the database");
+    }
+
+    #[test]
+    fn protocol_errors_are_invalid_argument_naming_the_field() {
+        let status = Status::from(ProtocolError::invalid(
+            "store.revision",
+            "must be at least 1",
+        ));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "invalid field `store.revision`: must be at least 1"
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orchestrator",
+    version,
+    about = "Drover's pod orchestration control plane"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain)]
+    pub(crate) log_format: LogFormat,
+
+    /// Log filter in `RUST_LOG` syntax, e.g. `info,drover_store=debug`.
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    pub(crate) log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the control plane's gRPC API.
+    Serve(ServeArgs),
+    /// Ask a running orchestrator what it is (SystemService/GetInfo).
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the log says which).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub(crate) listen: SocketAddr,
+
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+
+    /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) shutdown_grace: std::time::Duration,
+}
+
+/// Exactly one store; the embedded store in `./drover-data` by default.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub(crate) struct StoreArgs {
+    /// Embedded store, durable in this directory [default: ./drover-data].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// Embedded store in memory only: nothing survives a restart.
+    #[arg(long)]
+    pub(crate) memory: bool,
+
+    /// An etcd cluster: comma-separated client URLs.
+    #[arg(long, value_name = "URLS", value_delimiter = ',', num_args = 1..)]
+    pub(crate) etcd_endpoints: Option<Vec<String>>,
+}
+
+/// The store chosen on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreChoice {
+    Memory,
+    DataDir(PathBuf),
+    Etcd(Vec<String>),
+}
+
+pub(crate) const DEFAULT_DATA_DIR: &str = "./drover-data";
+
+impl StoreArgs {
+    pub(crate) fn choice(&self) -> anyhow::Result<StoreChoice> {
+        if self.memory {
+            return Ok(StoreChoice::Memory);
+        }
+        if let Some(endpoints) = &self.etcd_endpoints {
+            let endpoints: Vec<String> = endpoints
+                .iter()
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect();
+            if endpoints.is_empty() {
+                anyhow::bail!("--etcd-endpoints needs at least one URL");
+            }
+            return Ok(StoreChoice::Etcd(endpoints));
+        }
+        Ok(StoreChoice::DataDir(
+            self.data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    /// The orchestrator's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:7400")]
+    pub(crate) server: String,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" | "h" => n
+            .checked_mul(if unit == "m" { 60 } else { 3600 })
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long")),
+        _ => Err(format!(
+            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["orchestrator", "serve"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("parsed {other:?}"),
+        })
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn store_defaults_to_the_data_dir() {
+        let args = serve(&[]).unwrap();
+        assert_eq!(
+            args.store.choice().unwrap(),
+            StoreChoice::DataDir(PathBuf::from(DEFAULT_DATA_DIR))
+        );
+        assert_eq!(args.listen, "127.0.0.1:7400".parse().unwrap());
+    }
+
+    #[test]
+    fn each_store_flag_selects_its_store() {
+        assert_eq!(
+            serve(&["--memory"]).unwrap().store.choice().unwrap(),
+            StoreChoice::Memory
+        );
+        assert_eq!(
+            serve(&["--data-dir", "/tmp/x"])
+                .unwrap()
+                .store
+                .choice()
+                .unwrap(),
+            StoreChoice::DataDir("/tmp/x".into())
+        );
+        assert_eq!(
+            serve(&["--etcd-endpoints", "http://a:1,http://b:2"])
+                .unwrap()
+                .store
+                .choice()
+                .unwrap(),
+            StoreChoice::Etcd(vec!["http://a:1".into(), "http://b:2".into()])
+        );
+    }
+
+    #[test]
+    fn store_flags_are_mutually_exclusive() {
+        for args in [
+            &["--memory", "--data-dir", "x"][..],
+            &["--memory", "--etcd-endpoints", "http://a:1"][..],
+            &["--data-dir", "x", "--etcd-endpoints", "http://a:1"][..],
+        ] {
+            let err = serve(args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_etcd_endpoints_are_rejected() {
+        let err = serve(&["--etcd-endpoints", ","])
+            .unwrap()
+            .store
+            .choice()
+            .unwrap_err();
+        assert!(err.to_string().contains("--etcd-endpoints"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_reject_garbage() {
+        assert_eq!(
+            parse_duration("10s"),
+            Ok(std::time::Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Ok(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(parse_duration("7"), Ok(std::time::Duration::from_secs(7)));
+        assert!(parse_duration("ten").is_err());
+        assert_eq!(
+            parse_duration("1h"),
+            Ok(std::time::Duration::from_secs(3600))
+        );
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration(&format!("{}m", u64::MAX / 2)).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn durations_round_trip(n in 0u64..1_000_000, unit in 0usize..4) {
+            let (text, expected) = match unit {
+                0 => (format!("{n}ms"), std::time::Duration::from_millis(n)),
+                1 => (format!("{n}s"), std::time::Duration::from_secs(n)),
+                2 => (format!("{n}m"), std::time::Duration::from_secs(n * 60)),
+                _ => (format!("{n}h"), std::time::Duration::from_secs(n * 3600)),
+            };
+            proptest::prop_assert_eq!(parse_duration(&text), Ok(expected));
+        }
+
+        /// Any text is either a duration or an error naming the input; never a panic.
+        #[test]
+        fn garbage_never_panics(text in "\\PC{0,12}") {
+            if let Err(message) = parse_duration(&text) {
+                let quoted = format!("{:?}", text.trim());
+                proptest::prop_assert!(message.contains(&quoted), "{} lacks {}", message, quoted);
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `orchestrator info`: call SystemService/GetInfo and print the answer.
+
+use anyhow::Context;
+use drover_api::pb::orchestrator::v1::GetInfoRequest;
+use drover_api::pb::orchestrator::v1::system_service_client::SystemServiceClient;
+use drover_api::{StoreLocation, SystemInfo};
+
+use crate::cli::InfoArgs;
+
+pub(crate) async fn run(args: InfoArgs) -> anyhow::Result<()> {
+    let mut client = SystemServiceClient::connect(args.server.clone())
+        .await
+        .with_context(|| format!("connecting to {}", args.server))?;
+    let response = client
+        .get_info(GetInfoRequest {})
+        .await
+        .with_context(|| format!("calling GetInfo on {}", args.server))?
+        .into_inner();
+    let info = SystemInfo::try_from(response)
+        .with_context(|| format!("{} sent an invalid GetInfo response", args.server))?;
+    print!("{}", render(&info));
+    Ok(())
+}
+
+fn render(info: &SystemInfo) -> String {
+    let location = match &info.store.location {
+        StoreLocation::InMemory => "in memory".to_string(),
+        StoreLocation::DataDir(dir) => format!("data dir {}", dir.display()),
+        StoreLocation::Etcd { endpoints } => format!("etcd {}", endpoints.join(",")),
+    };
+    format!(
+        "version:  {}\nstore:    {} ({location})\nrevision: {}\nuptime:   {}s\n",
+        info.version,
+        info.store.backend,
+        info.store.revision,
+        info.uptime.as_secs()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_api::StoreInfo;
+
+    #[test]
+    fn renders_one_fact_per_line() {
+        let info = SystemInfo {
+            version: "0.1.0".into(),
+            store: StoreInfo {
+                backend: "etcd".into(),
+                revision: 12,
+                location: StoreLocation::Etcd {
+                    endpoints: vec!["http://a:1".into(), "http://b:2".into()],
+                },
+            },
+            uptime: std::time::Duration::from_millis(61_500),
+        };
+        assert_eq!(
+            render(&info),
+            "version:  0.1.0\nstore:    etcd (etcd http://a:1,http://b:2)\nrevision: 12\nuptime:   61s\n"
+        );
+    }
+}

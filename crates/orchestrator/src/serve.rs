@@ -1,0 +1,188 @@
+//! `orchestrator serve`: the gRPC API on the chosen store, with health,
+//! reflection, and an orderly shutdown on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use drover_api::StoreLocation;
+use drover_api::pb::orchestrator::v1::system_service_server::SystemServiceServer;
+use drover_store::Store;
+use drover_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::cli::{ServeArgs, StoreChoice};
+use crate::system::SystemApi;
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Handlers first, so a signal that arrives while starting up is not
+    // fatal to the process (the default action) but an orderly stop.
+    let shutdown = ShutdownSignal::install()?;
+    match args.store.choice()? {
+        StoreChoice::Memory => {
+            let store = EmbeddedStore::in_memory();
+            let served = serve(store.clone(), StoreLocation::InMemory, &args, shutdown).await;
+            finish(served, close_embedded(&store).await)
+        }
+        StoreChoice::DataDir(dir) => {
+            let store = EmbeddedStore::open(&dir, EmbeddedConfig::default())
+                .await
+                .with_context(|| format!("opening the embedded store in {}", dir.display()))?;
+            let location = StoreLocation::DataDir(dir);
+            let served = serve(store.clone(), location, &args, shutdown).await;
+            finish(served, close_embedded(&store).await)
+        }
+        StoreChoice::Etcd(endpoints) => {
+            let store =
+                drover_store_etcd::EtcdStore::connect(endpoints.clone(), Default::default())
+                    .await
+                    .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+            let location = StoreLocation::Etcd { endpoints };
+            serve(store, location, &args, shutdown).await
+        }
+    }
+}
+
+async fn close_embedded(store: &EmbeddedStore) -> anyhow::Result<()> {
+    store.close().await.context("closing the embedded store")?;
+    tracing::info!("embedded store closed");
+    Ok(())
+}
+
+/// The serving error wins; a close error alone is still a failure.
+fn finish(served: anyhow::Result<()>, closed: anyhow::Result<()>) -> anyhow::Result<()> {
+    match (served, closed) {
+        (Err(e), Err(close)) => {
+            tracing::error!("{close:#}");
+            Err(e)
+        }
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+/// Serves until a shutdown signal, then drains in-flight requests for at most
+/// `args.shutdown_grace`.
+async fn serve<S: Store>(
+    store: S,
+    location: StoreLocation,
+    args: &ServeArgs,
+    mut shutdown: ShutdownSignal,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<SystemServiceServer<SystemApi<S>>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(drover_api::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    // Older grpcurl and grpcui speak only v1alpha.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(drover_api::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building the reflection service")?;
+
+    let backend = store.backend_name();
+    let system = SystemServiceServer::new(SystemApi::new(store, location.clone()));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let router = Server::builder()
+        .trace_fn(|req| {
+            let id = next_request_id();
+            tracing::info_span!("grpc", id, path = %req.uri().path())
+        })
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(system);
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            // A dropped sender also stops the server.
+            let _ = stop_rx.await;
+        },
+    ));
+    tracing::info!(%addr, backend, store = ?location, "listening on {addr}");
+
+    let signal = tokio::select! {
+        finished = &mut server => {
+            // The server stopped on its own: that is always a failure here.
+            finished.context("the gRPC server task panicked")?.context("serving gRPC")?;
+            anyhow::bail!("the gRPC server stopped unexpectedly");
+        }
+        signal = shutdown.recv() => signal,
+    };
+    tracing::info!(signal, "shutting down");
+    // Tell load balancers first, then stop taking connections.
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<SystemServiceServer<SystemApi<S>>>()
+        .await;
+    let _ = stop_tx.send(());
+    tokio::select! {
+        finished = &mut server => {
+            finished
+                .context("the gRPC server task panicked")?
+                .context("serving gRPC")?;
+            tracing::info!("gRPC server stopped");
+        }
+        () = tokio::time::sleep(args.shutdown_grace) => {
+            // Long-lived streams (health Watch) may never end by themselves.
+            server.abort();
+            tracing::warn!(
+                grace = ?args.shutdown_grace,
+                "requests still running after the shutdown grace period; dropped them"
+            );
+        }
+        signal = shutdown.recv() => {
+            // An impatient operator (Ctrl-C twice) skips the grace period;
+            // the store is still closed properly.
+            server.abort();
+            tracing::warn!(signal, "second signal: dropped the requests still running");
+        }
+    }
+    Ok(())
+}
+
+/// A process-unique id for each request's log span.
+fn next_request_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// SIGINT or SIGTERM.
+struct ShutdownSignal {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignal {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// The name of the first signal received.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! End-to-end: the real `orchestrator` binary, spawned as a process, talked
+//! to over real gRPC (tonic clients, and Python's grpcio when available).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_api::pb::orchestrator::v1::GetInfoRequest;
+use drover_api::pb::orchestrator::v1::system_service_client::SystemServiceClient;
+use drover_api::{StoreLocation, SystemInfo};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+const BIN: &str = env!("CARGO_BIN_EXE_orchestrator");
+/// Generous bounds: a loaded 2-core CI machine may start slowly.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `orchestrator serve` whose log is collected.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<parking_lot::Mutex<Vec<String>>>,
+    log_done: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts `orchestrator serve --listen 127.0.0.1:0 <store_args>` and waits
+    /// for its "listening on ADDR" line.
+    async fn start(store_args: &[&str]) -> Server {
+        Self::start_with(store_args, &[]).await
+    }
+
+    async fn start_with(store_args: &[&str], extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(store_args)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning the orchestrator binary");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let addr = timeout(START_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.expect("reading stderr") {
+                log.lock().push(line.clone());
+                if let Some(addr) = listening_addr(&line) {
+                    return addr;
+                }
+            }
+            panic!(
+                "orchestrator exited before listening; log:\n{}",
+                log.lock().join("\n")
+            );
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no 'listening on' line within {START_TIMEOUT:?}"));
+        // Keep draining so the child never blocks on a full pipe.
+        let log_done = tokio::spawn({
+            let log = log.clone();
+            async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().push(line);
+                }
+            }
+        });
+        Server {
+            child,
+            addr,
+            log,
+            log_done,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the server is running");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Waits (bounded) for the process to exit; returns its status and log.
+    async fn wait(mut self) -> (ExitStatus, String) {
+        let status = timeout(EXIT_TIMEOUT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("orchestrator still running after {EXIT_TIMEOUT:?}"))
+            .expect("waiting for the orchestrator");
+        let _ = timeout(EXIT_TIMEOUT, self.log_done).await;
+        let log = self.log.lock().join("\n");
+        (status, log)
+    }
+
+    async fn info(&self) -> SystemInfo {
+        let mut client = SystemServiceClient::connect(self.url()).await.unwrap();
+        let response = client.get_info(GetInfoRequest {}).await.unwrap();
+        SystemInfo::try_from(response.into_inner()).expect("a valid GetInfo response")
+    }
+}
+
+/// The address in a "listening on ADDR" log line (plain or JSON).
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
+
+async fn health_status(url: &str, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(channel(url).await);
+    let response = client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap();
+    response.into_inner().status()
+}
+
+async fn reflect(url: &str, request: MessageRequest) -> MessageResponse {
+    let mut client = ServerReflectionClient::new(channel(url).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    responses
+        .message()
+        .await
+        .unwrap()
+        .expect("one reflection response")
+        .message_response
+        .expect("a reflection answer")
+}
+
+/// Everything a client can see on a healthy server, for any store.
+async fn assert_serves_the_api(server: &Server) {
+    let url = server.url();
+    assert_eq!(health_status(&url, "").await, ServingStatus::Serving);
+    assert_eq!(
+        health_status(&url, "orchestrator.v1.SystemService").await,
+        ServingStatus::Serving
+    );
+
+    let MessageResponse::ListServicesResponse(list) =
+        reflect(&url, MessageRequest::ListServices(String::new())).await
+    else {
+        panic!("expected a service list");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    for expected in [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "orchestrator.v1.SystemService",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
+    }
+
+    // Reflection serves the descriptor of our service, with its imports, so
+    // tools like grpcurl can call it without the .proto files.
+    let MessageResponse::FileDescriptorResponse(files) = reflect(
+        &url,
+        MessageRequest::FileContainingSymbol("orchestrator.v1.SystemService".into()),
+    )
+    .await
+    else {
+        panic!("expected file descriptors");
+    };
+    use prost::Message;
+    let names: Vec<String> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|bytes| {
+            prost_types::FileDescriptorProto::decode(bytes.as_slice())
+                .unwrap()
+                .name()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        names.contains(&"orchestrator/v1/system.proto".to_string()),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn memory_store_serves_info_health_reflection_then_stops_cleanly_on_sigterm() {
+    let server = Server::start(&["--memory"]).await;
+    let info = server.info().await;
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(info.store.backend, "embedded");
+    assert_eq!(info.store.location, StoreLocation::InMemory);
+    assert_eq!(info.store.revision, 1, "a fresh store is at revision 1");
+    assert_serves_the_api(&server).await;
+
+    // A watcher sees NOT_SERVING before the server goes away.
+    let mut health = HealthClient::new(channel(&server.url()).await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().expect("a first status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    server.signal("TERM");
+    let next = timeout(EXIT_TIMEOUT, watch.message())
+        .await
+        .expect("a status change after SIGTERM")
+        .unwrap()
+        .expect("NOT_SERVING before the stream ends");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    drop(watch);
+    drop(health);
+
+    let (status, log) = server.wait().await;
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("gRPC server stopped"), "{log}");
+    assert!(log.contains("embedded store closed"), "{log}");
+}
+
+#[tokio::test]
+async fn a_stream_left_open_is_cut_after_the_shutdown_grace() {
+    let server = Server::start_with(&["--memory"], &["--shutdown-grace", "500ms"]).await;
+    let mut health = HealthClient::new(channel(&server.url()).await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+    server.signal("TERM");
+    // The watch stays open, so only the grace period ends the server.
+    let (status, log) = server.wait().await;
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    assert!(log.contains("after the shutdown grace period"), "{log}");
+    assert!(log.contains("embedded store closed"), "{log}");
+    drop(watch);
+}
+
+#[tokio::test]
+async fn a_second_signal_skips_the_shutdown_grace() {
+    let server = Server::start_with(&["--memory"], &["--shutdown-grace", "1h"]).await;
+    let mut health = HealthClient::new(channel(&server.url()).await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+    server.signal("TERM");
+    // NOT_SERVING proves the first signal was handled before the second.
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    server.signal("INT");
+    let (status, log) = server.wait().await;
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    assert!(log.contains("second signal"), "{log}");
+    assert!(log.contains("embedded store closed"), "{log}");
+    drop(watch);
+}
+
+#[tokio::test]
+async fn data_dir_store_reports_its_dir_and_revision_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let data_dir_arg = data_dir.to_str().unwrap();
+
+    let server = Server::start(&["--data-dir", data_dir_arg]).await;
+    let info = server.info().await;
+    assert_eq!(info.store.backend, "embedded");
+    assert_eq!(
+        info.store.location,
+        StoreLocation::DataDir(data_dir.clone())
+    );
+    assert_eq!(info.store.revision, 1);
+    assert_serves_the_api(&server).await;
+    assert!(data_dir.is_dir(), "the data dir was created");
+    server.signal("INT");
+    let (status, log) = server.wait().await;
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    assert!(log.contains("embedded store closed"), "{log}");
+
+    // The same directory opens again after a clean stop.
+    let again = Server::start(&["--data-dir", data_dir_arg]).await;
+    assert_eq!(again.info().await.store.revision, 1);
+    again.signal("TERM");
+    let (status, log) = again.wait().await;
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+}
+
+#[tokio::test]
+async fn etcd_store_serves_the_same_api() {
+    let Some(endpoints) = drover_store::testing::etcd_endpoints() else {
+        return;
+    };
+    let joined = endpoints.join(",");
+    let server = Server::start(&["--etcd-endpoints", &joined]).await;
+    let info = server.info().await;
+    assert_eq!(info.store.backend, "etcd");
+    assert_eq!(info.store.location, StoreLocation::Etcd { endpoints });
+    // A shared etcd has seen other writes: only the lower bound is known.
+    assert!(info.store.revision >= 1, "{info:?}");
+    assert_serves_the_api(&server).await;
+    let later = server.info().await;
+    assert!(later.store.revision >= info.store.revision);
+    server.signal("TERM");
+    let (status, log) = server.wait().await;
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+}
+
+#[tokio::test]
+async fn an_unreachable_etcd_is_a_clear_error() {
+    // Bind then drop a listener: nothing listens on that port afterwards.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (status, stderr) =
+        run_to_exit(&["serve", "--listen", "127.0.0.1:0", "--etcd-endpoints", &url]).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("connecting to etcd at {url}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+#[tokio::test]
+async fn info_subcommand_prints_the_servers_answer() {
+    let server = Server::start(&["--memory"]).await;
+    let output = Command::new(BIN)
+        .args(["info", "--server", &server.url()])
+        .env("RUST_LOG", "warn")
+        .output();
+    let output = timeout(EXIT_TIMEOUT, output).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains(&format!("version:  {}", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("store:    embedded (in memory)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("revision: 1"), "{stdout}");
+    server.signal("TERM");
+    assert!(server.wait().await.0.success());
+}
+
+#[tokio::test]
+async fn info_subcommand_fails_clearly_without_a_server() {
+    // Bind then drop a listener: nothing listens on that port afterwards.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let output = Command::new(BIN)
+        .args(["info", "--server", &url])
+        .env("RUST_LOG", "off")
+        .output();
+    let output = timeout(EXIT_TIMEOUT, output).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("connecting to {url}")), "{stderr}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let server = Server::start_with(&["--memory"], &["--log-format", "json"]).await;
+    server.signal("TERM");
+    let (status, log) = server.wait().await;
+    assert!(status.success(), "{log}");
+    let mut saw_listening = false;
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let message = value["fields"]["message"].as_str().unwrap_or_default();
+        saw_listening |= message.starts_with("listening on 127.0.0.1:");
+    }
+    assert!(saw_listening, "{log}");
+}
+
+async fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output();
+    let output = timeout(EXIT_TIMEOUT, output)
+        .await
+        .expect("the orchestrator exits on bad arguments")
+        .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn conflicting_store_flags_are_rejected_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("never-created");
+    let (status, stderr) = run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--memory",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--memory"), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    assert!(!data_dir.exists(), "nothing was created");
+
+    let (status, stderr) = run_to_exit(&["serve", "--listen", "not-an-address", "--memory"]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--listen"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_taken_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, stderr) = run_to_exit(&["serve", "--listen", &addr, "--memory"]).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("binding {addr}")), "{stderr}");
+    drop(taken);
+}
+
+#[tokio::test]
+async fn an_unusable_data_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the data directory should be.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let (status, stderr) = run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("opening the embedded store in {}", file.display())),
+        "{stderr}"
+    );
+}
+
+/// The first Python that has grpcio and grpcio-tools: `$DROVER_PYTHON`, then
+/// `python3` on PATH, then the system one (where Debian's python3-grpcio and
+/// python3-grpc-tools install, which a pyenv `python3` on PATH does not see).
+fn python_with_grpc() -> Option<String> {
+    let candidates = std::env::var("DROVER_PYTHON")
+        .ok()
+        .into_iter()
+        .chain(["python3".to_string(), "/usr/bin/python3".to_string()]);
+    candidates.into_iter().find(|python| {
+        std::process::Command::new(python)
+            .args(["-c", "import grpc, grpc_tools"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// A real client in another language: Python's grpcio with stubs generated
+/// from `proto/` by grpc_tools.
+#[tokio::test]
+async fn python_client_calls_get_info() {
+    let Some(python) = python_with_grpc() else {
+        if std::env::var(drover_store::testing::REQUIRE_ETCD_VAR).as_deref() == Ok("1") {
+            panic!(
+                "a python3 with grpcio and grpcio-tools is required under `cargo xtask test` \
+                 (tried $DROVER_PYTHON, python3 on PATH, /usr/bin/python3)"
+            );
+        }
+        eprintln!("skipping the Python client test: no python3 can `import grpc, grpc_tools`");
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let server = Server::start(&["--memory"]).await;
+    let output = Command::new(&python)
+        .arg(root.join("tests/python/get_info.py"))
+        .args(["--proto-dir", root.join("proto").to_str().unwrap()])
+        .args(["--server", &server.addr.to_string()])
+        .output();
+    let output = timeout(START_TIMEOUT, output).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON on stdout");
+    assert_eq!(answer["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(answer["store"]["backend"], "embedded");
+    assert_eq!(answer["store"]["revision"], "1");
+    assert!(answer["store"]["inMemory"].is_object(), "{answer}");
+    server.signal("TERM");
+    assert!(server.wait().await.0.success());
+}
