@@ -38,7 +38,10 @@ pub enum StoreError {
 
     /// The requested revision is newer than the store's current revision.
     #[error("revision {requested} is in the future (current revision {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
 
     /// The request is malformed (for example an empty key); nothing was done.
     #[error("invalid request: {0}")]

@@ -12,7 +12,7 @@
 //!   (or purely in memory for tests). The default for `orchestrator serve`.
 //! - `drover-store-etcd`: the same port on a real etcd cluster.
 //!
-//! Both pass one conformance suite ([`testing`], behind the `testing` feature).
+//! Both pass one conformance suite (`testing::suite`, behind the `testing` feature).
 //!
 //! ```
 //! use drover_store::{embedded::EmbeddedStore, Store, Put, Get};

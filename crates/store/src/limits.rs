@@ -93,10 +93,14 @@ fn check_op(op: &TxnOp) -> Result<()> {
 pub fn validate_get(get: &Get) -> Result<()> {
     check_range(&get.range)?;
     if get.limit < 0 {
-        return Err(StoreError::InvalidArgument("limit must not be negative".into()));
+        return Err(StoreError::InvalidArgument(
+            "limit must not be negative".into(),
+        ));
     }
     if get.revision < 0 {
-        return Err(StoreError::InvalidArgument("revision must not be negative".into()));
+        return Err(StoreError::InvalidArgument(
+            "revision must not be negative".into(),
+        ));
     }
     check_size(get_size(get))
 }
@@ -144,7 +148,12 @@ pub fn validate_txn(txn: &Txn) -> Result<()> {
     check_branch_keys(&txn.success)?;
     check_branch_keys(&txn.failure)?;
     let size = txn.compares.iter().map(compare_size).sum::<usize>()
-        + txn.success.iter().chain(&txn.failure).map(op_size).sum::<usize>();
+        + txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .map(op_size)
+            .sum::<usize>();
     check_size(size)
 }
 
@@ -160,11 +169,13 @@ fn check_branch_keys(ops: &[TxnOp]) -> Result<()> {
     if let Some(w) = puts.windows(2).find(|w| w[0] == w[1]) {
         return Err(duplicate(w[0]));
     }
-    for op in ops {
-        if let TxnOp::Delete(d) = op {
-            if let Some(key) = puts.iter().find(|k| d.range.contains(k)) {
-                return Err(duplicate(key));
-            }
+    let deletes = ops.iter().filter_map(|op| match op {
+        TxnOp::Delete(d) => Some(&d.range),
+        _ => None,
+    });
+    for range in deletes {
+        if let Some(key) = puts.iter().find(|k| range.contains(k)) {
+            return Err(duplicate(key));
         }
     }
     Ok(())
@@ -207,7 +218,10 @@ mod tests {
         assert!(validate_txn(&Txn::new().and_then(ops(128)).or_else(ops(128))).is_ok());
         assert!(matches!(
             validate_txn(&Txn::new().and_then(ops(129))),
-            Err(StoreError::TooManyOps { ops: 129, limit: 128 })
+            Err(StoreError::TooManyOps {
+                ops: 129,
+                limit: 128
+            })
         ));
     }
 
@@ -216,7 +230,10 @@ mod tests {
         let txn = Txn::new().and_then([Put::new("a", "1").into(), Put::new("a", "2").into()]);
         assert!(matches!(validate_txn(&txn), Err(StoreError::DuplicateKey { key }) if key == "a"));
         let txn = Txn::new().and_then([Put::new("p/a", "1").into(), Delete::prefix("p/").into()]);
-        assert!(matches!(validate_txn(&txn), Err(StoreError::DuplicateKey { .. })));
+        assert!(matches!(
+            validate_txn(&txn),
+            Err(StoreError::DuplicateKey { .. })
+        ));
         // The same key in different branches is fine.
         let txn = Txn::new()
             .and_then([Put::new("a", "1").into()])
@@ -226,8 +243,14 @@ mod tests {
 
     #[test]
     fn empty_keys_are_invalid() {
-        assert!(matches!(validate_put(&Put::new("", "v")), Err(StoreError::InvalidArgument(_))));
-        assert!(matches!(validate_get(&Get::key("")), Err(StoreError::InvalidArgument(_))));
+        assert!(matches!(
+            validate_put(&Put::new("", "v")),
+            Err(StoreError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            validate_get(&Get::key("")),
+            Err(StoreError::InvalidArgument(_))
+        ));
         assert!(validate_get(&Get::prefix("")).is_ok());
     }
 }

@@ -31,7 +31,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Atomic compare-and-then-ops.
     fn txn(&self, req: Txn) -> impl Future<Output = Result<TxnResponse>> + Send;
 
-    /// Watch a key or range from a revision. A start revision at or below the
+    /// Watch a key or range from a revision. A start revision below the
     /// compaction point yields one `Err(StoreError::Compacted)` item, then the
     /// stream ends; callers re-list and watch again.
     fn watch(&self, req: Watch) -> impl Future<Output = Result<WatchStream>> + Send;
@@ -52,8 +52,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         id: LeaseId,
     ) -> impl Future<Output = Result<LeaseTimeToLive>> + Send;
 
-    /// Discard history at and below `revision`. Reads and watches below it
-    /// fail with [`StoreError::Compacted`].
+    /// Discard history older than `revision`, as etcd does: reads and watches
+    /// at `revision` still work (without older `prev_kv`s), those below it fail
+    /// with [`StoreError::Compacted`].
     fn compact(&self, revision: Revision) -> impl Future<Output = Result<()>> + Send;
 
     /// The store's current revision.

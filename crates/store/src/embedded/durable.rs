@@ -1,0 +1,361 @@
+//! Persistence in a redb database inside the data directory.
+//!
+//! Layout (one file, `drover.redb`):
+//! - `versions`: (revision, sub-revision) -> key + put or tombstone. Every
+//!   version the MVCC index retains, so a restart rebuilds the same index and
+//!   the same watch history (the whole retained window, not just the current
+//!   state). Compaction deletes the versions it drops.
+//! - `leases`: lease id -> granted TTL. Deadlines are not stored: a restart
+//!   gives every lease its full TTL, as etcd does on a leader change.
+//! - `meta`: current revision, compact revision, next lease id.
+//!
+//! Each group commit is one redb write transaction with
+//! [`redb::Durability::Immediate`]: `commit` returns only after the data is
+//! fsync'd, and only then are the writes acknowledged and made visible.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::mvcc::Version;
+use super::state::Journal;
+use crate::{KeyValue, LeaseId, Revision, StoreError};
+
+const VERSIONS: TableDefinition<'static, (i64, u32), &[u8]> = TableDefinition::new("versions");
+const LEASES: TableDefinition<'static, i64, i64> = TableDefinition::new("leases");
+const META: TableDefinition<'static, &str, i64> = TableDefinition::new("meta");
+
+const META_REVISION: &str = "revision";
+const META_COMPACTED: &str = "compact_revision";
+const META_NEXT_LEASE: &str = "next_lease_id";
+
+const FILE_NAME: &str = "drover.redb";
+
+const TAG_TOMBSTONE: u8 = 0;
+const TAG_PUT: u8 = 1;
+
+fn storage(
+    message: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::Storage {
+        message: message.into(),
+        source: Some(Box::new(source)),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Storage {
+        message: format!("corrupt database: {what}"),
+        source: None,
+    }
+}
+
+/// Everything a restart needs to rebuild the in-memory state.
+#[derive(Debug)]
+pub(crate) struct Restored {
+    /// Retained versions in (revision, sub-revision) order.
+    pub(crate) versions: Vec<(Vec<u8>, Version)>,
+    pub(crate) revision: Revision,
+    pub(crate) compacted: Revision,
+    pub(crate) next_lease_id: LeaseId,
+    pub(crate) leases: Vec<(LeaseId, i64)>,
+}
+
+/// Meta values written with every commit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
+    pub(crate) revision: Revision,
+    pub(crate) compacted: Revision,
+    pub(crate) next_lease_id: LeaseId,
+}
+
+#[derive(Debug)]
+pub(crate) struct Durable {
+    db: Database,
+    path: PathBuf,
+    /// Tests make commits fail to check what a storage failure does.
+    #[cfg(test)]
+    pub(crate) fail_commits: std::sync::atomic::AtomicBool,
+}
+
+impl Durable {
+    /// Open (or create) the database in `dir` and read it back.
+    pub(crate) fn open(
+        dir: &Path,
+        fresh_lease_id: LeaseId,
+    ) -> Result<(Durable, Restored), StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| storage(format!("cannot create data directory {}", dir.display()), e))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path)
+            .map_err(|e| storage(format!("cannot open database {}", path.display()), e))?;
+        let durable = Durable {
+            db,
+            path,
+            #[cfg(test)]
+            fail_commits: std::sync::atomic::AtomicBool::new(false),
+        };
+        // Create the tables so that reads of a fresh database find them.
+        durable.write(|txn| {
+            txn.open_table(VERSIONS)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
+        let restored = durable.read_all(fresh_lease_id)?;
+        Ok((durable, restored))
+    }
+
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        let message = || format!("write to {} failed", self.path.display());
+        let mut txn = self.db.begin_write().map_err(|e| storage(message(), e))?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| storage(message(), e))?;
+        f(&txn).map_err(|e| storage(message(), e))?;
+        txn.commit().map_err(|e| storage(message(), e))
+    }
+
+    fn read_all(&self, fresh_lease_id: LeaseId) -> Result<Restored, StoreError> {
+        let message = || format!("read of {} failed", self.path.display());
+        let read = || -> Result<Restored, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let get = |name: &str| -> Result<Option<i64>, redb::Error> {
+                Ok(meta.get(name)?.map(|v| v.value()))
+            };
+            let revision = get(META_REVISION)?.unwrap_or(1);
+            let compacted = get(META_COMPACTED)?.unwrap_or(0);
+            let next_lease_id = get(META_NEXT_LEASE)?.unwrap_or(fresh_lease_id);
+            let mut leases = Vec::new();
+            for row in txn.open_table(LEASES)?.iter()? {
+                let (id, ttl) = row?;
+                leases.push((id.value(), ttl.value()));
+            }
+            let mut versions = Vec::new();
+            for row in txn.open_table(VERSIONS)?.iter()? {
+                let (at, bytes) = row?;
+                let (rev, sub) = at.value();
+                // Decoded below, outside redb's error type; the raw row sits
+                // in the key slot until then.
+                versions.push((bytes.value().to_vec(), Version { rev, sub, kv: None }));
+            }
+            Ok(Restored {
+                versions,
+                revision,
+                compacted,
+                next_lease_id,
+                leases,
+            })
+        };
+        let mut restored = read().map_err(|e| storage(message(), e))?;
+        // Decode the raw rows (stashed in the key slot above).
+        for (raw, version) in &mut restored.versions {
+            let (key, kv) = decode(raw, version.rev)?;
+            *raw = key;
+            version.kv = kv;
+        }
+        Ok(restored)
+    }
+
+    /// Persist one group commit durably.
+    pub(crate) fn commit(&self, journal: &Journal, meta: Meta) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fail_commits.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(storage(
+                "injected commit failure",
+                std::io::Error::other("injected by a test"),
+            ));
+        }
+        self.write(|txn| {
+            {
+                let mut versions = txn.open_table(VERSIONS)?;
+                let mut buf = Vec::new();
+                for (key, version) in &journal.versions {
+                    buf.clear();
+                    encode(key, version.kv.as_ref(), &mut buf);
+                    versions.insert((version.rev, version.sub), buf.as_slice())?;
+                }
+                for at in &journal.removed {
+                    versions.remove(*at)?;
+                }
+            }
+            {
+                let mut leases = txn.open_table(LEASES)?;
+                for (id, ttl) in &journal.granted {
+                    leases.insert(*id, *ttl)?;
+                }
+                for id in &journal.revoked {
+                    leases.remove(*id)?;
+                }
+            }
+            let mut table = txn.open_table(META)?;
+            table.insert(META_REVISION, meta.revision)?;
+            table.insert(META_COMPACTED, meta.compacted)?;
+            table.insert(META_NEXT_LEASE, meta.next_lease_id)?;
+            Ok(())
+        })
+    }
+}
+
+/// `[key len: u32 LE][key][tag]` then, for a put,
+/// `[create_revision][version][lease]` (i64 LE each) and the value.
+fn encode(key: &[u8], kv: Option<&KeyValue>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    match kv {
+        None => out.push(TAG_TOMBSTONE),
+        Some(kv) => {
+            out.push(TAG_PUT);
+            out.extend_from_slice(&kv.create_revision.to_le_bytes());
+            out.extend_from_slice(&kv.version.to_le_bytes());
+            out.extend_from_slice(&kv.lease.to_le_bytes());
+            out.extend_from_slice(&kv.value);
+        }
+    }
+}
+
+fn decode(bytes: &[u8], rev: Revision) -> Result<(Vec<u8>, Option<KeyValue>), StoreError> {
+    let take = |bytes: &[u8], n: usize| -> Result<(Vec<u8>, usize), StoreError> {
+        bytes
+            .get(..n)
+            .map(|b| (b.to_vec(), n))
+            .ok_or_else(|| corrupt("truncated version row"))
+    };
+    let (len, _) = take(bytes, 4)?;
+    let key_len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let rest = &bytes[4..];
+    let (key, _) = take(rest, key_len)?;
+    let rest = &rest[key_len..];
+    match rest.first() {
+        Some(&TAG_TOMBSTONE) => Ok((key, None)),
+        Some(&TAG_PUT) => {
+            let rest = &rest[1..];
+            let (nums, _) = take(rest, 24)?;
+            let num = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&nums[i * 8..i * 8 + 8]);
+                i64::from_le_bytes(b)
+            };
+            let kv = KeyValue {
+                key: key.clone(),
+                value: rest[24..].to_vec(),
+                create_revision: num(0),
+                mod_revision: rev,
+                version: num(1),
+                lease: num(2),
+            };
+            Ok((key, Some(kv)))
+        }
+        _ => Err(corrupt("unknown version tag")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip() {
+        let kv = KeyValue {
+            key: b"k".to_vec(),
+            value: b"value".to_vec(),
+            create_revision: 3,
+            mod_revision: 9,
+            version: 4,
+            lease: 77,
+        };
+        let mut buf = Vec::new();
+        encode(b"k", Some(&kv), &mut buf);
+        assert_eq!(decode(&buf, 9).unwrap(), (b"k".to_vec(), Some(kv)));
+        buf.clear();
+        encode(b"gone", None, &mut buf);
+        assert_eq!(decode(&buf, 9).unwrap(), (b"gone".to_vec(), None));
+        assert!(decode(&buf[..3], 9).is_err());
+    }
+
+    #[test]
+    fn commits_are_read_back_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, restored) = Durable::open(dir.path(), 5).unwrap();
+        assert_eq!(
+            (
+                restored.revision,
+                restored.compacted,
+                restored.next_lease_id
+            ),
+            (1, 0, 5)
+        );
+        let mut journal = Journal::new(true);
+        let kv = KeyValue {
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            lease: 5,
+        };
+        journal.versions.push((
+            b"a".to_vec(),
+            Version {
+                rev: 2,
+                sub: 0,
+                kv: Some(kv.clone()),
+            },
+        ));
+        journal.granted.push((5, 30));
+        let meta = Meta {
+            revision: 2,
+            compacted: 0,
+            next_lease_id: 6,
+        };
+        durable.commit(&journal, meta).unwrap();
+        drop(durable);
+        let (_durable, restored) = Durable::open(dir.path(), 1).unwrap();
+        assert_eq!(restored.revision, 2);
+        assert_eq!(restored.next_lease_id, 6);
+        assert_eq!(restored.leases, vec![(5, 30)]);
+        assert_eq!(
+            restored.versions,
+            vec![(
+                b"a".to_vec(),
+                Version {
+                    rev: 2,
+                    sub: 0,
+                    kv: Some(kv)
+                }
+            )]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_row_round_trips(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40),
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
+            numbers in (1i64..1 << 40, 1i64..1 << 20, 0i64..i64::MAX),
+            rev in 1i64..1 << 40,
+            tombstone in proptest::prelude::any::<bool>(),
+        ) {
+            let kv = (!tombstone).then(|| KeyValue {
+                key: key.clone(),
+                value,
+                create_revision: numbers.0,
+                mod_revision: rev,
+                version: numbers.1,
+                lease: numbers.2,
+            });
+            let mut buf = Vec::new();
+            encode(&key, kv.as_ref(), &mut buf);
+            proptest::prop_assert_eq!(decode(&buf, rev).unwrap(), (key, kv));
+        }
+
+        #[test]
+        fn garbage_rows_are_errors_not_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = decode(&bytes, 1);
+        }
+    }
+}

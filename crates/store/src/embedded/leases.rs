@@ -1,0 +1,197 @@
+//! The lease table: TTLs, deadlines on the tokio clock, attached keys.
+//!
+//! Deadlines live only in memory: after a restart every lease gets its full
+//! TTL again, as etcd does on a leader change.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::{LeaseGrant, LeaseId, LeaseTimeToLive, StoreError};
+
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pub(crate) ttl: i64,
+    pub(crate) deadline: Instant,
+    pub(crate) keys: BTreeSet<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Leases {
+    map: HashMap<LeaseId, Lease>,
+    next_id: LeaseId,
+    min_ttl: i64,
+}
+
+fn ttl_duration(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64)
+}
+
+impl Leases {
+    /// An empty table whose ids start at or above `next_id` (kept across
+    /// restarts so that an id is never handed out twice).
+    pub(crate) fn new(min_ttl: i64, next_id: LeaseId) -> Self {
+        Leases {
+            map: HashMap::new(),
+            next_id: next_id.max(1),
+            min_ttl: min_ttl.max(1),
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> LeaseId {
+        self.next_id
+    }
+
+    /// Grant a lease; TTLs below the minimum are raised to it, as etcd does.
+    /// The caller validated the TTL against the maximum.
+    pub(crate) fn grant(&mut self, ttl: i64, now: Instant) -> LeaseGrant {
+        let ttl = ttl.max(self.min_ttl);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.restore(id, ttl, now);
+        LeaseGrant { id, ttl }
+    }
+
+    /// Re-create a persisted lease with its full TTL from `now`.
+    pub(crate) fn restore(&mut self, id: LeaseId, ttl: i64, now: Instant) {
+        self.map.insert(
+            id,
+            Lease {
+                ttl,
+                deadline: now + ttl_duration(ttl),
+                keys: BTreeSet::new(),
+            },
+        );
+        self.next_id = self.next_id.max(id + 1);
+    }
+
+    fn live(&self, id: LeaseId, now: Instant) -> Result<&Lease, StoreError> {
+        self.map
+            .get(&id)
+            .filter(|l| l.deadline > now)
+            .ok_or(StoreError::LeaseNotFound(id))
+    }
+
+    /// True when the lease is still in the table but its deadline passed:
+    /// the writer is about to revoke it. Callers wait for that revocation
+    /// before reporting [`StoreError::LeaseNotFound`], so that "not found"
+    /// always means the lease's keys are gone (as etcd).
+    pub(crate) fn is_expiring(&self, id: LeaseId, now: Instant) -> bool {
+        self.map.get(&id).is_some_and(|l| l.deadline <= now)
+    }
+
+    /// True while the lease exists (granted and not yet revoked).
+    pub(crate) fn contains(&self, id: LeaseId) -> bool {
+        self.map.contains_key(&id)
+    }
+
+    pub(crate) fn keep_alive(&mut self, id: LeaseId, now: Instant) -> Result<i64, StoreError> {
+        self.live(id, now)?;
+        let lease = self.map.get_mut(&id).ok_or(StoreError::LeaseNotFound(id))?;
+        lease.deadline = now + ttl_duration(lease.ttl);
+        Ok(lease.ttl)
+    }
+
+    /// Remaining TTL (whole seconds, truncated as etcd reports it) and keys.
+    pub(crate) fn time_to_live(
+        &self,
+        id: LeaseId,
+        now: Instant,
+        mut visible: impl FnMut(&[u8]) -> bool,
+    ) -> Result<LeaseTimeToLive, StoreError> {
+        let lease = self.live(id, now)?;
+        Ok(LeaseTimeToLive {
+            id,
+            ttl: lease.deadline.saturating_duration_since(now).as_secs() as i64,
+            granted_ttl: lease.ttl,
+            keys: lease.keys.iter().filter(|k| visible(k)).cloned().collect(),
+        })
+    }
+
+    pub(crate) fn attach(&mut self, id: LeaseId, key: &[u8]) {
+        if let Some(lease) = self.map.get_mut(&id) {
+            lease.keys.insert(key.to_vec());
+        }
+    }
+
+    pub(crate) fn detach(&mut self, id: LeaseId, key: &[u8]) {
+        if let Some(lease) = self.map.get_mut(&id) {
+            lease.keys.remove(key);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: LeaseId) -> Option<Lease> {
+        self.map.remove(&id)
+    }
+
+    /// Leases whose deadline passed, oldest deadline first.
+    pub(crate) fn expired(&self, now: Instant) -> Vec<LeaseId> {
+        let mut due: Vec<(Instant, LeaseId)> = self
+            .map
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(id, l)| (l.deadline, *id))
+            .collect();
+        due.sort_unstable();
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
+        self.map.values().map(|l| l.deadline).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_expire_on_the_tokio_clock_and_keep_alive_extends_them() {
+        let mut leases = Leases::new(1, 7);
+        let start = Instant::now();
+        let a = leases.grant(10, start);
+        let b = leases.grant(0, start);
+        assert_eq!((a.id, a.ttl), (7, 10));
+        assert_eq!((b.id, b.ttl), (8, 1), "TTL raised to the minimum");
+        assert_eq!(
+            leases.earliest_deadline(),
+            Some(start + Duration::from_secs(1))
+        );
+
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let now = Instant::now();
+        assert_eq!(leases.expired(now), vec![b.id]);
+        assert!(matches!(
+            leases.keep_alive(b.id, now),
+            Err(StoreError::LeaseNotFound(8))
+        ));
+        assert_eq!(leases.time_to_live(a.id, now, |_| true).unwrap().ttl, 4);
+        assert_eq!(leases.keep_alive(a.id, now).unwrap(), 10);
+        assert_eq!(leases.time_to_live(a.id, now, |_| true).unwrap().ttl, 10);
+
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(leases.expired(Instant::now()), vec![b.id]);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(leases.expired(Instant::now()), vec![b.id, a.id]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attached_keys_are_reported_and_ids_never_repeat() {
+        let now = Instant::now();
+        let mut leases = Leases::new(1, 1);
+        let a = leases.grant(5, now);
+        leases.attach(a.id, b"x");
+        leases.attach(a.id, b"y");
+        leases.detach(a.id, b"x");
+        let ttl = leases.time_to_live(a.id, now, |_| true).unwrap();
+        assert_eq!(ttl.keys, vec![b"y".to_vec()]);
+        assert!(leases.remove(a.id).is_some());
+        assert!(!leases.contains(a.id));
+        let b = leases.grant(5, now);
+        assert_ne!(a.id, b.id);
+        let mut restored = Leases::new(1, 1);
+        restored.restore(40, 3, now);
+        assert_eq!(restored.grant(3, now).id, 41);
+    }
+}

@@ -1,0 +1,497 @@
+//! Behaviour of the embedded store through the port (in memory and on disk).
+//! The backend-agnostic conformance suite lives in `testing::suite`.
+
+use std::time::Duration;
+
+use super::*;
+use crate::{Compare, CompareOp, EventKind, KeyRange, WatchBatch};
+
+async fn next(watch: &mut WatchStream) -> WatchBatch {
+    tokio::time::timeout(Duration::from_secs(5), watch.next_batch())
+        .await
+        .expect("watch batch in time")
+        .expect("watch still open")
+        .expect("watch batch, not an error")
+}
+
+#[tokio::test]
+async fn first_write_is_revision_two_and_txn_writes_share_one_revision() {
+    let store = EmbeddedStore::in_memory();
+    assert_eq!(store.current_revision().await.unwrap(), 1);
+    assert_eq!(store.put(Put::new("a", "1")).await.unwrap().revision, 2);
+    let resp = store
+        .txn(
+            Txn::new()
+                .when([Compare::value("a", CompareOp::Equal, "1")])
+                .and_then([
+                    Put::new("b", "1").into(),
+                    Put::new("c", "1").into(),
+                    Get::prefix("").into(),
+                ]),
+        )
+        .await
+        .unwrap();
+    assert!(resp.succeeded);
+    assert_eq!(resp.revision, 3);
+    let TxnOpResponse::Get(all) = &resp.responses[2] else {
+        panic!("{:?}", resp.responses[2])
+    };
+    assert_eq!(all.count, 3);
+    assert!(all.kvs[1..].iter().all(|kv| kv.mod_revision == 3));
+    // Deleting nothing does not bump the revision.
+    let deleted = store.delete(Delete::key("zzz")).await.unwrap();
+    assert_eq!((deleted.deleted, deleted.revision), (0, 3));
+    let deleted = store
+        .delete(Delete::prefix("").with_prev_kv())
+        .await
+        .unwrap();
+    assert_eq!(
+        (deleted.deleted, deleted.revision, deleted.prev_kvs.len()),
+        (3, 4, 3)
+    );
+}
+
+#[tokio::test]
+async fn invalid_requests_are_rejected_before_anything_is_written() {
+    let store = EmbeddedStore::in_memory();
+    assert!(matches!(
+        store.put(Put::new("", "v")).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.put(Put::new("k", "v").with_lease(12345)).await,
+        Err(StoreError::LeaseNotFound(12345))
+    ));
+    assert!(matches!(
+        store.lease_grant(crate::MAX_LEASE_TTL_SECS + 1).await,
+        Err(StoreError::LeaseTtlTooLarge { .. })
+    ));
+    assert!(matches!(
+        store.get(Get::key("k").at_revision(5)).await,
+        Err(StoreError::FutureRevision {
+            requested: 5,
+            current: 1
+        })
+    ));
+    assert_eq!(store.current_revision().await.unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_expiry_deletes_keys_in_one_revision_seen_by_watchers() {
+    let store = EmbeddedStore::in_memory();
+    let lease = store.lease_grant(5).await.unwrap();
+    assert_eq!(lease.ttl, 5);
+    let short = store.lease_grant(0).await.unwrap();
+    assert_eq!(short.ttl, 1, "raised to the minimum TTL");
+    store
+        .put(Put::new("l/a", "1").with_lease(lease.id))
+        .await
+        .unwrap();
+    store
+        .put(Put::new("l/b", "1").with_lease(lease.id))
+        .await
+        .unwrap();
+    store.put(Put::new("l/c", "1")).await.unwrap();
+    let ttl = store.lease_time_to_live(lease.id).await.unwrap();
+    assert_eq!(ttl.keys, vec![b"l/a".to_vec(), b"l/b".to_vec()]);
+    assert_eq!((ttl.granted_ttl, ttl.ttl), (5, 5));
+    let mut watch = store
+        .watch(Watch::prefix("l/").with_prev_kv())
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(matches!(
+        store.lease_keep_alive(short.id).await,
+        Err(StoreError::LeaseNotFound(_))
+    ));
+    assert_eq!(store.lease_time_to_live(lease.id).await.unwrap().ttl, 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let batch = next(&mut watch).await;
+    assert_eq!(batch.events.len(), 2);
+    assert!(batch.events.iter().all(|e| e.kind == EventKind::Delete));
+    let rev = batch.events[0].kv.mod_revision;
+    assert!(batch.events.iter().all(|e| e.kv.mod_revision == rev));
+    assert_eq!(batch.events[0].prev_kv.as_ref().unwrap().lease, lease.id);
+    let left = store.get(Get::prefix("l/")).await.unwrap();
+    assert_eq!(left.count, 1);
+    assert!(matches!(
+        store.lease_keep_alive(lease.id).await,
+        Err(StoreError::LeaseNotFound(_))
+    ));
+    assert!(matches!(
+        store.lease_revoke(lease.id).await,
+        Err(StoreError::LeaseNotFound(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_postpones_expiry() {
+    let store = EmbeddedStore::in_memory();
+    let lease = store.lease_grant(4).await.unwrap();
+    store
+        .put(Put::new("k", "v").with_lease(lease.id))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(store.lease_keep_alive(lease.id).await.unwrap(), 4);
+    }
+    assert_eq!(store.get(Get::key("k")).await.unwrap().count, 1);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(store.get(Get::key("k")).await.unwrap().count, 0);
+}
+
+#[tokio::test]
+async fn revoke_deletes_keys_and_detached_keys_survive() {
+    let store = EmbeddedStore::in_memory();
+    let lease = store.lease_grant(60).await.unwrap();
+    store
+        .put(Put::new("a", "1").with_lease(lease.id))
+        .await
+        .unwrap();
+    store
+        .put(Put::new("b", "1").with_lease(lease.id))
+        .await
+        .unwrap();
+    // A put with lease 0 detaches.
+    store.put(Put::new("b", "2")).await.unwrap();
+    let before = store.current_revision().await.unwrap();
+    store.lease_revoke(lease.id).await.unwrap();
+    assert_eq!(store.current_revision().await.unwrap(), before + 1);
+    let left = store.get(Get::prefix("")).await.unwrap();
+    assert_eq!(left.kvs.len(), 1);
+    assert_eq!(left.kvs[0].key, b"b");
+}
+
+#[tokio::test]
+async fn watch_catches_up_from_history_and_reports_compaction() {
+    let store = EmbeddedStore::in_memory();
+    for i in 0..5 {
+        store.put(Put::new("w/k", format!("{i}"))).await.unwrap();
+    }
+    // Revisions 2..=6 hold the five puts.
+    let mut watch = store
+        .watch(Watch::key("w/k").from_revision(3).with_prev_kv())
+        .await
+        .unwrap();
+    let mut revisions = Vec::new();
+    while revisions.len() < 4 {
+        let batch = next(&mut watch).await;
+        for event in batch.events {
+            assert_eq!(
+                event.prev_kv.unwrap().mod_revision,
+                event.kv.mod_revision - 1
+            );
+            revisions.push(event.kv.mod_revision);
+        }
+    }
+    assert_eq!(revisions, vec![3, 4, 5, 6]);
+    store.compact(5).await.unwrap();
+    let mut old = store
+        .watch(Watch::key("w/k").from_revision(4))
+        .await
+        .unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(5), old.next_batch())
+        .await
+        .unwrap();
+    assert!(matches!(
+        item,
+        Some(Err(StoreError::Compacted {
+            requested: 4,
+            compact_revision: 5
+        }))
+    ));
+    assert!(
+        old.next_batch().await.is_none(),
+        "the stream ends after Compacted"
+    );
+    // Reads at the compact revision still work, below it they fail.
+    assert_eq!(
+        store.get(Get::key("w/k").at_revision(5)).await.unwrap().kvs[0].value,
+        b"3"
+    );
+    assert!(matches!(
+        store.get(Get::key("w/k").at_revision(4)).await,
+        Err(StoreError::Compacted { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_slow_watcher_does_not_block_writers_and_misses_nothing() {
+    let store = EmbeddedStore::in_memory_with(EmbeddedConfig::default().with_watch_buffer(1));
+    let mut watch = store.watch(Watch::prefix("s/")).await.unwrap();
+    for i in 0..200 {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            store.put(Put::new(format!("s/{}", i % 7), "v")),
+        )
+        .await
+        .expect("writers never wait for watchers")
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 200 {
+        seen.extend(
+            next(&mut watch)
+                .await
+                .events
+                .into_iter()
+                .map(|e| e.kv.mod_revision),
+        );
+    }
+    assert_eq!(seen, (2..202).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_lagging_watcher_whose_history_was_compacted_gets_compacted() {
+    let store = EmbeddedStore::in_memory_with(EmbeddedConfig::default().with_watch_buffer(1));
+    let mut watch = store.watch(Watch::prefix("c/")).await.unwrap();
+    for i in 0..20 {
+        store.put(Put::new("c/k", format!("{i}"))).await.unwrap();
+    }
+    let current = store.current_revision().await.unwrap();
+    store.compact(current).await.unwrap();
+    let mut outcome = None;
+    for _ in 0..25 {
+        match tokio::time::timeout(Duration::from_secs(5), watch.next_batch())
+            .await
+            .unwrap()
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                outcome = Some(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    assert!(
+        matches!(outcome, Some(StoreError::Compacted { compact_revision, .. }) if compact_revision == current)
+    );
+}
+
+#[tokio::test]
+async fn watch_from_zero_sees_only_later_changes_and_ranges_filter() {
+    let store = EmbeddedStore::in_memory();
+    store.put(Put::new("r/a", "old")).await.unwrap();
+    let range = KeyRange::Range {
+        start: b"r/a".to_vec(),
+        end: b"r/c".to_vec(),
+    };
+    let mut watch = store
+        .watch(Watch {
+            range,
+            start_revision: 0,
+            prev_kv: false,
+        })
+        .await
+        .unwrap();
+    store
+        .txn(Txn::new().and_then([
+            Put::new("r/a", "1").into(),
+            Put::new("r/c", "1").into(),
+            Put::new("r/b", "1").into(),
+        ]))
+        .await
+        .unwrap();
+    let batch = next(&mut watch).await;
+    let keys: Vec<_> = batch.events.iter().map(|e| e.kv.key.clone()).collect();
+    assert_eq!(keys, vec![b"r/a".to_vec(), b"r/b".to_vec()]);
+    assert!(batch.events[0].prev_kv.is_none(), "prev_kv only when asked");
+    assert_eq!(batch.revision, 3);
+}
+
+#[tokio::test]
+async fn dropping_a_watch_stops_its_task() {
+    let store = EmbeddedStore::in_memory();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let watch = store.watch(Watch::prefix("d/")).await.unwrap();
+    assert_eq!(metrics.num_alive_tasks(), baseline + 1);
+    drop(watch);
+    for _ in 0..100 {
+        if metrics.num_alive_tasks() == baseline {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(metrics.num_alive_tasks(), baseline);
+}
+
+#[tokio::test]
+async fn close_flushes_and_refuses_later_calls() {
+    let store = EmbeddedStore::in_memory();
+    let mut watch = store.watch(Watch::prefix("")).await.unwrap();
+    store.put(Put::new("k", "v")).await.unwrap();
+    store.close().await.unwrap();
+    assert!(matches!(
+        store.put(Put::new("k", "v")).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store.get(Get::key("k")).await,
+        Err(StoreError::Closed)
+    ));
+    // The watch delivers what happened, then ends.
+    assert_eq!(next(&mut watch).await.events.len(), 1);
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next_batch())
+        .await
+        .unwrap();
+    assert!(end.is_none());
+}
+
+#[tokio::test]
+async fn automatic_compaction_keeps_the_configured_window() {
+    let store =
+        EmbeddedStore::in_memory_with(EmbeddedConfig::default().with_history_window(Some(8)));
+    for i in 0..30 {
+        store.put(Put::new("a", format!("{i}"))).await.unwrap();
+    }
+    let current = store.current_revision().await.unwrap();
+    assert!(
+        store
+            .get(Get::key("a").at_revision(current - 8))
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        store.get(Get::key("a").at_revision(2)).await,
+        Err(StoreError::Compacted { .. })
+    ));
+}
+
+#[tokio::test]
+async fn reopening_a_data_dir_restores_keys_history_and_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    store.put(Put::new("a", "1")).await.unwrap();
+    store.put(Put::new("a", "2")).await.unwrap();
+    store.put(Put::new("b", "1")).await.unwrap();
+    store.delete(Delete::key("b")).await.unwrap();
+    store.compact(3).await.unwrap();
+    store.close().await.unwrap();
+
+    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(store.current_revision().await.unwrap(), 5);
+    let a = store.get(Get::key("a")).await.unwrap().kvs[0].clone();
+    assert_eq!(
+        (
+            a.value.as_slice(),
+            a.create_revision,
+            a.mod_revision,
+            a.version
+        ),
+        (&b"2"[..], 2, 3, 2)
+    );
+    assert_eq!(
+        store.get(Get::key("b").at_revision(4)).await.unwrap().count,
+        1
+    );
+    assert!(matches!(
+        store.get(Get::key("a").at_revision(2)).await,
+        Err(StoreError::Compacted { .. })
+    ));
+    let mut watch = store
+        .watch(Watch::prefix("").from_revision(4))
+        .await
+        .unwrap();
+    let batch = next(&mut watch).await;
+    let kinds: Vec<_> = batch
+        .events
+        .iter()
+        .map(|e| (e.kind, e.kv.mod_revision))
+        .collect();
+    assert_eq!(kinds, vec![(EventKind::Put, 4), (EventKind::Delete, 5)]);
+    assert_eq!(store.put(Put::new("c", "1")).await.unwrap().revision, 6);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_writers_share_group_commits_and_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut revisions = Vec::new();
+            for i in 0..10 {
+                revisions.push(
+                    store
+                        .put(Put::new(format!("g/{w}/{i}"), "v"))
+                        .await
+                        .unwrap()
+                        .revision,
+                );
+            }
+            revisions
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (2..162).collect::<Vec<_>>(),
+        "one revision per put, no gaps"
+    );
+    assert_eq!(store.get(Get::prefix("g/")).await.unwrap().count, 160);
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_never_acknowledged_or_visible_and_stops_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    store.put(Put::new("a", "1")).await.unwrap();
+    let mut watch = store.watch(Watch::prefix("")).await.unwrap();
+    let durable = store
+        .shared
+        .durable
+        .as_ref()
+        .and_then(|d| d.upgrade())
+        .unwrap();
+    durable
+        .fail_commits
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = store.put(Put::new("a", "2")).await;
+    let Err(StoreError::Storage { source, .. }) = failed else {
+        panic!("expected a storage error, got {failed:?}")
+    };
+    assert!(source.is_some(), "the storage error carries its source");
+    // Nothing of the failed batch is visible to reads or watches.
+    assert_eq!(store.current_revision().await.unwrap(), 2);
+    assert_eq!(store.get(Get::key("a")).await.unwrap().kvs[0].value, b"1");
+    let pending = tokio::time::timeout(Duration::from_millis(200), watch.next_batch()).await;
+    assert!(
+        pending.is_err(),
+        "no watch event for an uncommitted write: {pending:?}"
+    );
+    // The memory state is ahead of the disk now: later writes are refused
+    // even once the disk works again.
+    durable
+        .fail_commits
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        store.put(Put::new("b", "1")).await,
+        Err(StoreError::Storage { .. })
+    ));
+    drop(durable);
+    store.close().await.unwrap();
+    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(reopened.current_revision().await.unwrap(), 2);
+    assert_eq!(reopened.put(Put::new("b", "1")).await.unwrap().revision, 3);
+}

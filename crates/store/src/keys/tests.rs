@@ -1,0 +1,294 @@
+use proptest::prelude::*;
+
+use super::*;
+
+#[test]
+fn default_layout_matches_the_brief() {
+    let k = Keys::default();
+    assert_eq!(k.prefix(), "/drover/");
+    assert_eq!(k.node("n1").unwrap(), "/drover/nodes/n1");
+    assert_eq!(k.nodes_prefix(), "/drover/nodes/");
+    assert_eq!(k.intent("n1", "web").unwrap(), "/drover/intent/n1/web");
+    assert_eq!(k.intent_prefix(), "/drover/intent/");
+    assert_eq!(k.intent_node_prefix("n1").unwrap(), "/drover/intent/n1/");
+    assert_eq!(k.reality("n1", "web").unwrap(), "/drover/reality/n1/web");
+    assert_eq!(k.reality_prefix(), "/drover/reality/");
+    assert_eq!(k.reality_node_prefix("n1").unwrap(), "/drover/reality/n1/");
+    assert_eq!(k.health("web", "n1").unwrap(), "/drover/health/web/n1");
+    assert_eq!(k.health_prefix(), "/drover/health/");
+    assert_eq!(k.health_pod_prefix("web").unwrap(), "/drover/health/web/");
+    assert_eq!(
+        k.labels(LabelType::Node, "n1").unwrap(),
+        "/drover/labels/node/n1"
+    );
+    assert_eq!(
+        k.labels(LabelType::Pod, "n1/web").unwrap(),
+        "/drover/labels/pod/n1/web"
+    );
+    assert_eq!(
+        k.pod_labels("n1", "web").unwrap(),
+        "/drover/labels/pod/n1/web"
+    );
+    assert_eq!(
+        k.labels(LabelType::Rc, "rc1").unwrap(),
+        "/drover/labels/rc/rc1"
+    );
+    assert_eq!(
+        k.labels(LabelType::Replication, "r1").unwrap(),
+        "/drover/labels/replication/r1"
+    );
+    assert_eq!(k.labels_prefix(), "/drover/labels/");
+    assert_eq!(k.labels_type_prefix(LabelType::Pod), "/drover/labels/pod/");
+    assert_eq!(k.rc("rc1").unwrap(), "/drover/rcs/rc1");
+    assert_eq!(k.rcs_prefix(), "/drover/rcs/");
+    assert_eq!(k.replication("r1").unwrap(), "/drover/replications/r1");
+    assert_eq!(k.replications_prefix(), "/drover/replications/");
+    assert_eq!(k.lock("rc", "rc1").unwrap(), "/drover/locks/rc/rc1");
+    assert_eq!(k.locks_prefix(), "/drover/locks/");
+    assert_eq!(k.locks_kind_prefix("rc").unwrap(), "/drover/locks/rc/");
+    assert_eq!(k.election_prefix("db").unwrap(), "/drover/election/db/");
+    assert_eq!(k.elections_prefix(), "/drover/election/");
+    assert_eq!(k.audit("00042").unwrap(), "/drover/audit/00042");
+    assert_eq!(k.audit_prefix(), "/drover/audit/");
+}
+
+#[test]
+fn election_candidates_use_etcd_concurrency_hex() {
+    let k = Keys::default();
+    // etcd's concurrency package: fmt.Sprintf("%s%x", pfx+"/", leaseID).
+    assert_eq!(
+        k.election_candidate("db", 7_587_877_712_345_678_123)
+            .unwrap(),
+        "/drover/election/db/694d8e93bb77c12b"
+    );
+    assert_eq!(
+        k.election_candidate("db", 0xabc).unwrap(),
+        "/drover/election/db/abc"
+    );
+    assert_eq!(
+        k.election_candidate("db", 0),
+        Err(KeyError::InvalidLeaseId(0))
+    );
+    assert_eq!(
+        k.election_candidate("db", -5),
+        Err(KeyError::InvalidLeaseId(-5))
+    );
+    assert_eq!(
+        k.parse_election_candidate("/drover/election/db/abc"),
+        Some(("db", 0xabc))
+    );
+    // Non-canonical spellings do not parse: uppercase, leading zero, sign.
+    assert_eq!(k.parse_election_candidate("/drover/election/db/ABC"), None);
+    assert_eq!(k.parse_election_candidate("/drover/election/db/0abc"), None);
+    assert_eq!(k.parse_election_candidate("/drover/election/db/-1"), None);
+    assert_eq!(k.parse_election_candidate("/drover/election/db/"), None);
+    // Overflowing i64 is not a lease id.
+    assert_eq!(
+        k.parse_election_candidate("/drover/election/db/8000000000000000"),
+        None
+    );
+}
+
+#[test]
+fn prefixes_are_validated() {
+    assert!(Keys::new("/drover/").is_ok());
+    assert!(Keys::new("/").is_ok());
+    assert!(Keys::new("/a/b/").is_ok());
+    for bad in ["", "drover/", "/drover", "drover", "/a//b/", "/a\n/"] {
+        match Keys::new(bad) {
+            Err(KeyError::InvalidPrefix { prefix, .. }) => assert_eq!(prefix, bad),
+            other => panic!("{bad:?}: expected InvalidPrefix, got {other:?}"),
+        }
+    }
+    let k = Keys::new("/x/").unwrap();
+    assert_eq!(k.node("n").unwrap(), "/x/nodes/n");
+    assert_eq!(
+        k.parse_node("/drover/nodes/n"),
+        None,
+        "another prefix's key"
+    );
+}
+
+#[test]
+fn segments_are_validated_and_the_error_names_the_field() {
+    let k = Keys::default();
+    let cases: [(Result<String, KeyError>, &str, &str); 7] = [
+        (k.node(""), "node", ""),
+        (k.intent("a/b", "p"), "node", "a/b"),
+        (k.intent("n", "p\u{0}"), "pod", "p\u{0}"),
+        (k.rc("x\ty"), "rc id", "x\ty"),
+        (k.lock("", "id"), "lock kind", ""),
+        (k.election_prefix("e/1"), "election name", "e/1"),
+        (
+            k.labels(LabelType::Pod, "justpod"),
+            "pod label id",
+            "justpod",
+        ),
+    ];
+    for (got, field, value) in cases {
+        match got {
+            Err(KeyError::InvalidSegment {
+                field: f, value: v, ..
+            }) => {
+                assert_eq!((f, v.as_str()), (field, value))
+            }
+            other => panic!("expected InvalidSegment for {field}, got {other:?}"),
+        }
+    }
+    assert!(k.labels(LabelType::Node, "n/1").is_err());
+    assert!(k.labels(LabelType::Pod, "n/p/q").is_err());
+    let err: StoreError = k.node("").unwrap_err().into();
+    assert!(matches!(err, StoreError::InvalidArgument(m) if m.contains("node")));
+}
+
+#[test]
+fn parsers_reject_keys_a_formatter_cannot_produce() {
+    let k = Keys::default();
+    for bad in [
+        "/drover/intent/n1",
+        "/drover/intent/n1/",
+        "/drover/intent//p",
+        "/drover/intent/n1/p/extra",
+        "/drover/nodes/",
+        "/drover/nodes/a/b",
+        "/drover/labels/unknown/x",
+        "/drover/labels/pod/n1",
+        "/drover/labels/node/n1/p",
+        "/drover/other/x",
+        "/drover/",
+        "intent/n1/p",
+    ] {
+        assert_eq!(k.parse(bad), None, "{bad:?} parsed");
+    }
+    assert_eq!(k.parse(&b"/drover/nodes/\xff"[..]), None, "non-UTF-8");
+    assert_eq!(k.parse_intent("/drover/intent/n1/p"), Some(("n1", "p")));
+    assert_eq!(k.parse_node(&b"/drover/nodes/n1".to_vec()), Some("n1"));
+    // Sections do not leak into each other.
+    assert_eq!(k.parse_intent("/drover/reality/n1/p"), None);
+    assert_eq!(k.parse_reality("/drover/reality/n1/p"), Some(("n1", "p")));
+    assert_eq!(k.parse_health("/drover/health/p/n1"), Some(("p", "n1")));
+}
+
+#[test]
+fn label_types_round_trip_through_strings() {
+    for t in LabelType::ALL {
+        assert_eq!(t.as_str().parse::<LabelType>(), Ok(t));
+        assert_eq!(t.to_string(), t.as_str());
+    }
+    assert_eq!(
+        "Pod".parse::<LabelType>(),
+        Err(KeyError::UnknownLabelType("Pod".into()))
+    );
+}
+
+fn segment() -> impl Strategy<Value = String> {
+    // Any non-control, non-'/' characters, including spaces and non-ASCII.
+    proptest::string::string_regex("[^/\\p{Cc}]{1,12}").unwrap()
+}
+
+fn prefix() -> impl Strategy<Value = String> {
+    prop::collection::vec(segment(), 0..3).prop_map(|segs| {
+        let mut p = String::from("/");
+        for s in segs {
+            p.push_str(&s);
+            p.push('/');
+        }
+        p
+    })
+}
+
+fn owned_key() -> impl Strategy<Value = (u8, String, String, LabelType, LeaseId)> {
+    (
+        0u8..11,
+        segment(),
+        segment(),
+        prop::sample::select(LabelType::ALL.to_vec()),
+        1..=LeaseId::MAX,
+    )
+}
+
+fn build<'a>(
+    which: u8,
+    a: &'a str,
+    b: &'a str,
+    t: LabelType,
+    lease: LeaseId,
+    id: &'a str,
+) -> Key<'a> {
+    match which {
+        0 => Key::Node { node: a },
+        1 => Key::Intent { node: a, pod: b },
+        2 => Key::Reality { node: a, pod: b },
+        3 => Key::Health { pod: a, node: b },
+        4 => Key::Labels {
+            label_type: t,
+            id: if t == LabelType::Pod { id } else { a },
+        },
+        5 => Key::Rc { id: a },
+        6 => Key::Replication { id: a },
+        7 => Key::Lock { kind: a, id: b },
+        8 => Key::ElectionCandidate { name: a, lease },
+        9 => Key::Audit { id: a },
+        _ => Key::Labels {
+            label_type: LabelType::Pod,
+            id,
+        },
+    }
+}
+
+proptest! {
+    #[test]
+    fn format_then_parse_round_trips(p in prefix(), (which, a, b, t, lease) in owned_key()) {
+        let keys = Keys::new(p.clone()).unwrap();
+        let pod_id = format!("{a}/{b}");
+        let key = build(which, &a, &b, t, lease, &pod_id);
+        let formatted = keys.format(&key).unwrap();
+        prop_assert!(formatted.starts_with(&p));
+        prop_assert_eq!(keys.parse(&formatted), Some(key));
+    }
+
+    #[test]
+    fn typed_parsers_invert_their_formatters(a in segment(), b in segment(), lease in 1..=LeaseId::MAX) {
+        let k = Keys::default();
+        let intent = k.intent(&a, &b).unwrap();
+        prop_assert_eq!(k.parse_intent(&intent), Some((a.as_str(), b.as_str())));
+        let health = k.health(&a, &b).unwrap();
+        prop_assert_eq!(k.parse_health(&health), Some((a.as_str(), b.as_str())));
+        let pod_id = format!("{a}/{b}");
+        let labels = k.pod_labels(&a, &b).unwrap();
+        prop_assert_eq!(k.parse_labels(&labels), Some((LabelType::Pod, pod_id.as_str())));
+        let candidate = k.election_candidate(&a, lease).unwrap();
+        prop_assert_eq!(k.parse_election_candidate(&candidate), Some((a.as_str(), lease)));
+        // Every key of a node's intent lies under that node's prefix, and no
+        // other node's prefix (no "n1" vs "n10" confusion).
+        let key = k.intent(&a, &b).unwrap();
+        prop_assert!(key.starts_with(&k.intent_node_prefix(&a).unwrap()));
+        let other = format!("{a}x");
+        prop_assert!(!key.starts_with(&k.intent_node_prefix(&other).unwrap()));
+    }
+
+    #[test]
+    fn parse_is_total_and_exact(p in prefix(), s in prop_oneof![
+        "\\PC{0,40}",
+        "(nodes|intent|reality|health|labels/(pod|node|rc|replication|x)|rcs|replications|locks|election/e|audit)/[a-f0-9/\n]{0,12}",
+    ]) {
+        // Arbitrary input never panics, and whatever parses formats back to
+        // exactly the input.
+        let keys = Keys::new(p.clone()).unwrap();
+        let key = format!("{p}{s}");
+        if let Some(parsed) = keys.parse(&key) {
+            prop_assert_eq!(keys.format(&parsed).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn segments_with_slash_or_control_chars_are_rejected(a in segment(), b in segment(), c in "\\p{Cc}") {
+        let k = Keys::default();
+        let with_slash = format!("{a}/{b}");
+        let with_control = format!("{a}{c}");
+        prop_assert!(k.node(&with_slash).is_err());
+        prop_assert!(k.node(&with_control).is_err());
+        prop_assert!(k.intent(&a, &with_slash).is_err());
+        prop_assert!(k.audit(&with_control).is_err());
+    }
+}

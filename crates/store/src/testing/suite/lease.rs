@@ -1,0 +1,327 @@
+//! Conformance cases: leases and the [`crate::lease::Lease`] handle.
+
+use std::time::Duration;
+
+use super::util::*;
+use crate::lease::{Lease, LeaseConfig, LostReason};
+use crate::{EventKind, Get, MAX_LEASE_TTL_SECS, Put, Result, Store, StoreError, Txn, Watch};
+
+/// Grant returns a positive id and at least the requested TTL;
+/// time-to-live reports it and the attached keys.
+pub async fn case_lease_grant_and_time_to_live<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let grant = store.lease_grant(30).await?;
+    assert!(grant.id > 0);
+    assert!(grant.ttl >= 30);
+    let ttl = store.lease_time_to_live(grant.id).await?;
+    assert_eq!(ttl.id, grant.id);
+    assert_eq!(ttl.granted_ttl, grant.ttl);
+    assert!(ttl.ttl > 0 && ttl.ttl <= grant.ttl, "{ttl:?}");
+    assert!(ttl.keys.is_empty());
+    let (a, b) = (key(prefix, "a"), key(prefix, "b"));
+    store
+        .put(Put::new(a.as_str(), "1").with_lease(grant.id))
+        .await?;
+    store
+        .put(Put::new(b.as_str(), "2").with_lease(grant.id))
+        .await?;
+    let mut keys = store.lease_time_to_live(grant.id).await?.keys;
+    keys.sort();
+    assert_eq!(keys, vec![a.clone().into_bytes(), b.into_bytes()]);
+    assert_eq!(
+        get_one(store, &a).await?.expect("leased key").lease,
+        grant.id
+    );
+    // Two grants never share an id.
+    let other = store.lease_grant(30).await?;
+    assert_ne!(other.id, grant.id);
+    store.lease_revoke(other.id).await?;
+    store.lease_revoke(grant.id).await
+}
+
+/// A TTL above etcd's maximum is `LeaseTtlTooLarge`.
+pub async fn case_lease_ttl_too_large<S: Store>(store: &S, _prefix: &str) -> Result<()> {
+    expect_err(
+        "grant above the max TTL",
+        store.lease_grant(MAX_LEASE_TTL_SECS + 1).await,
+        |e| matches!(e, StoreError::LeaseTtlTooLarge { .. }),
+    );
+    Ok(())
+}
+
+/// Revoking deletes every attached key in one revision, seen by a watch.
+pub async fn case_lease_revoke_deletes_keys<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let lease = store.lease_grant(60).await?.id;
+    for name in ["a", "b", "c"] {
+        store
+            .put(Put::new(key(prefix, name), name).with_lease(lease))
+            .await?;
+    }
+    put(store, &key(prefix, "free"), "no lease").await?;
+    let start = store.current_revision().await?;
+    let mut watch = store
+        .watch(
+            Watch::prefix(prefix)
+                .from_revision(start + 1)
+                .with_prev_kv(),
+        )
+        .await?;
+    store.lease_revoke(lease).await?;
+    let got = store.get(Get::prefix(prefix)).await?;
+    assert_eq!(keys_of(&got.kvs), vec![key(prefix, "free")]);
+    let batch = next_batch(&mut watch).await?;
+    check_batch(&batch);
+    assert_eq!(
+        batch.events.len(),
+        3,
+        "all deletes in one batch: {batch:#?}"
+    );
+    assert!(batch.events.iter().all(|e| e.kind == EventKind::Delete));
+    let rev = batch.events[0].kv.mod_revision;
+    assert!(batch.events.iter().all(|e| e.kv.mod_revision == rev));
+    for e in &batch.events {
+        let prev = e.prev_kv.as_ref().expect("prev_kv of a revoke's delete");
+        assert_eq!(prev.key, e.kv.key);
+        assert_eq!(prev.lease, lease);
+        assert!(
+            e.kv.key_str()
+                .ends_with(&*String::from_utf8_lossy(&prev.value))
+        );
+    }
+    expect_err(
+        "time_to_live of a revoked lease",
+        store.lease_time_to_live(lease).await,
+        |e| matches!(e, StoreError::LeaseNotFound(id) if *id == lease),
+    );
+    expect_err("revoke twice", store.lease_revoke(lease).await, |e| {
+        matches!(e, StoreError::LeaseNotFound(_))
+    });
+    Ok(())
+}
+
+/// Expiry deletes every attached key atomically, in one revision, and a
+/// watch sees the deletes together.
+pub async fn case_lease_expiry_deletes_keys_in_one_revision<S: Store>(
+    store: &S,
+    prefix: &str,
+) -> Result<()> {
+    let grant = store.lease_grant(1).await?;
+    for name in ["a", "b", "c"] {
+        store
+            .put(Put::new(key(prefix, name), name).with_lease(grant.id))
+            .await?;
+    }
+    let start = store.current_revision().await?;
+    let mut watch = store
+        .watch(Watch::prefix(prefix).from_revision(start + 1))
+        .await?;
+    wait_lease_gone(store, grant.id).await;
+    assert_eq!(store.get(Get::prefix(prefix)).await?.count, 0);
+    let batch = next_batch(&mut watch).await?;
+    check_batch(&batch);
+    assert_eq!(
+        batch.events.len(),
+        3,
+        "all deletes in one batch: {batch:#?}"
+    );
+    assert!(batch.events.iter().all(|e| e.kind == EventKind::Delete));
+    let rev = batch.events[0].kv.mod_revision;
+    assert!(rev > start);
+    assert!(batch.events.iter().all(|e| e.kv.mod_revision == rev));
+    Ok(())
+}
+
+/// Keep-alives renew the lease beyond its TTL.
+pub async fn case_lease_keep_alive_extends<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let grant = store.lease_grant(2).await?;
+    let k = key(prefix, "a");
+    store
+        .put(Put::new(k.as_str(), "v").with_lease(grant.id))
+        .await?;
+    // 8 x 500 ms = twice the TTL.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ttl = store.lease_keep_alive(grant.id).await?;
+        assert_eq!(ttl, grant.ttl);
+    }
+    assert!(
+        get_one(store, &k).await?.is_some(),
+        "kept-alive key expired"
+    );
+    let left = store.lease_time_to_live(grant.id).await?;
+    assert!(left.ttl > 0);
+    store.lease_revoke(grant.id).await
+}
+
+/// Keep-alive of an expired lease is `LeaseNotFound`, as is any use of it.
+pub async fn case_lease_keep_alive_after_expiry<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let grant = store.lease_grant(1).await?;
+    wait_lease_gone(store, grant.id).await;
+    let not_found = |e: &StoreError| matches!(e, StoreError::LeaseNotFound(id) if *id == grant.id);
+    expect_err(
+        "keep-alive",
+        store.lease_keep_alive(grant.id).await,
+        not_found,
+    );
+    expect_err(
+        "put with the expired lease",
+        store
+            .put(Put::new(key(prefix, "a"), "v").with_lease(grant.id))
+            .await,
+        not_found,
+    );
+    assert_eq!(get_one(store, &key(prefix, "a")).await?, None);
+    Ok(())
+}
+
+/// Unknown leases: put (plain or in a txn) is `LeaseNotFound` and writes
+/// nothing; keep-alive, revoke and time-to-live are `LeaseNotFound`.
+pub async fn case_lease_unknown<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let not_found = |e: &StoreError| matches!(e, StoreError::LeaseNotFound(_));
+    let (a, b) = (key(prefix, "a"), key(prefix, "b"));
+    expect_err(
+        "put",
+        store
+            .put(Put::new(a.as_str(), "v").with_lease(UNKNOWN_LEASE))
+            .await,
+        not_found,
+    );
+    expect_err(
+        "txn put",
+        store
+            .txn(Txn::new().and_then([
+                Put::new(b.as_str(), "v").into(),
+                Put::new(a.as_str(), "v").with_lease(UNKNOWN_LEASE).into(),
+            ]))
+            .await,
+        not_found,
+    );
+    assert_eq!(
+        store.get(Get::prefix(prefix)).await?.count,
+        0,
+        "nothing written"
+    );
+    expect_err(
+        "keep-alive",
+        store.lease_keep_alive(UNKNOWN_LEASE).await,
+        not_found,
+    );
+    expect_err("revoke", store.lease_revoke(UNKNOWN_LEASE).await, not_found);
+    expect_err(
+        "time-to-live",
+        store.lease_time_to_live(UNKNOWN_LEASE).await,
+        not_found,
+    );
+    Ok(())
+}
+
+/// A put without a lease detaches the key from its lease.
+pub async fn case_lease_detach_by_put<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let lease = store.lease_grant(60).await?.id;
+    let (a, b) = (key(prefix, "a"), key(prefix, "b"));
+    store
+        .put(Put::new(a.as_str(), "1").with_lease(lease))
+        .await?;
+    store
+        .put(Put::new(b.as_str(), "1").with_lease(lease))
+        .await?;
+    store.put(Put::new(a.as_str(), "2")).await?;
+    assert_eq!(get_one(store, &a).await?.expect("a").lease, 0);
+    let keys = store.lease_time_to_live(lease).await?.keys;
+    assert_eq!(keys, vec![b.clone().into_bytes()]);
+    store.lease_revoke(lease).await?;
+    assert!(
+        get_one(store, &a).await?.is_some(),
+        "detached key survives revoke"
+    );
+    assert_eq!(get_one(store, &b).await?, None);
+    Ok(())
+}
+
+/// Moving a key to another lease: only the new lease deletes it.
+pub async fn case_lease_move_key<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let first = store.lease_grant(60).await?.id;
+    let second = store.lease_grant(60).await?.id;
+    let a = key(prefix, "a");
+    store
+        .put(Put::new(a.as_str(), "1").with_lease(first))
+        .await?;
+    store
+        .put(Put::new(a.as_str(), "2").with_lease(second))
+        .await?;
+    store.lease_revoke(first).await?;
+    assert_eq!(get_one(store, &a).await?.expect("moved").lease, second);
+    store.lease_revoke(second).await?;
+    assert_eq!(get_one(store, &a).await?, None);
+    Ok(())
+}
+
+/// The [`Lease`] handle keeps a 1 s lease alive over several TTLs, and its
+/// revoke deletes the keys.
+pub async fn case_lease_handle_keeps_alive<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let lease = Lease::grant(store.clone(), LeaseConfig::new(1)).await?;
+    let k = key(prefix, "a");
+    store
+        .put(Put::new(k.as_str(), "v").with_lease(lease.id()))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(lease.is_valid(), "{lease:?}");
+    assert_eq!(lease.lost_reason(), None);
+    assert!(get_one(store, &k).await?.is_some());
+    let token = lease.lost_token();
+    let id = lease.id();
+    lease.revoke().await?;
+    assert!(token.is_cancelled());
+    assert_eq!(get_one(store, &k).await?, None);
+    expect_err(
+        "time-to-live after revoke",
+        store.lease_time_to_live(id).await,
+        |e| matches!(e, StoreError::LeaseNotFound(_)),
+    );
+    Ok(())
+}
+
+/// The [`Lease`] handle notices a lease revoked behind its back, and dropping
+/// a handle revokes its lease.
+pub async fn case_lease_handle_lost_and_drop<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let lease = Lease::grant(store.clone(), LeaseConfig::new(3)).await?;
+    store.lease_revoke(lease.id()).await?;
+    tokio::time::timeout(WAIT, lease.lost())
+        .await
+        .expect("the handle noticed the revoke");
+    assert!(matches!(
+        lease.lost_reason(),
+        Some(LostReason::NotFound | LostReason::Expired)
+    ));
+    assert!(!lease.is_valid());
+    lease.revoke().await?;
+
+    let dropped = Lease::grant(store.clone(), LeaseConfig::new(30)).await?;
+    let id = dropped.id();
+    let k = key(prefix, "b");
+    store.put(Put::new(k.as_str(), "v").with_lease(id)).await?;
+    drop(dropped);
+    eventually("the dropped lease's key to go", || async {
+        get_one(store, &k)
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    Ok(())
+}
+
+/// TTLs below the store's minimum (etcd: 1 s by default) are raised, never
+/// refused.
+pub async fn case_lease_small_ttl_is_raised<S: Store>(store: &S, _prefix: &str) -> Result<()> {
+    for ttl in [0, -5] {
+        let grant = store.lease_grant(ttl).await?;
+        assert!(grant.ttl >= 1, "TTL {ttl} granted as {}", grant.ttl);
+        assert_eq!(
+            store.lease_time_to_live(grant.id).await?.granted_ttl,
+            grant.ttl
+        );
+        store.lease_revoke(grant.id).await?;
+    }
+    Ok(())
+}
