@@ -1,0 +1,450 @@
+//! [`Term`]: one period of leadership, with its fencing token, its lease and
+//! a cancellation scope that fires before the store could expire the lease.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_store::{
+    Compare, CompareOp, Delete, LeaseId, Put, Revision, Store, StoreError, Txn, TxnOp, TxnResponse,
+    Watch,
+};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::election::LeaderInfo;
+use crate::{ElectionError, Result};
+
+/// Why a [`Term`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TermEnd {
+    /// The lease's keep-alive loop declared the lease lost.
+    LeaseLost,
+    /// The term's `valid_until` passed without a renewal.
+    ValidityExpired,
+    /// The candidate key was deleted or replaced (another process resigned
+    /// it, or an operator removed it).
+    KeyDeleted,
+    /// [`Term::resign`] was called.
+    Resigned,
+    /// The elector's term limit was reached.
+    TermLimit,
+    /// The elector was shut down.
+    Shutdown,
+    /// Every handle of the term was dropped.
+    Dropped,
+}
+
+impl fmt::Display for TermEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TermEnd::LeaseLost => "the lease was lost",
+            TermEnd::ValidityExpired => "the term's validity expired without a renewal",
+            TermEnd::KeyDeleted => "the candidate key was deleted",
+            TermEnd::Resigned => "resigned",
+            TermEnd::TermLimit => "the term limit was reached",
+            TermEnd::Shutdown => "the elector shut down",
+            TermEnd::Dropped => "the term was dropped",
+        })
+    }
+}
+
+/// What a [`Term`] needs from a lease: its id, its validity and its loss
+/// signal (so a term works with a lease on any store wrapper).
+#[derive(Clone, Debug)]
+pub(crate) struct LeaseView {
+    pub(crate) id: LeaseId,
+    pub(crate) validity: watch::Receiver<Instant>,
+    pub(crate) lost: CancellationToken,
+}
+
+impl LeaseView {
+    pub(crate) fn of<L: Store>(lease: &drover_store::lease::Lease<L>) -> Self {
+        LeaseView {
+            id: lease.id(),
+            validity: lease.subscribe_validity(),
+            lost: lease.lost_token(),
+        }
+    }
+
+    pub(crate) fn valid_until(&self) -> Instant {
+        *self.validity.borrow()
+    }
+
+    pub(crate) fn is_valid(&self) -> bool {
+        !self.lost.is_cancelled() && Instant::now() < self.valid_until()
+    }
+}
+
+/// One term of leadership.
+///
+/// A term is a cheap, cloneable handle. It carries
+/// - the **fencing token** ([`Term::token`]): the candidate key's create
+///   revision, unique per term and increasing across terms of one election
+///   (and across the whole store);
+/// - the **cancellation scope** ([`Term::cancellation`]): fired when the lease
+///   is lost, when `valid_until` passes without a renewal (before the store
+///   could expire the lease), when the candidate key disappears, or when the
+///   term is resigned or ended by the elector;
+/// - **fenced writes** ([`Term::guard`], [`Term::fenced_txn`],
+///   [`Term::commit_fenced`]): transactions that the store refuses once the
+///   candidate key is gone, so a paused leader that wakes up late cannot
+///   write.
+#[derive(Clone)]
+pub struct Term<S: Store> {
+    inner: Arc<TermInner<S>>,
+}
+
+struct TermInner<S: Store> {
+    store: S,
+    prefix: String,
+    key: String,
+    token: Revision,
+    lease: LeaseView,
+    value: Mutex<Vec<u8>>,
+    started_at: Instant,
+    scope: CancellationToken,
+    end: Arc<Mutex<Option<TermEnd>>>,
+    monitor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<S: Store> fmt::Debug for Term<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Term")
+            .field("key", &self.inner.key)
+            .field("token", &self.inner.token)
+            .field("lease", &format_args!("{:x}", self.inner.lease.id))
+            .field("valid_until", &self.valid_until())
+            .field("ended", &self.end_reason())
+            .finish()
+    }
+}
+
+impl<S: Store> Drop for TermInner<S> {
+    fn drop(&mut self) {
+        if let Some(monitor) = self.monitor.lock().take() {
+            monitor.abort();
+        }
+        end_with(&self.end, &self.scope, TermEnd::Dropped);
+    }
+}
+
+fn end_with(slot: &Mutex<Option<TermEnd>>, scope: &CancellationToken, reason: TermEnd) {
+    {
+        let mut slot = slot.lock();
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+    }
+    scope.cancel();
+}
+
+impl<S: Store> Term<S> {
+    /// Starts a term whose leadership was confirmed at `confirmed_revision`.
+    pub(crate) fn start(
+        store: S,
+        prefix: String,
+        key: String,
+        token: Revision,
+        lease: LeaseView,
+        value: Vec<u8>,
+        confirmed_revision: Revision,
+    ) -> Self {
+        let scope = CancellationToken::new();
+        let end = Arc::new(Mutex::new(None));
+        let inner = Arc::new(TermInner {
+            store: store.clone(),
+            prefix,
+            key: key.clone(),
+            token,
+            lease: lease.clone(),
+            value: Mutex::new(value),
+            started_at: Instant::now(),
+            scope: scope.clone(),
+            end: end.clone(),
+            monitor: Mutex::new(None),
+        });
+        let span = tracing::debug_span!("term_monitor", key = %key, token);
+        let monitor = tokio::spawn(
+            monitor(store, key, token, confirmed_revision, lease, scope, end).instrument(span),
+        );
+        *inner.monitor.lock() = Some(monitor);
+        Term { inner }
+    }
+
+    /// The fencing token: the candidate key's create revision. Hand it to
+    /// external systems, which must reject writes carrying a smaller token
+    /// than one they have already seen.
+    pub fn token(&self) -> Revision {
+        self.inner.token
+    }
+
+    /// The candidate key (`<prefix><lease id in hex>`).
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// The election prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The lease the candidate key is bound to.
+    pub fn lease_id(&self) -> LeaseId {
+        self.inner.lease.id
+    }
+
+    /// The store this term writes to.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// When the term started (leadership was confirmed).
+    pub fn started_at(&self) -> Instant {
+        self.inner.started_at
+    }
+
+    /// Until when this process certainly leads: the lease's conservative
+    /// validity (send time of the last acknowledged keep-alive + TTL - safety
+    /// margin). The term's scope is cancelled when it passes.
+    pub fn valid_until(&self) -> Instant {
+        self.inner.lease.valid_until()
+    }
+
+    /// True while the term has not ended and `valid_until` is in the future.
+    pub fn is_valid(&self) -> bool {
+        self.end_reason().is_none() && self.inner.lease.is_valid()
+    }
+
+    /// The term's cancellation scope: cancelled when the term ends. Run
+    /// leader work under it (or under a child token).
+    pub fn cancellation(&self) -> CancellationToken {
+        self.inner.scope.clone()
+    }
+
+    /// Resolves when the term has ended.
+    pub async fn cancelled(&self) {
+        self.inner.scope.cancelled().await
+    }
+
+    /// True once the term has ended.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.scope.is_cancelled()
+    }
+
+    /// Why the term ended, or `None` while it lasts.
+    pub fn end_reason(&self) -> Option<TermEnd> {
+        *self.inner.end.lock()
+    }
+
+    /// Ends the term locally (cancels its scope) without touching the store.
+    pub fn end(&self, reason: TermEnd) {
+        end_with(&self.inner.end, &self.inner.scope, reason);
+    }
+
+    /// This term as the election's leader record.
+    pub fn info(&self) -> LeaderInfo {
+        LeaderInfo::new(
+            &self.inner.prefix,
+            self.inner.key.clone(),
+            self.inner.lease.id,
+            self.inner.value.lock().clone(),
+            self.inner.token,
+        )
+    }
+
+    /// The compares that hold only while this term's candidate key exists
+    /// with this term's create revision and lease. Add them to any txn whose
+    /// writes must only happen "as leader".
+    pub fn guard(&self) -> Vec<Compare> {
+        vec![
+            Compare::create_revision(self.inner.key.clone(), CompareOp::Equal, self.inner.token),
+            Compare::lease(
+                self.inner.key.clone(),
+                CompareOp::Equal,
+                self.inner.lease.id,
+            ),
+        ]
+    }
+
+    /// A txn that runs `ops` only while this term leads (the store decides,
+    /// atomically). Extend it with more compares or an else-branch if needed.
+    pub fn fenced_txn(&self, ops: impl IntoIterator<Item = TxnOp>) -> Txn {
+        Txn::new().when(self.guard()).and_then(ops)
+    }
+
+    /// Runs `ops` as leader: refused locally once the term has ended
+    /// ([`ElectionError::TermEnded`]), and by the store once the candidate key
+    /// is gone ([`ElectionError::NotLeader`], which also ends the term).
+    pub async fn commit_fenced(&self, ops: impl IntoIterator<Item = TxnOp>) -> Result<TxnResponse> {
+        self.check_live()?;
+        let response = self.inner.store.txn(self.fenced_txn(ops)).await?;
+        if !response.succeeded {
+            self.end(TermEnd::KeyDeleted);
+            return Err(self.not_leader());
+        }
+        Ok(response)
+    }
+
+    /// Replaces the leader's value (what observers and `etcdctl elect -l`
+    /// see), keeping the key's create revision and lease.
+    pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
+        let value = value.into();
+        self.check_live()?;
+        let put = Put::new(self.inner.key.clone(), value.clone()).with_lease(self.inner.lease.id);
+        let response = self.inner.store.txn(self.fenced_txn([put.into()])).await?;
+        if !response.succeeded {
+            self.end(TermEnd::KeyDeleted);
+            return Err(self.not_leader());
+        }
+        *self.inner.value.lock() = value;
+        Ok(())
+    }
+
+    /// Gives up leadership: deletes the candidate key if it is still this
+    /// term's (waking the next candidate at once) and ends the term. Calling
+    /// it after the term ended for another reason still removes the key.
+    pub async fn resign(&self) -> Result<()> {
+        self.end(TermEnd::Resigned);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.inner.key.clone(),
+                CompareOp::Equal,
+                self.inner.token,
+            )])
+            .and_then([Delete::key(self.inner.key.clone()).into()]);
+        self.inner.store.txn(txn).await?;
+        Ok(())
+    }
+
+    fn check_live(&self) -> Result<()> {
+        if let Some(reason) = self.end_reason() {
+            return Err(ElectionError::TermEnded {
+                token: self.inner.token,
+                reason,
+            });
+        }
+        if Instant::now() >= self.valid_until() {
+            self.end(TermEnd::ValidityExpired);
+            return Err(ElectionError::TermEnded {
+                token: self.inner.token,
+                reason: self.end_reason().unwrap_or(TermEnd::ValidityExpired),
+            });
+        }
+        Ok(())
+    }
+
+    fn not_leader(&self) -> ElectionError {
+        ElectionError::NotLeader {
+            prefix: self.inner.prefix.clone(),
+            token: self.inner.token,
+        }
+    }
+}
+
+/// Ends the term on the first of: lease lost, validity passed, candidate
+/// key gone. Stops when the term ends for any other reason.
+async fn monitor<S: Store>(
+    store: S,
+    key: String,
+    token: Revision,
+    confirmed_revision: Revision,
+    lease: LeaseView,
+    scope: CancellationToken,
+    end: Arc<Mutex<Option<TermEnd>>>,
+) {
+    let reason = tokio::select! {
+        _ = scope.cancelled() => return,
+        _ = lease.lost.cancelled() => TermEnd::LeaseLost,
+        _ = validity_passed(lease.validity.clone()) => TermEnd::ValidityExpired,
+        _ = key_gone(&store, &key, token, confirmed_revision) => TermEnd::KeyDeleted,
+    };
+    tracing::info!(%reason, "term ended");
+    end_with(&end, &scope, reason);
+}
+
+/// Resolves once the lease's `valid_until` has passed without being extended.
+pub(crate) async fn validity_passed(mut validity: watch::Receiver<Instant>) {
+    loop {
+        let until = *validity.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {
+                if *validity.borrow() <= until {
+                    return;
+                }
+            }
+            changed = validity.changed() => {
+                if changed.is_err() {
+                    // The lease is gone: nothing can extend the validity.
+                    tokio::time::sleep_until(until).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Resolves once `key` no longer exists with create revision `token`.
+/// Retries store failures; the caller bounds it by the lease's validity.
+pub(crate) async fn key_gone<S: Store>(store: &S, key: &str, token: Revision, from: Revision) {
+    let mut from = from;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match watch_until_gone(store, key, token, from + 1).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "candidate key watch interrupted; re-checking");
+            }
+        }
+        // Re-check the key, then watch again from the revision of the check.
+        loop {
+            match store.get(drover_store::Get::key(key)).await {
+                Ok(got) => {
+                    match got.first() {
+                        Some(kv) if kv.create_revision == token => {}
+                        _ => return,
+                    }
+                    from = got.revision;
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "candidate key check failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Watches `key` from `start` and returns `Ok` at its deletion (or
+/// re-creation under another create revision); `Err` when the watch fails
+/// or ends.
+async fn watch_until_gone<S: Store>(
+    store: &S,
+    key: &str,
+    token: Revision,
+    start: Revision,
+) -> std::result::Result<(), StoreError> {
+    let mut stream = store.watch(Watch::key(key).from_revision(start)).await?;
+    while let Some(batch) = stream.next_batch().await {
+        let batch = batch?;
+        for event in batch.events {
+            match event.kind {
+                drover_store::EventKind::Delete => return Ok(()),
+                drover_store::EventKind::Put if event.kv.create_revision != token => return Ok(()),
+                drover_store::EventKind::Put => {}
+            }
+        }
+    }
+    Err(StoreError::Closed)
+}

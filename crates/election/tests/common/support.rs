@@ -1,0 +1,320 @@
+//! Shared test support: a fault-injecting store wrapper, an elector harness
+//! that records lifecycle events, and a history checker for fenced writes.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a subset; items are shared by path
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use drover_election::{Election, Elector, ElectorConfig, Term, TermSummary};
+use drover_store::{
+    Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
+    PutResponse, Revision, Store, Txn, TxnResponse, Watch, WatchStream,
+};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Faults one process can suffer, switched on and off by the test.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Keep-alives hang (a partition between this process and the store,
+    /// or a paused process whose keep-alive loop cannot run).
+    stall_keep_alives: AtomicBool,
+    /// Every request hangs (a crashed or frozen process: nothing it sends
+    /// reaches the store).
+    frozen: AtomicBool,
+    changed: Notify,
+}
+
+impl Faults {
+    pub fn stall_keep_alives(&self, on: bool) {
+        self.stall_keep_alives.store(on, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub fn freeze(&self, on: bool) {
+        self.frozen.store(on, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    async fn gate(&self, keep_alive: bool) {
+        loop {
+            let notified = self.changed.notified();
+            let blocked = self.frozen.load(Ordering::SeqCst)
+                || (keep_alive && self.stall_keep_alives.load(Ordering::SeqCst));
+            if !blocked {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The view one process has of a shared store, with injectable faults.
+#[derive(Clone, Debug)]
+pub struct FaultyStore<S> {
+    inner: S,
+    pub faults: Arc<Faults>,
+}
+
+impl<S: Store> FaultyStore<S> {
+    pub fn new(inner: S) -> Self {
+        FaultyStore {
+            inner,
+            faults: Arc::new(Faults::default()),
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+macro_rules! gated {
+    ($self:ident, $keep_alive:expr, $call:expr) => {{
+        let faults = $self.faults.clone();
+        let fut = $call;
+        async move {
+            faults.gate($keep_alive).await;
+            fut.await
+        }
+    }};
+}
+
+impl<S: Store> Store for FaultyStore<S> {
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+    fn get(&self, req: Get) -> impl Future<Output = drover_store::Result<GetResponse>> + Send {
+        gated!(self, false, self.inner.get(req))
+    }
+    fn put(&self, req: Put) -> impl Future<Output = drover_store::Result<PutResponse>> + Send {
+        gated!(self, false, self.inner.put(req))
+    }
+    fn delete(
+        &self,
+        req: Delete,
+    ) -> impl Future<Output = drover_store::Result<DeleteResponse>> + Send {
+        gated!(self, false, self.inner.delete(req))
+    }
+    fn txn(&self, req: Txn) -> impl Future<Output = drover_store::Result<TxnResponse>> + Send {
+        gated!(self, false, self.inner.txn(req))
+    }
+    fn watch(&self, req: Watch) -> impl Future<Output = drover_store::Result<WatchStream>> + Send {
+        gated!(self, false, self.inner.watch(req))
+    }
+    fn lease_grant(
+        &self,
+        ttl_secs: i64,
+    ) -> impl Future<Output = drover_store::Result<LeaseGrant>> + Send {
+        gated!(self, false, self.inner.lease_grant(ttl_secs))
+    }
+    fn lease_keep_alive(
+        &self,
+        id: LeaseId,
+    ) -> impl Future<Output = drover_store::Result<i64>> + Send {
+        gated!(self, true, self.inner.lease_keep_alive(id))
+    }
+    fn lease_revoke(&self, id: LeaseId) -> impl Future<Output = drover_store::Result<()>> + Send {
+        gated!(self, false, self.inner.lease_revoke(id))
+    }
+    fn lease_time_to_live(
+        &self,
+        id: LeaseId,
+    ) -> impl Future<Output = drover_store::Result<LeaseTimeToLive>> + Send {
+        gated!(self, false, self.inner.lease_time_to_live(id))
+    }
+    fn compact(&self, revision: Revision) -> impl Future<Output = drover_store::Result<()>> + Send {
+        gated!(self, false, self.inner.compact(revision))
+    }
+    fn current_revision(&self) -> impl Future<Output = drover_store::Result<Revision>> + Send {
+        gated!(self, false, self.inner.current_revision())
+    }
+}
+
+/// One lifecycle event of one elector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ev {
+    Started { who: String, token: Revision },
+    Stopped { who: String, summary: TermSummary },
+    NewLeader { who: String, leader: Option<String> },
+}
+
+/// A running elector and its controls.
+pub struct Candidate<S: Store> {
+    pub name: String,
+    pub elector: Elector<S>,
+    pub shutdown: CancellationToken,
+    pub run: JoinHandle<drover_election::Result<()>>,
+}
+
+/// Events from every candidate, stamped with (paused) tokio time.
+pub type Events = mpsc::UnboundedReceiver<(Instant, Ev)>;
+pub type EventsTx = mpsc::UnboundedSender<(Instant, Ev)>;
+
+/// Leader work used by the harness: records the term, then waits for the
+/// term's scope (like well-behaved leader work does).
+pub fn spawn_candidate<S: Store>(
+    store: S,
+    prefix: &str,
+    name: &str,
+    config: ElectorConfig,
+    events: EventsTx,
+) -> Candidate<S> {
+    spawn_candidate_with(
+        store,
+        prefix,
+        name,
+        config,
+        events,
+        |term: Term<S>| async move {
+            term.cancelled().await;
+        },
+    )
+}
+
+pub fn spawn_candidate_with<S, F, Fut>(
+    store: S,
+    prefix: &str,
+    name: &str,
+    config: ElectorConfig,
+    events: EventsTx,
+    work: F,
+) -> Candidate<S>
+where
+    S: Store,
+    F: Fn(Term<S>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let election = Election::with_prefix(store, prefix).unwrap();
+    let (started_tx, stopped_tx, leader_tx) = (events.clone(), events.clone(), events);
+    let (n1, n2, n3) = (name.to_owned(), name.to_owned(), name.to_owned());
+    let work = Arc::new(work);
+    let elector = Elector::builder(election)
+        .config(config.with_identity(name))
+        .on_started_leading(move |term: Term<S>| {
+            let _ = started_tx.send((
+                Instant::now(),
+                Ev::Started {
+                    who: n1.clone(),
+                    token: term.token(),
+                },
+            ));
+            work(term)
+        })
+        .on_stopped_leading(move |summary| {
+            let _ = stopped_tx.send((
+                Instant::now(),
+                Ev::Stopped {
+                    who: n2.clone(),
+                    summary: summary.clone(),
+                },
+            ));
+        })
+        .on_new_leader(move |leader| {
+            let _ = leader_tx.send((
+                Instant::now(),
+                Ev::NewLeader {
+                    who: n3.clone(),
+                    leader: leader.map(|l| l.value_str().into_owned()),
+                },
+            ));
+        })
+        .build()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let elector = elector.clone();
+        let shutdown = shutdown.clone();
+        async move { elector.run(shutdown).await }
+    });
+    Candidate {
+        name: name.to_owned(),
+        elector,
+        shutdown,
+        run,
+    }
+}
+
+/// Waits (bounded, in tokio time) for the next event matching `pred`.
+pub async fn next_event(
+    events: &mut Events,
+    within: Duration,
+    pred: impl Fn(&Ev) -> bool,
+) -> Option<(Instant, Ev)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = tokio::time::timeout_at(deadline, events.recv()).await;
+        match got {
+            Ok(Some((at, ev))) if pred(&ev) => return Some((at, ev)),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+pub fn is_started(ev: &Ev) -> bool {
+    matches!(ev, Ev::Started { .. })
+}
+
+pub fn started_by(ev: &Ev, name: &str) -> bool {
+    matches!(ev, Ev::Started { who, .. } if who == name)
+}
+
+/// A successful fenced write: the store revision it landed at, the term's
+/// token, and who wrote it.
+#[derive(Clone, Debug)]
+pub struct Write {
+    pub revision: Revision,
+    pub token: Revision,
+    pub who: String,
+}
+
+/// Successful fenced writes of every leader.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    writes: Arc<Mutex<Vec<Write>>>,
+}
+
+impl History {
+    pub fn record(&self, revision: Revision, token: Revision, who: &str) {
+        self.writes.lock().push(Write {
+            revision,
+            token,
+            who: who.to_owned(),
+        });
+    }
+
+    pub fn writes(&self) -> Vec<Write> {
+        let mut writes = self.writes.lock().clone();
+        writes.sort_by_key(|w| w.revision);
+        writes
+    }
+
+    /// No two terms' fenced writes overlap: in store order, tokens never go
+    /// back, and each token belongs to one writer.
+    pub fn check_no_overlap(&self) -> Result<usize, String> {
+        let writes = self.writes();
+        let mut terms = 0;
+        for pair in writes.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if b.token < a.token {
+                return Err(format!(
+                    "split brain: write at rev {} with token {} ({}) after write at rev {} with token {} ({})",
+                    b.revision, b.token, b.who, a.revision, a.token, a.who
+                ));
+            }
+            if b.token == a.token && b.who != a.who {
+                return Err(format!("token {} used by {} and {}", a.token, a.who, b.who));
+            }
+            if b.token != a.token {
+                terms += 1;
+            }
+        }
+        Ok(if writes.is_empty() { 0 } else { terms + 1 })
+    }
+}

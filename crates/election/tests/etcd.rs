@@ -1,0 +1,498 @@
+//! The election's behaviour against a real etcd, including interop with
+//! `etcdctl elect` (etcd's Go `clientv3/concurrency` election).
+//!
+//! Skipped with a message when `DROVER_ETCD_ENDPOINTS` is unset (and failing
+//! when `DROVER_REQUIRE_ETCD=1`). Real time: every wait is bounded, nothing
+//! asserts how long something took.
+
+#[path = "common/support.rs"]
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use drover_election::{Election, ElectionError, ElectorConfig, Observation, Term, TermEnd};
+use drover_store::lease::{Lease, LeaseConfig};
+use drover_store::testing::{etcd_endpoints, unique_prefix};
+use drover_store::{Get, Put, Store};
+use drover_store_etcd::EtcdStore;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout};
+
+/// Lease 2 s, renew deadline 1 s, retry period 250 ms (etcd's minimum TTL
+/// on the dev server is 1 s).
+fn config() -> ElectorConfig {
+    ElectorConfig::default().with_timing(
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+        Duration::from_millis(250),
+    )
+}
+
+async fn etcd() -> Option<(EtcdStore, Vec<String>)> {
+    let endpoints = etcd_endpoints()?;
+    let store = EtcdStore::connect(&endpoints, Default::default())
+        .await
+        .expect("connect to etcd");
+    Some((store, endpoints))
+}
+
+#[tokio::test]
+async fn etcd_one_leader_and_immediate_handover() {
+    let Some((store, _)) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("one-leader");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let active = Arc::new(AtomicUsize::new(0));
+    let max_active = Arc::new(AtomicUsize::new(0));
+    let mut candidates = Vec::new();
+    for i in 0..3 {
+        let (active, max_active) = (active.clone(), max_active.clone());
+        candidates.push(spawn_candidate_with(
+            store.clone(),
+            &prefix,
+            &format!("c{i}"),
+            config(),
+            tx.clone(),
+            move |term: Term<EtcdStore>| {
+                let (active, max_active) = (active.clone(), max_active.clone());
+                async move {
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    max_active.fetch_max(now, Ordering::SeqCst);
+                    term.cancelled().await;
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
+            },
+        ));
+    }
+    for _ in 0..3 {
+        next_event(&mut rx, Duration::from_secs(15), is_started)
+            .await
+            .expect("someone leads");
+        sleep(Duration::from_millis(300)).await;
+        let leaders: Vec<_> = candidates
+            .iter()
+            .filter(|c| c.elector.is_leader())
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(leaders.len(), 1, "{leaders:?}");
+        let election = Election::with_prefix(store.clone(), prefix.as_str()).unwrap();
+        let leader = election.leader().await.unwrap().unwrap();
+        assert_eq!(leader.value_str(), leaders[0]);
+        let i = candidates
+            .iter()
+            .position(|c| c.elector.is_leader())
+            .unwrap();
+        let gone = candidates.remove(i);
+        gone.shutdown.cancel();
+        gone.run.await.unwrap().unwrap();
+    }
+    assert_eq!(max_active.load(Ordering::SeqCst), 1);
+    let election = Election::with_prefix(store.clone(), prefix.as_str()).unwrap();
+    assert_eq!(election.leader().await.unwrap(), None, "everyone resigned");
+}
+
+#[tokio::test]
+async fn etcd_failover_after_a_crash() {
+    let Some((store, _)) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("crash");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let a_store = FaultyStore::new(store.clone());
+    let a = spawn_candidate(a_store.clone(), &prefix, "a", config(), tx.clone());
+    next_event(&mut rx, Duration::from_secs(10), |e| started_by(e, "a"))
+        .await
+        .expect("a leads");
+    let b = spawn_candidate(store.clone(), &prefix, "b", config(), tx.clone());
+    sleep(Duration::from_millis(500)).await;
+    assert!(!b.elector.is_leader());
+    a_store.faults.freeze(true);
+    a.run.abort();
+    next_event(&mut rx, Duration::from_secs(10), |e| started_by(e, "b"))
+        .await
+        .expect("b takes over once a's lease expires");
+    assert!(b.elector.is_leader());
+    b.shutdown.cancel();
+    b.run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn etcd_paused_leader_cannot_write_after_waking() {
+    let Some((store, _)) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("paused");
+    let data = unique_prefix("paused-data");
+    let history = History::default();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (outcome_tx, mut outcome_rx) = mpsc::unbounded_channel();
+    let a_store = FaultyStore::new(store.clone());
+    let a = {
+        let (faults, history, data) = (a_store.faults.clone(), history.clone(), data.clone());
+        spawn_candidate_with(
+            a_store.clone(),
+            &prefix,
+            "a",
+            config().with_drain_timeout(Duration::from_secs(10)),
+            tx.clone(),
+            move |term: Term<FaultyStore<EtcdStore>>| {
+                let (faults, history, data) = (faults.clone(), history.clone(), data.clone());
+                let outcome_tx = outcome_tx.clone();
+                async move {
+                    let put = Put::new(format!("{data}a-before"), "x");
+                    let r = term.commit_fenced([put.into()]).await.unwrap();
+                    history.record(r.revision, term.token(), "a");
+                    // The process pauses: no keep-alives, work blocked.
+                    faults.stall_keep_alives(true);
+                    sleep(Duration::from_secs(4)).await;
+                    faults.stall_keep_alives(false);
+                    let late = Put::new(format!("{data}a-late"), "x");
+                    let raw = term
+                        .store()
+                        .txn(term.fenced_txn([late.into()]))
+                        .await
+                        .unwrap();
+                    if raw.succeeded {
+                        history.record(raw.revision, term.token(), "a");
+                    }
+                    let _ =
+                        outcome_tx.send((raw.succeeded, term.is_cancelled(), term.end_reason()));
+                }
+            },
+        )
+    };
+    next_event(&mut rx, Duration::from_secs(10), |e| started_by(e, "a"))
+        .await
+        .unwrap();
+    let b = {
+        let (history, data) = (history.clone(), data.clone());
+        spawn_candidate_with(
+            store.clone(),
+            &prefix,
+            "b",
+            config(),
+            tx.clone(),
+            move |term: Term<EtcdStore>| {
+                let (history, data) = (history.clone(), data.clone());
+                async move {
+                    for n in 0..20 {
+                        let put = Put::new(format!("{data}b-{n}"), "x");
+                        match term.commit_fenced([put.into()]).await {
+                            Ok(r) => history.record(r.revision, term.token(), "b"),
+                            Err(_) => return,
+                        }
+                        sleep(Duration::from_millis(50)).await;
+                    }
+                    term.cancelled().await;
+                }
+            },
+        )
+    };
+    next_event(&mut rx, Duration::from_secs(15), |e| started_by(e, "b"))
+        .await
+        .expect("b leads while a is paused");
+    let (succeeded, cancelled, reason) = timeout(Duration::from_secs(15), outcome_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!succeeded, "the woken leader's fenced write must fail");
+    assert!(cancelled, "its term's scope fired");
+    assert!(
+        matches!(
+            reason,
+            Some(TermEnd::LeaseLost | TermEnd::ValidityExpired | TermEnd::KeyDeleted)
+        ),
+        "{reason:?}"
+    );
+    let terms = history.check_no_overlap().unwrap();
+    assert_eq!(terms, 2);
+    a.shutdown.cancel();
+    b.shutdown.cancel();
+    a.run.await.unwrap().unwrap();
+    b.run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn etcd_a_waiter_whose_lease_expired_never_wins() {
+    let Some((store, _)) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("zombie");
+    let election = Election::with_prefix(store.clone(), prefix.as_str()).unwrap();
+    let leader_lease = Lease::grant(store.clone(), LeaseConfig::new(2))
+        .await
+        .unwrap();
+    let term = election.campaign(&leader_lease, "leader").await.unwrap();
+    let waiter_store = FaultyStore::new(store.clone());
+    let waiter_election = Election::with_prefix(waiter_store.clone(), prefix.as_str()).unwrap();
+    let waiter_lease = Lease::grant(waiter_store.clone(), LeaseConfig::new(2))
+        .await
+        .unwrap();
+    let campaign = tokio::spawn(async move {
+        let r = waiter_election.campaign(&waiter_lease, "waiter").await;
+        (r.map(|t| t.token()), waiter_lease)
+    });
+    sleep(Duration::from_millis(300)).await;
+    waiter_store.faults.stall_keep_alives(true);
+    sleep(Duration::from_secs(4)).await;
+    term.resign().await.unwrap();
+    let (result, _lease) = timeout(Duration::from_secs(10), campaign)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(result, Err(ElectionError::LeaseLost { .. })),
+        "{result:?}"
+    );
+    assert_eq!(election.leader().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn etcd_observe_proclaim_resign() {
+    let Some((store, _)) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("observe");
+    let election = Election::with_prefix(store.clone(), prefix.as_str()).unwrap();
+    let mut observer = election.observe();
+    let first = timeout(Duration::from_secs(5), observer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, Observation::NoLeader);
+    let lease = Lease::grant(store.clone(), LeaseConfig::new(5))
+        .await
+        .unwrap();
+    let term = election.campaign(&lease, "v1").await.unwrap();
+    let seen = timeout(Duration::from_secs(5), observer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.leader().unwrap().token, term.token());
+    term.proclaim("v2").await.unwrap();
+    let seen = timeout(Duration::from_secs(5), observer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.leader().unwrap().value, b"v2");
+    term.resign().await.unwrap();
+    let seen = timeout(Duration::from_secs(5), observer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, Observation::NoLeader);
+    let put = Put::new(format!("{prefix}after"), "x");
+    assert!(term.commit_fenced([put.into()]).await.is_err());
+    assert_eq!(
+        store
+            .get(Get::key(format!("{prefix}after")))
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+}
+
+// ---- interop with etcdctl elect ----
+
+/// `etcdctl elect` as a child process; its stdout lines are read as they
+/// come.
+struct Etcdctl {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl Etcdctl {
+    fn spawn(endpoints: &[String], args: &[&str]) -> Etcdctl {
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", endpoints.join(",")))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("etcdctl is on PATH");
+        let stdout = child.stdout.take().unwrap();
+        Etcdctl {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next (key, value) pair etcdctl prints, within `within`.
+    async fn next_pair(&mut self, within: Duration) -> Option<(String, String)> {
+        timeout(within, async {
+            let key = self.lines.next_line().await.ok()??;
+            let value = self.lines.next_line().await.ok()??;
+            Some((key, value))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// SIGINT: etcdctl resigns and exits.
+    async fn interrupt(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let status = Command::new("kill")
+                .arg("-INT")
+                .arg(pid.to_string())
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success());
+        }
+        let _ = timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// etcdctl's election name for a unique prefix (`etcdctl elect NAME` uses
+/// `NAME/`).
+fn etcdctl_name(prefix: &str) -> &str {
+    prefix.strip_suffix('/').unwrap()
+}
+
+#[tokio::test]
+async fn etcdctl_listen_shows_a_drover_leaders_value() {
+    let Some((store, endpoints)) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("interop-listen");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let drover = spawn_candidate(store.clone(), &prefix, "drover-leader-1", config(), tx);
+    next_event(&mut rx, Duration::from_secs(10), is_started)
+        .await
+        .unwrap();
+    let term = drover.elector.current_term().unwrap();
+    let mut listen = Etcdctl::spawn(&endpoints, &["elect", "-l", etcdctl_name(&prefix)]);
+    let (key, value) = listen
+        .next_pair(Duration::from_secs(10))
+        .await
+        .expect("etcdctl elect -l prints the leader");
+    assert_eq!(key, term.key());
+    assert_eq!(value, "drover-leader-1");
+    // A proclaimed value shows up too.
+    term.proclaim("proclaimed-by-drover").await.unwrap();
+    let (_, value) = listen.next_pair(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(value, "proclaimed-by-drover");
+    listen.interrupt().await;
+    drover.shutdown.cancel();
+    drover.run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn etcdctl_and_drover_candidates_exclude_each_other() {
+    let Some((store, endpoints)) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("interop-exclude");
+    let name = etcdctl_name(&prefix);
+
+    // 1. etcdctl leads; Drover waits until it resigns.
+    let mut go = Etcdctl::spawn(&endpoints, &["elect", name, "go-candidate"]);
+    let (go_key, go_value) = go
+        .next_pair(Duration::from_secs(10))
+        .await
+        .expect("etcdctl is elected in an empty election");
+    assert!(go_key.starts_with(&prefix));
+    assert_eq!(go_value, "go-candidate");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let drover = spawn_candidate(store.clone(), &prefix, "drover", config(), tx);
+    let early = next_event(&mut rx, Duration::from_secs(3), is_started).await;
+    assert!(early.is_none(), "drover must not lead while etcdctl does");
+    let seen = drover
+        .elector
+        .leader()
+        .expect("drover observes the Go leader");
+    assert_eq!(seen.key, go_key);
+    go.interrupt().await;
+    next_event(&mut rx, Duration::from_secs(10), is_started)
+        .await
+        .expect("drover leads once etcdctl resigned");
+
+    // 2. Drover leads; a new etcdctl candidate is not elected until Drover
+    // resigns.
+    let mut go2 = Etcdctl::spawn(&endpoints, &["elect", name, "go-second"]);
+    assert!(
+        go2.next_pair(Duration::from_secs(3)).await.is_none(),
+        "etcdctl must not be elected while drover leads"
+    );
+    assert!(drover.elector.is_leader());
+    drover.shutdown.cancel();
+    drover.run.await.unwrap().unwrap();
+    let (_, value) = go2
+        .next_pair(Duration::from_secs(10))
+        .await
+        .expect("etcdctl is elected once drover resigned");
+    assert_eq!(value, "go-second");
+    go2.interrupt().await;
+}
+
+#[tokio::test]
+async fn etcd_buckets_balance_on_one_lease_per_member() {
+    use drover_election::buckets::{Bucket, BucketElector, BucketSet};
+    let Some((store, _)) = etcd().await else {
+        return;
+    };
+    let root = unique_prefix("buckets");
+    let set = BucketSet::new("ctl", "queue", 5).unwrap();
+    let mut members = Vec::new();
+    for name in ["a", "b"] {
+        let elector = BucketElector::builder(store.clone(), root.as_str(), set.clone())
+            .config(config().with_identity(name))
+            .on_promoted(|_bucket: Bucket, term: Term<EtcdStore>| async move {
+                term.cancelled().await;
+            })
+            .build()
+            .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let run = tokio::spawn({
+            let (elector, shutdown) = (elector.clone(), shutdown.clone());
+            async move { elector.run(shutdown).await }
+        });
+        members.push((elector, shutdown, run));
+        sleep(Duration::from_secs(1)).await;
+    }
+    // Bounded wait for the balanced state: 3 + 2 of 5 buckets.
+    let mut counts = Vec::new();
+    for _ in 0..50 {
+        counts = members.iter().map(|(e, _, _)| e.owned().len()).collect();
+        if counts.iter().sum::<usize>() == 5 && counts.iter().all(|c| *c <= 3) {
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts.iter().sum::<usize>(), 5, "{counts:?}");
+    assert!(counts.iter().all(|c| *c <= 3), "{counts:?}");
+    for (elector, _, _) in &members {
+        let owned = elector.owned();
+        let leases: Vec<_> = owned
+            .iter()
+            .map(|b| elector.term(b.index).unwrap().lease_id())
+            .collect();
+        assert!(
+            leases.windows(2).all(|w| w[0] == w[1]),
+            "one lease per member"
+        );
+    }
+    for (_, shutdown, _) in &members {
+        shutdown.cancel();
+    }
+    for (_, _, run) in members {
+        run.await.unwrap().unwrap();
+    }
+    let left = store.get(Get::prefix(root.as_str())).await.unwrap();
+    assert_eq!(left.count, 0, "everything released");
+}
