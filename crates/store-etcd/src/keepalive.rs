@@ -4,7 +4,9 @@
 //! stream. Opening a stream per renewal costs a round trip and a server-side
 //! goroutine each time, so each lease keeps its stream open between calls:
 //! a renewal is one request and one answer on it. A broken stream is
-//! replaced once within the same call; streams of leases nobody renews any
+//! replaced once within the same call; a renewal abandoned half-way (a
+//! caller's timeout) takes its stream with it, so an answer is never read
+//! for a later request than its own; streams of leases nobody renews any
 //! more are closed by a periodic sweep.
 
 use std::collections::HashMap;
@@ -64,17 +66,24 @@ impl KeepAlives {
         *slot.last_used.lock() = Some(Instant::now());
         let mut keeper = slot.keeper.lock().await;
 
-        if let Some(open) = keeper.as_mut() {
-            match renew_on(open, id, limit).await {
-                Renewal::Renewed(ttl) => return Ok(ttl),
+        // The stream is taken out of the slot for the round trip and put
+        // back only once its answer was read: if this call is abandoned
+        // half-way (a caller's timeout), the stream, with the answer still
+        // owed on it, is dropped with the call instead of handing that stale
+        // answer to the next renewal.
+        if let Some(mut open) = keeper.take() {
+            match renew_on(&mut open, id, limit).await {
+                Renewal::Renewed(ttl) => {
+                    *keeper = Some(open);
+                    return Ok(ttl);
+                }
                 Renewal::Gone => {
-                    *keeper = None;
+                    drop(keeper);
                     self.forget(id);
                     return Err(StoreError::LeaseNotFound(id));
                 }
                 Renewal::Broken(err) => {
-                    tracing::debug!(lease = id, error = %err, "keep-alive stream broke; reopening");
-                    *keeper = None;
+                    tracing::debug!(lease = %format_args!("{id:x}"), error = %err, "keep-alive stream broke; reopening");
                 }
             }
         }

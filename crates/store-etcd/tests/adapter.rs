@@ -224,6 +224,36 @@ async fn keep_alive_reuses_one_stream_per_lease() {
     assert_eq!(store.open_keep_alive_streams(), 0);
 }
 
+/// A renewal abandoned after its request went out (as the `Lease` handle
+/// abandons a keep-alive that outlives its interval) must not leave its
+/// answer behind for the next renewal: that answer is older than the next
+/// request, so taking it would overstate how long the lease is valid, or
+/// report a revoked lease as renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_renewal_leaves_no_stale_answer_for_the_next() {
+    use futures::FutureExt;
+
+    let Some(store) = shared_store().await else {
+        return;
+    };
+    let lease = store.lease_grant(20).await.unwrap();
+    store.lease_keep_alive(lease.id).await.unwrap(); // opens the stream
+    // One poll sends the request; the answer needs a round trip.
+    let abandoned = store.lease_keep_alive(lease.id).now_or_never();
+    assert!(abandoned.is_none(), "no round trip completes in one poll");
+    // Give the abandoned request's answer time to arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = EtcdStore::connect(store.endpoints().to_vec(), EtcdConfig::default())
+        .await
+        .unwrap();
+    other.lease_revoke(lease.id).await.unwrap();
+    let renewed = store.lease_keep_alive(lease.id).await;
+    assert!(
+        matches!(renewed, Err(StoreError::LeaseNotFound(id)) if id == lease.id),
+        "a revoked lease renewed by a stale answer: {renewed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_renewals_of_one_lease_all_succeed() {
     let Some(store) = shared_store().await else {

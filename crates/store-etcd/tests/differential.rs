@@ -176,35 +176,20 @@ impl<S: Store> Side<S> {
 
     async fn apply(&mut self, op: &Op) -> String {
         match op {
-            Op::Put {
-                key,
-                value,
-                lease,
-                prev_kv,
-            } => {
-                let mut put = Put::new(*key, value.clone()).with_lease(self.lease(*lease));
-                if *prev_kv {
-                    put = put.with_prev_kv();
+            Op::Single(spec) => match spec.to_op(self) {
+                TxnOp::Put(put) => {
+                    let r = self.store.put(put).await;
+                    self.show(r, Self::put_resp)
                 }
-                let r = self.store.put(put).await;
-                self.show(r, Self::put_resp)
-            }
-            Op::Delete { range, prev_kv } => {
-                let mut delete = Delete {
-                    range: range.clone(),
-                    prev_kv: false,
-                };
-                if *prev_kv {
-                    delete = delete.with_prev_kv();
+                TxnOp::Delete(delete) => {
+                    let r = self.store.delete(delete).await;
+                    self.show(r, Self::delete_resp)
                 }
-                let r = self.store.delete(delete).await;
-                self.show(r, Self::delete_resp)
-            }
-            Op::Get(spec) => {
-                let get = spec.to_get(self);
-                let r = self.store.get(get).await;
-                self.show(r, Self::get_resp)
-            }
+                TxnOp::Get(get) => {
+                    let r = self.store.get(get).await;
+                    self.show(r, Self::get_resp)
+                }
+            },
             Op::Txn {
                 compares,
                 success,
@@ -352,17 +337,8 @@ impl OpSpec {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put {
-        key: &'static str,
-        value: Vec<u8>,
-        lease: Option<usize>,
-        prev_kv: bool,
-    },
-    Delete {
-        range: KeyRange,
-        prev_kv: bool,
-    },
-    Get(GetSpec),
+    /// A plain put, delete or get (not in a txn).
+    Single(OpSpec),
     Txn {
         compares: Vec<CmpSpec>,
         success: Vec<OpSpec>,
@@ -506,35 +482,35 @@ impl Generator {
         }
     }
 
+    fn put_spec(&mut self) -> OpSpec {
+        OpSpec::Put {
+            key: self.key(),
+            value: self.value(),
+            lease: self.lease(),
+            prev_kv: self.rng.gen_bool(0.5),
+        }
+    }
+
+    fn delete_spec(&mut self) -> OpSpec {
+        OpSpec::Delete {
+            range: self.range(),
+            prev_kv: self.rng.gen_bool(0.5),
+        }
+    }
+
     fn op_spec(&mut self) -> OpSpec {
         match self.rng.gen_range(0..4) {
             0 => OpSpec::Get(self.get_spec()),
-            1 => OpSpec::Delete {
-                range: self.range(),
-                prev_kv: self.rng.gen_bool(0.5),
-            },
-            _ => OpSpec::Put {
-                key: self.key(),
-                value: self.value(),
-                lease: self.lease(),
-                prev_kv: self.rng.gen_bool(0.5),
-            },
+            1 => self.delete_spec(),
+            _ => self.put_spec(),
         }
     }
 
     fn op(&mut self) -> Op {
         match self.rng.gen_range(0..100) {
-            0..=29 => Op::Put {
-                key: self.key(),
-                value: self.value(),
-                lease: self.lease(),
-                prev_kv: self.rng.gen_bool(0.5),
-            },
-            30..=39 => Op::Delete {
-                range: self.range(),
-                prev_kv: self.rng.gen_bool(0.5),
-            },
-            40..=59 => Op::Get(self.get_spec()),
+            0..=29 => Op::Single(self.put_spec()),
+            30..=39 => Op::Single(self.delete_spec()),
+            40..=59 => Op::Single(OpSpec::Get(self.get_spec())),
             60..=84 => {
                 let n_cmp = self.rng.gen_range(0..4);
                 let n_ok = self.rng.gen_range(0..4);
@@ -552,7 +528,7 @@ impl Generator {
                 let point = self.rng.gen_range(self.compacted + 1..=self.revision - 3);
                 Op::Compact(point)
             }
-            _ => Op::Get(self.get_spec()),
+            _ => Op::Single(OpSpec::Get(self.get_spec())),
         }
     }
 }

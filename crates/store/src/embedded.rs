@@ -64,7 +64,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -145,6 +145,9 @@ pub(crate) struct Core {
     pub(crate) state: RwLock<State>,
     pub(crate) config: EmbeddedConfig,
     closed: AtomicBool,
+    /// Turns of the writer's loop, so tests can tell waiting from spinning.
+    #[cfg(test)]
+    pub(crate) writer_wakeups: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -267,6 +270,8 @@ impl EmbeddedStore {
             state: RwLock::new(state),
             config,
             closed: AtomicBool::new(false),
+            #[cfg(test)]
+            writer_wakeups: std::sync::atomic::AtomicU64::new(0),
         });
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (visible_tx, visible) = watch::channel(revision);
@@ -304,21 +309,23 @@ impl EmbeddedStore {
 
     /// Finish every queued write, persist it, and stop the writer and all
     /// watches. Later calls on any clone fail with [`StoreError::Closed`].
+    ///
+    /// Fails with [`StoreError::Storage`] when the store could not persist
+    /// its last writes (the final group commit failed, or an earlier failed
+    /// commit had stopped it); it is closed either way.
     pub async fn close(&self) -> Result<()> {
         self.shared.core.closed.store(true, Ordering::SeqCst);
         let (reply, done) = oneshot::channel();
-        // If the writer is already gone there is nothing left to flush.
-        if self
-            .shared
-            .requests
-            .send(Request {
-                op: WriteOp::Close,
-                reply,
-            })
-            .is_ok()
-        {
-            let _ = done.await;
-        }
+        let request = Request {
+            op: WriteOp::Close,
+            reply,
+        };
+        // If the writer is already gone there is nothing left to flush; a
+        // second close is answered `Closed`, which is fine too.
+        let flushed = match self.shared.requests.send(request) {
+            Ok(()) => done.await.unwrap_or(Ok(WriteReply::Done)),
+            Err(_) => Ok(WriteReply::Done),
+        };
         let handle = self.shared.writer.lock().take();
         if let Some(handle) = handle {
             handle.await.map_err(|e| StoreError::Storage {
@@ -326,7 +333,10 @@ impl EmbeddedStore {
                 source: Some(Box::new(e)),
             })?;
         }
-        Ok(())
+        match flushed {
+            Err(error @ StoreError::Storage { .. }) => Err(error),
+            _ => Ok(()),
+        }
     }
 
     fn check_open(&self) -> Result<()> {
@@ -359,6 +369,27 @@ impl EmbeddedStore {
             other => Err(unexpected(other)),
         }
     }
+
+    /// A single put or delete, as a txn of that one op.
+    async fn submit_one(&self, op: TxnOp) -> Result<TxnOpResponse> {
+        let kind = if matches!(op, TxnOp::Put(_)) {
+            "put"
+        } else {
+            "delete"
+        };
+        let mut resp = self.submit_txn(Txn::new().and_then([op])).await?;
+        resp.responses.pop().ok_or_else(|| StoreError::Storage {
+            message: format!("internal error: a {kind} got no response"),
+            source: None,
+        })
+    }
+}
+
+fn unexpected_response(op: &str, resp: TxnOpResponse) -> StoreError {
+    StoreError::Storage {
+        message: format!("internal error: unexpected {op} response {resp:?}"),
+        source: None,
+    }
 }
 
 fn unexpected(reply: WriteReply) -> StoreError {
@@ -384,29 +415,17 @@ impl Store for EmbeddedStore {
 
     async fn put(&self, req: Put) -> Result<PutResponse> {
         validate_put(&req)?;
-        let mut resp = self
-            .submit_txn(Txn::new().and_then([TxnOp::Put(req)]))
-            .await?;
-        match resp.responses.pop() {
-            Some(TxnOpResponse::Put(put)) => Ok(put),
-            other => Err(StoreError::Storage {
-                message: format!("internal error: unexpected put response {other:?}"),
-                source: None,
-            }),
+        match self.submit_one(TxnOp::Put(req)).await? {
+            TxnOpResponse::Put(put) => Ok(put),
+            other => Err(unexpected_response("put", other)),
         }
     }
 
     async fn delete(&self, req: Delete) -> Result<DeleteResponse> {
         validate_delete(&req)?;
-        let mut resp = self
-            .submit_txn(Txn::new().and_then([TxnOp::Delete(req)]))
-            .await?;
-        match resp.responses.pop() {
-            Some(TxnOpResponse::Delete(delete)) => Ok(delete),
-            other => Err(StoreError::Storage {
-                message: format!("internal error: unexpected delete response {other:?}"),
-                source: None,
-            }),
+        match self.submit_one(TxnOp::Delete(req)).await? {
+            TxnOpResponse::Delete(delete) => Ok(delete),
+            other => Err(unexpected_response("delete", other)),
         }
     }
 
@@ -436,7 +455,13 @@ impl Store for EmbeddedStore {
             next,
             prev_kv: req.prev_kv,
         };
-        let span = tracing::debug_span!("embedded_watch", start = next);
+        static WATCH_IDS: AtomicU64 = AtomicU64::new(1);
+        let span = tracing::debug_span!(
+            "embedded_watch",
+            watch_id = WATCH_IDS.fetch_add(1, Ordering::Relaxed),
+            key = %String::from_utf8_lossy(req.range.start()),
+            start = next,
+        );
         tokio::spawn(watcher.run().instrument(span));
         Ok(stream)
     }

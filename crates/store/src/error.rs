@@ -17,7 +17,7 @@ pub enum StoreError {
     TooManyOps { ops: usize, limit: usize },
 
     /// A txn branch writes (puts or deletes) the same key twice.
-    #[error("duplicate key in txn: {key:?}")]
+    #[error("duplicate key in txn: one branch writes {key:?} more than once")]
     DuplicateKey { key: String },
 
     /// The lease does not exist: never granted, revoked, or expired.
@@ -25,7 +25,7 @@ pub enum StoreError {
     LeaseNotFound(LeaseId),
 
     /// The requested TTL exceeds [`crate::MAX_LEASE_TTL_SECS`].
-    #[error("lease TTL {ttl}s is too large")]
+    #[error("lease TTL {ttl}s is too large (the limit is {max}s)", max = crate::MAX_LEASE_TTL_SECS)]
     LeaseTtlTooLarge { ttl: i64 },
 
     /// The requested revision was compacted away; re-list at the current

@@ -29,9 +29,11 @@ fn check_range(range: &KeyRange) -> Result<()> {
         KeyRange::Range { start, end } => {
             check_key(start)?;
             if !end.is_empty() && end.as_slice() <= start.as_slice() {
-                return Err(StoreError::InvalidArgument(
-                    "range end must be greater than its start".into(),
-                ));
+                return Err(StoreError::InvalidArgument(format!(
+                    "range end {:?} must be greater than its start {:?}",
+                    String::from_utf8_lossy(end),
+                    String::from_utf8_lossy(start)
+                )));
             }
             Ok(())
         }
@@ -93,14 +95,16 @@ fn check_op(op: &TxnOp) -> Result<()> {
 pub fn validate_get(get: &Get) -> Result<()> {
     check_range(&get.range)?;
     if get.limit < 0 {
-        return Err(StoreError::InvalidArgument(
-            "limit must not be negative".into(),
-        ));
+        return Err(StoreError::InvalidArgument(format!(
+            "limit must not be negative, got {}",
+            get.limit
+        )));
     }
     if get.revision < 0 {
-        return Err(StoreError::InvalidArgument(
-            "revision must not be negative".into(),
-        ));
+        return Err(StoreError::InvalidArgument(format!(
+            "revision must not be negative, got {}",
+            get.revision
+        )));
     }
     check_size(get_size(get))
 }
@@ -121,9 +125,10 @@ pub fn validate_delete(delete: &Delete) -> Result<()> {
 pub fn validate_watch(watch: &Watch) -> Result<()> {
     check_range(&watch.range)?;
     if watch.start_revision < 0 {
-        return Err(StoreError::InvalidArgument(
-            "start revision must not be negative".into(),
-        ));
+        return Err(StoreError::InvalidArgument(format!(
+            "watch start revision must not be negative, got {}",
+            watch.start_revision
+        )));
     }
     Ok(())
 }

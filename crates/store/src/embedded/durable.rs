@@ -1,5 +1,12 @@
 //! Persistence in a redb database inside the data directory.
 //!
+//! Why redb: it is pure Rust (no C toolchain, unlike RocksDB or LMDB
+//! bindings), keeps everything in one file, and its commits are ACID with a
+//! real fsync (`Durability::Immediate`) over copy-on-write B-trees, so a
+//! crash or `kill -9` at any point leaves the last committed transaction
+//! intact: exactly the guarantee acknowledged writes need, without a
+//! hand-written log format. It is actively maintained.
+//!
 //! Layout (one file, `drover.redb`):
 //! - `versions`: (revision, sub-revision) -> key + put or tombstone. Every
 //!   version the MVCC index retains, so a restart rebuilds the same index and

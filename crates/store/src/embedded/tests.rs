@@ -488,10 +488,205 @@ async fn a_failed_commit_is_never_acknowledged_or_visible_and_stops_writes() {
         Err(StoreError::Storage { .. })
     ));
     drop(durable);
-    store.close().await.unwrap();
+    // Closing reports that the store could not persist everything, and
+    // closes it all the same.
+    assert!(matches!(
+        store.close().await,
+        Err(StoreError::Storage { .. })
+    ));
+    assert!(matches!(
+        store.get(Get::key("a")).await,
+        Err(StoreError::Closed)
+    ));
     let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
         .await
         .unwrap();
     assert_eq!(reopened.current_revision().await.unwrap(), 2);
     assert_eq!(reopened.put(Put::new("b", "1")).await.unwrap().revision, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_stopped_by_a_failed_commit_waits_instead_of_spinning_on_expired_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    let lease = store.lease_grant(1).await.unwrap();
+    store
+        .put(Put::new("k", "v").with_lease(lease.id))
+        .await
+        .unwrap();
+    let durable = store
+        .shared
+        .durable
+        .as_ref()
+        .and_then(|d| d.upgrade())
+        .unwrap();
+    durable
+        .fail_commits
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        store.put(Put::new("other", "v")).await,
+        Err(StoreError::Storage { .. })
+    ));
+    // The lease's deadline passes while the writer refuses writes.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let wakeups = || {
+        store
+            .shared
+            .core
+            .writer_wakeups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = wakeups();
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        wakeups() <= before + 1,
+        "the writer spun {} times with nothing to do",
+        wakeups() - before
+    );
+    // It still answers requests (with the storage failure) and closes.
+    assert!(matches!(
+        store.put(Put::new("other", "v")).await,
+        Err(StoreError::Storage { .. })
+    ));
+    drop(durable);
+    assert!(matches!(
+        store.close().await,
+        Err(StoreError::Storage { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_stalled_watchers_neither_block_nor_starve_durable_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::default().with_watch_buffer(1);
+    let store = EmbeddedStore::open(dir.path(), config).await.unwrap();
+    // Watchers that never read: each fills its one-batch buffer and waits.
+    let mut stalled = Vec::new();
+    for i in 0..64 {
+        let watch = if i % 2 == 0 {
+            Watch::prefix("m/")
+        } else {
+            Watch::prefix("m/").with_prev_kv().from_revision(1)
+        };
+        stalled.push(store.watch(watch).await.unwrap());
+    }
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    store
+                        .put(Put::new(format!("m/{w}"), format!("{i}")))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("writers finish while every watcher is stalled")
+            .unwrap();
+    }
+    assert_eq!(store.current_revision().await.unwrap(), 401);
+    // A stalled watcher still gets everything, in order, once it reads.
+    let mut seen = Vec::new();
+    while seen.len() < 400 {
+        seen.extend(
+            next(&mut stalled[1])
+                .await
+                .events
+                .into_iter()
+                .map(|e| e.kv.mod_revision),
+        );
+    }
+    assert_eq!(seen, (2..402).collect::<Vec<_>>());
+    drop(stalled);
+    tokio::time::timeout(Duration::from_secs(30), store.close())
+        .await
+        .expect("close does not wait for stalled watchers")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_during_concurrent_writes_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..10_000 {
+                    let key = format!("c/{w}/{i:05}");
+                    match store.put(Put::new(key.clone(), "v")).await {
+                        Ok(resp) => acked.push((key, resp.revision)),
+                        Err(StoreError::Closed) => break,
+                        Err(e) => panic!("unexpected error {e:?}"),
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    // Let the writers get going, then close under them.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while store.current_revision().await.unwrap() < 200 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the writers make progress");
+    tokio::time::timeout(Duration::from_secs(30), store.close())
+        .await
+        .expect("close finishes under concurrent writers")
+        .unwrap();
+    let mut acked = Vec::new();
+    for writer in writers {
+        acked.extend(writer.await.unwrap());
+    }
+    assert!(acked.len() >= 199);
+    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    for (key, revision) in &acked {
+        let kv = reopened.get(Get::key(key.as_str())).await.unwrap();
+        assert_eq!(
+            kv.kvs.first().map(|kv| kv.mod_revision),
+            Some(*revision),
+            "acknowledged {key} lost by close"
+        );
+    }
+    assert_eq!(
+        reopened.get(Get::prefix("c/")).await.unwrap().count as usize,
+        acked.len(),
+        "nothing that was refused got written"
+    );
+    reopened.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_twice_or_from_two_clones_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    store.put(Put::new("k", "v")).await.unwrap();
+    let clone = store.clone();
+    let (a, b) = tokio::join!(store.close(), clone.close());
+    a.unwrap();
+    b.unwrap();
+    store.close().await.unwrap();
+    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(reopened.get(Get::key("k")).await.unwrap().count, 1);
+    reopened.close().await.unwrap();
 }

@@ -64,7 +64,17 @@ impl Writer {
     pub(crate) async fn run(mut self) {
         let max_batch = self.core.config.max_group_commit.max(1);
         loop {
-            let wake = self.core.state.read().leases.earliest_deadline();
+            // After a failed commit nothing can expire durably any more, and
+            // an expired lease left in the table would wake the writer at
+            // once, forever: only requests wake it then.
+            let wake = match self.failure {
+                None => self.core.state.read().leases.earliest_deadline(),
+                Some(_) => None,
+            };
+            #[cfg(test)]
+            self.core
+                .writer_wakeups
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let first = tokio::select! {
                 biased;
                 request = self.requests.recv() => match request {

@@ -99,6 +99,20 @@ fn faulty() -> Faulty<EmbeddedStore> {
     Faulty::new(EmbeddedStore::in_memory())
 }
 
+/// A lease handle on `store` with the default config for `ttl_secs`.
+async fn granted(store: &Faulty<EmbeddedStore>, ttl_secs: i64) -> Lease<Faulty<EmbeddedStore>> {
+    Lease::grant(store.clone(), LeaseConfig::new(ttl_secs))
+        .await
+        .unwrap()
+}
+
+async fn put_leased<S: Store>(store: &S, key: &str, lease: LeaseId) {
+    store
+        .put(Put::new(key, "1").with_lease(lease))
+        .await
+        .unwrap();
+}
+
 async fn key_exists<S: Store>(store: &S, key: &str) -> bool {
     store.get(Get::key(key)).await.unwrap().count == 1
 }
@@ -150,9 +164,7 @@ async fn bad_configs_are_rejected_before_granting() {
 async fn keeps_the_lease_alive_past_many_ttls() {
     let store = faulty();
     let start = Instant::now();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(2))
-        .await
-        .unwrap();
+    let lease = granted(&store, 2).await;
     assert_eq!(lease.ttl(), Duration::from_secs(2));
     // Conservative from the start: the grant's send time + TTL - margin.
     assert!(lease.valid_until() <= start + Duration::from_secs(2) - Duration::from_millis(200));
@@ -183,9 +195,7 @@ async fn keeps_the_lease_alive_past_many_ttls() {
 #[tokio::test(start_paused = true)]
 async fn validity_follows_acknowledged_keep_alives() {
     let store = faulty();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(3))
-        .await
-        .unwrap();
+    let lease = granted(&store, 3).await;
     let mut validity = lease.subscribe_validity();
     let first = *validity.borrow_and_update();
     timeout(Duration::from_secs(2), validity.changed())
@@ -206,9 +216,7 @@ async fn validity_follows_acknowledged_keep_alives() {
 #[tokio::test(start_paused = true)]
 async fn a_hung_store_fires_lost_before_the_server_side_expiry() {
     let store = faulty();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(3))
-        .await
-        .unwrap();
+    let lease = granted(&store, 3).await;
     let key = "/drover/locks/rc/a";
     store
         .put(Put::new(key, "me").with_lease(lease.id()))
@@ -248,9 +256,7 @@ async fn a_hung_store_fires_lost_before_the_server_side_expiry() {
 #[tokio::test(start_paused = true)]
 async fn persistent_keep_alive_errors_fire_lost_before_the_server_side_expiry() {
     let store = faulty();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(2))
-        .await
-        .unwrap();
+    let lease = granted(&store, 2).await;
     store.set(KeepAliveMode::Fail);
     let before = store.keep_alive_calls();
     lease.lost().await;
@@ -268,9 +274,7 @@ async fn persistent_keep_alive_errors_fire_lost_before_the_server_side_expiry() 
 #[tokio::test(start_paused = true)]
 async fn transient_keep_alive_errors_are_retried_without_losing_the_lease() {
     let store = faulty();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(3))
-        .await
-        .unwrap();
+    let lease = granted(&store, 3).await;
     sleep(Duration::from_secs(1)).await;
     store.set(KeepAliveMode::Fail);
     let before = store.keep_alive_calls();
@@ -288,9 +292,7 @@ async fn transient_keep_alive_errors_are_retried_without_losing_the_lease() {
 #[tokio::test(start_paused = true)]
 async fn a_hung_request_is_abandoned_and_retried() {
     let store = faulty();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(3))
-        .await
-        .unwrap();
+    let lease = granted(&store, 3).await;
     store.set(KeepAliveMode::Hang);
     // One interval (1 s) in, the first hung request starts; abandon it after
     // another interval and let the retry through.
@@ -304,9 +306,7 @@ async fn a_hung_request_is_abandoned_and_retried() {
 #[tokio::test(start_paused = true)]
 async fn a_lease_the_store_forgot_is_lost_at_the_next_keep_alive() {
     let store = faulty();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(30))
-        .await
-        .unwrap();
+    let lease = granted(&store, 30).await;
     store.lease_revoke(lease.id()).await.unwrap();
     timeout(Duration::from_secs(11), lease.lost())
         .await
@@ -320,19 +320,11 @@ async fn a_lease_the_store_forgot_is_lost_at_the_next_keep_alive() {
 #[tokio::test(start_paused = true)]
 async fn revoke_deletes_the_keys_and_fires_lost() {
     let store = faulty();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    let lease = granted(&store, 5).await;
     let id = lease.id();
     let token = lease.lost_token();
-    store
-        .put(Put::new("/drover/nodes/a", "1").with_lease(id))
-        .await
-        .unwrap();
-    store
-        .put(Put::new("/drover/nodes/b", "1").with_lease(id))
-        .await
-        .unwrap();
+    put_leased(&store, "/drover/nodes/a", id).await;
+    put_leased(&store, "/drover/nodes/b", id).await;
     lease.revoke().await.unwrap();
     assert!(token.is_cancelled());
     assert!(!key_exists(&store, "/drover/nodes/a").await);
@@ -353,15 +345,10 @@ async fn revoke_deletes_the_keys_and_fires_lost() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_handle_revokes_in_the_background() {
     let store = faulty();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(60))
-        .await
-        .unwrap();
+    let lease = granted(&store, 60).await;
     let id = lease.id();
     let token = lease.lost_token();
-    store
-        .put(Put::new("/drover/nodes/a", "1").with_lease(id))
-        .await
-        .unwrap();
+    put_leased(&store, "/drover/nodes/a", id).await;
     drop(lease);
     assert!(token.is_cancelled());
     // Far less than the TTL: the revoke, not the expiry, removed the key.

@@ -261,6 +261,9 @@ macro_rules! conformance_tests {
             case_request_size_limit,
             case_binary_and_empty_values,
             case_put_same_value_is_a_write,
+            case_get_limit_and_count_at_past_revision,
+            case_get_sorted_by_value_and_version_with_limit,
+            case_delete_range_prev_kvs_in_key_order,
             // txn
             case_txn_compare_value,
             case_txn_compare_version,
@@ -276,6 +279,7 @@ macro_rules! conformance_tests {
             case_txn_duplicate_keys,
             case_txn_too_many_ops,
             case_txn_cas_contention,
+            case_txn_get_after_put_and_delete,
             // leases
             case_lease_grant_and_time_to_live,
             case_lease_ttl_too_large,
@@ -286,6 +290,10 @@ macro_rules! conformance_tests {
             case_lease_unknown,
             case_lease_detach_by_put,
             case_lease_move_key,
+            case_lease_keep_alive_after_revoke,
+            case_lease_moved_key_survives_old_lease_expiry,
+            case_lease_expiry_watch_prev_kv,
+            case_lease_deleted_key_leaves_the_lease,
             case_lease_handle_keeps_alive,
             case_lease_handle_lost_and_drop,
             case_lease_small_ttl_is_raised,
@@ -301,6 +309,7 @@ macro_rules! conformance_tests {
             case_watch_drop_stops_it,
             case_watch_fan_out,
             case_watch_slow_consumer_catches_up,
+            case_watch_from_future_revision,
         );
     };
     (@each $attrs:tt $setup:expr; $($case:ident),* $(,)?) => {

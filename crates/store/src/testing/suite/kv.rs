@@ -508,3 +508,85 @@ pub async fn case_put_same_value_is_a_write<S: Store>(store: &S, prefix: &str) -
     );
     Ok(())
 }
+
+/// A limited read at a past revision counts and cuts the past, not the
+/// present; the header revision is the store's current revision (as etcd).
+pub async fn case_get_limit_and_count_at_past_revision<S: Store>(
+    store: &S,
+    prefix: &str,
+) -> Result<()> {
+    for name in ["a", "b", "c"] {
+        put(store, &key(prefix, name), name).await?;
+    }
+    let past = store.current_revision().await?;
+    store.delete(Delete::key(key(prefix, "b"))).await?;
+    store.delete(Delete::key(key(prefix, "c"))).await?;
+    let now = put(store, &key(prefix, "d"), "d").await?;
+
+    let got = store
+        .get(Get::prefix(prefix).at_revision(past).with_limit(2))
+        .await?;
+    assert_eq!(keys_of(&got.kvs), vec![key(prefix, "a"), key(prefix, "b")]);
+    assert_eq!((got.count, got.more), (3, true));
+    assert!(
+        got.revision >= now,
+        "header revision is the current one: {got:?}"
+    );
+
+    let counted = store
+        .get(Get::prefix(prefix).at_revision(past).count_only())
+        .await?;
+    assert_eq!((counted.count, counted.kvs.len()), (3, 0));
+    let counted = store.get(Get::prefix(prefix).count_only()).await?;
+    assert_eq!(counted.count, 2, "a and d now");
+    Ok(())
+}
+
+/// Sorting by value or version happens before the limit cuts the result.
+pub async fn case_get_sorted_by_value_and_version_with_limit<S: Store>(
+    store: &S,
+    prefix: &str,
+) -> Result<()> {
+    // Values and versions both run against the key order.
+    for (name, value, writes) in [("a", "3", 1), ("b", "1", 3), ("c", "2", 2)] {
+        for _ in 0..writes {
+            put(store, &key(prefix, name), value).await?;
+        }
+    }
+    let top = |target, order| store.get(Get::prefix(prefix).sorted(target, order).with_limit(2));
+    let got = top(SortTarget::Value, SortOrder::Descend).await?;
+    assert_eq!(keys_of(&got.kvs), vec![key(prefix, "a"), key(prefix, "c")]);
+    assert_eq!((got.count, got.more), (3, true));
+    let got = top(SortTarget::Value, SortOrder::Ascend).await?;
+    assert_eq!(keys_of(&got.kvs), vec![key(prefix, "b"), key(prefix, "c")]);
+    let got = top(SortTarget::Version, SortOrder::Descend).await?;
+    assert_eq!(keys_of(&got.kvs), vec![key(prefix, "b"), key(prefix, "c")]);
+    let got = top(SortTarget::Version, SortOrder::Ascend).await?;
+    assert_eq!(keys_of(&got.kvs), vec![key(prefix, "a"), key(prefix, "c")]);
+    assert!(got.more);
+    Ok(())
+}
+
+/// A range delete reports its previous key-values in key order, whatever
+/// the order the keys were written in, and its watch events follow it.
+pub async fn case_delete_range_prev_kvs_in_key_order<S: Store>(
+    store: &S,
+    prefix: &str,
+) -> Result<()> {
+    for name in ["c", "a", "d", "b"] {
+        put(store, &key(prefix, name), name).await?;
+    }
+    let start = store.current_revision().await?;
+    let mut watch = store
+        .watch(Watch::prefix(prefix).from_revision(start + 1))
+        .await?;
+    let del = store.delete(Delete::prefix(prefix).with_prev_kv()).await?;
+    let want = ["a", "b", "c", "d"].map(|n| key(prefix, n)).to_vec();
+    assert_eq!(keys_of(&del.prev_kvs), want);
+    let values: Vec<&[u8]> = del.prev_kvs.iter().map(|kv| kv.value.as_slice()).collect();
+    assert_eq!(values, vec![&b"a"[..], b"b", b"c", b"d"]);
+    let events = next_events(&mut watch, 4).await?;
+    let keys: Vec<String> = events.iter().map(|e| e.kv.key_str().into_owned()).collect();
+    assert_eq!(keys, want);
+    Ok(())
+}

@@ -18,12 +18,8 @@ pub async fn case_lease_grant_and_time_to_live<S: Store>(store: &S, prefix: &str
     assert!(ttl.ttl > 0 && ttl.ttl <= grant.ttl, "{ttl:?}");
     assert!(ttl.keys.is_empty());
     let (a, b) = (key(prefix, "a"), key(prefix, "b"));
-    store
-        .put(Put::new(a.as_str(), "1").with_lease(grant.id))
-        .await?;
-    store
-        .put(Put::new(b.as_str(), "2").with_lease(grant.id))
-        .await?;
+    put_leased(store, &a, "1", grant.id).await?;
+    put_leased(store, &b, "2", grant.id).await?;
     let mut keys = store.lease_time_to_live(grant.id).await?.keys;
     keys.sort();
     assert_eq!(keys, vec![a.clone().into_bytes(), b.into_bytes()]);
@@ -52,9 +48,7 @@ pub async fn case_lease_ttl_too_large<S: Store>(store: &S, _prefix: &str) -> Res
 pub async fn case_lease_revoke_deletes_keys<S: Store>(store: &S, prefix: &str) -> Result<()> {
     let lease = store.lease_grant(60).await?.id;
     for name in ["a", "b", "c"] {
-        store
-            .put(Put::new(key(prefix, name), name).with_lease(lease))
-            .await?;
+        put_leased(store, &key(prefix, name), name, lease).await?;
     }
     put(store, &key(prefix, "free"), "no lease").await?;
     let start = store.current_revision().await?;
@@ -106,9 +100,7 @@ pub async fn case_lease_expiry_deletes_keys_in_one_revision<S: Store>(
 ) -> Result<()> {
     let grant = store.lease_grant(1).await?;
     for name in ["a", "b", "c"] {
-        store
-            .put(Put::new(key(prefix, name), name).with_lease(grant.id))
-            .await?;
+        put_leased(store, &key(prefix, name), name, grant.id).await?;
     }
     let start = store.current_revision().await?;
     let mut watch = store
@@ -134,9 +126,7 @@ pub async fn case_lease_expiry_deletes_keys_in_one_revision<S: Store>(
 pub async fn case_lease_keep_alive_extends<S: Store>(store: &S, prefix: &str) -> Result<()> {
     let grant = store.lease_grant(2).await?;
     let k = key(prefix, "a");
-    store
-        .put(Put::new(k.as_str(), "v").with_lease(grant.id))
-        .await?;
+    put_leased(store, &k, "v", grant.id).await?;
     // 8 x 500 ms = twice the TTL.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -218,12 +208,8 @@ pub async fn case_lease_unknown<S: Store>(store: &S, prefix: &str) -> Result<()>
 pub async fn case_lease_detach_by_put<S: Store>(store: &S, prefix: &str) -> Result<()> {
     let lease = store.lease_grant(60).await?.id;
     let (a, b) = (key(prefix, "a"), key(prefix, "b"));
-    store
-        .put(Put::new(a.as_str(), "1").with_lease(lease))
-        .await?;
-    store
-        .put(Put::new(b.as_str(), "1").with_lease(lease))
-        .await?;
+    put_leased(store, &a, "1", lease).await?;
+    put_leased(store, &b, "1", lease).await?;
     store.put(Put::new(a.as_str(), "2")).await?;
     assert_eq!(get_one(store, &a).await?.expect("a").lease, 0);
     let keys = store.lease_time_to_live(lease).await?.keys;
@@ -242,12 +228,8 @@ pub async fn case_lease_move_key<S: Store>(store: &S, prefix: &str) -> Result<()
     let first = store.lease_grant(60).await?.id;
     let second = store.lease_grant(60).await?.id;
     let a = key(prefix, "a");
-    store
-        .put(Put::new(a.as_str(), "1").with_lease(first))
-        .await?;
-    store
-        .put(Put::new(a.as_str(), "2").with_lease(second))
-        .await?;
+    put_leased(store, &a, "1", first).await?;
+    put_leased(store, &a, "2", second).await?;
     store.lease_revoke(first).await?;
     assert_eq!(get_one(store, &a).await?.expect("moved").lease, second);
     store.lease_revoke(second).await?;
@@ -260,9 +242,7 @@ pub async fn case_lease_move_key<S: Store>(store: &S, prefix: &str) -> Result<()
 pub async fn case_lease_handle_keeps_alive<S: Store>(store: &S, prefix: &str) -> Result<()> {
     let lease = Lease::grant(store.clone(), LeaseConfig::new(1)).await?;
     let k = key(prefix, "a");
-    store
-        .put(Put::new(k.as_str(), "v").with_lease(lease.id()))
-        .await?;
+    put_leased(store, &k, "v", lease.id()).await?;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(lease.is_valid(), "{lease:?}");
     assert_eq!(lease.lost_reason(), None);
@@ -298,7 +278,7 @@ pub async fn case_lease_handle_lost_and_drop<S: Store>(store: &S, prefix: &str) 
     let dropped = Lease::grant(store.clone(), LeaseConfig::new(30)).await?;
     let id = dropped.id();
     let k = key(prefix, "b");
-    store.put(Put::new(k.as_str(), "v").with_lease(id)).await?;
+    put_leased(store, &k, "v", id).await?;
     drop(dropped);
     eventually("the dropped lease's key to go", || async {
         get_one(store, &k)
@@ -323,5 +303,121 @@ pub async fn case_lease_small_ttl_is_raised<S: Store>(store: &S, _prefix: &str) 
         );
         store.lease_revoke(grant.id).await?;
     }
+    Ok(())
+}
+
+/// A revoked lease is gone for every call: keep-alive, time-to-live,
+/// another revoke and a put with it are `LeaseNotFound`.
+pub async fn case_lease_keep_alive_after_revoke<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let id = store.lease_grant(60).await?.id;
+    assert!(store.lease_keep_alive(id).await? >= 60);
+    store.lease_revoke(id).await?;
+    let not_found = |e: &StoreError| matches!(e, StoreError::LeaseNotFound(l) if *l == id);
+    expect_err("keep-alive", store.lease_keep_alive(id).await, not_found);
+    expect_err(
+        "time-to-live",
+        store.lease_time_to_live(id).await,
+        not_found,
+    );
+    expect_err("revoke", store.lease_revoke(id).await, not_found);
+    expect_err(
+        "put",
+        store
+            .put(Put::new(key(prefix, "a"), "v").with_lease(id))
+            .await,
+        not_found,
+    );
+    assert_eq!(get_one(store, &key(prefix, "a")).await?, None);
+    Ok(())
+}
+
+/// A key moved to another lease leaves the first lease's key list, and the
+/// first lease's expiry leaves it alone.
+pub async fn case_lease_moved_key_survives_old_lease_expiry<S: Store>(
+    store: &S,
+    prefix: &str,
+) -> Result<()> {
+    let short = store.lease_grant(1).await?.id;
+    let long = store.lease_grant(60).await?.id;
+    let (a, b) = (key(prefix, "a"), key(prefix, "b"));
+    put_leased(store, &a, "1", short).await?;
+    put_leased(store, &b, "1", short).await?;
+    put_leased(store, &a, "2", long).await?;
+    assert_eq!(
+        store.lease_time_to_live(short).await?.keys,
+        vec![b.clone().into_bytes()]
+    );
+    assert_eq!(
+        store.lease_time_to_live(long).await?.keys,
+        vec![a.clone().into_bytes()]
+    );
+    wait_lease_gone(store, short).await;
+    eventually("b to be deleted by the expiry", || async {
+        get_one(store, &b)
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let moved = get_one(store, &a).await?.expect("the moved key survives");
+    assert_eq!((moved.value.as_slice(), moved.lease), (&b"2"[..], long));
+    store.lease_revoke(long).await
+}
+
+/// The delete events of a lease expiry carry prev_kv (value and lease) when
+/// asked, like any other delete.
+pub async fn case_lease_expiry_watch_prev_kv<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let lease = store.lease_grant(1).await?.id;
+    let (a, b) = (key(prefix, "a"), key(prefix, "b"));
+    let put_rev = store
+        .txn(Txn::new().and_then([
+            Put::new(a.as_str(), "va").with_lease(lease).into(),
+            Put::new(b.as_str(), "vb").with_lease(lease).into(),
+        ]))
+        .await?
+        .revision;
+    let mut watch = store
+        .watch(
+            Watch::prefix(prefix)
+                .from_revision(put_rev + 1)
+                .with_prev_kv(),
+        )
+        .await?;
+    wait_lease_gone(store, lease).await;
+    let events = next_events(&mut watch, 2).await?;
+    for (event, (k, v)) in events.iter().zip([(&a, "va"), (&b, "vb")]) {
+        assert_eq!(event.kind, EventKind::Delete);
+        assert_eq!(event.kv.key, k.as_bytes());
+        assert!(event.kv.value.is_empty());
+        let prev = event.prev_kv.as_ref().expect("prev_kv of an expiry delete");
+        assert_eq!((prev.value.as_slice(), prev.lease), (v.as_bytes(), lease));
+        assert_eq!(prev.mod_revision, put_rev);
+    }
+    Ok(())
+}
+
+/// Deleting a leased key takes it off the lease: recreated without a lease,
+/// it survives the lease's revoke.
+pub async fn case_lease_deleted_key_leaves_the_lease<S: Store>(
+    store: &S,
+    prefix: &str,
+) -> Result<()> {
+    let lease = store.lease_grant(60).await?.id;
+    let (a, b) = (key(prefix, "a"), key(prefix, "b"));
+    put_leased(store, &a, "1", lease).await?;
+    put_leased(store, &b, "1", lease).await?;
+    store.delete(crate::Delete::key(a.as_str())).await?;
+    assert_eq!(
+        store.lease_time_to_live(lease).await?.keys,
+        vec![b.clone().into_bytes()]
+    );
+    store.put(Put::new(a.as_str(), "2")).await?;
+    store.lease_revoke(lease).await?;
+    let survivor = get_one(store, &a)
+        .await?
+        .expect("a, recreated without the lease");
+    assert_eq!((survivor.value.as_slice(), survivor.lease), (&b"2"[..], 0));
+    assert_eq!(get_one(store, &b).await?, None);
     Ok(())
 }

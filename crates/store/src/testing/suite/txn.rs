@@ -471,3 +471,61 @@ pub async fn case_txn_cas_contention<S: Store>(store: &S, prefix: &str) -> Resul
     assert_eq!(all, (1..=expected).collect::<HashSet<_>>());
     Ok(())
 }
+
+/// Reads in a branch see the writes before them (and only those): a get
+/// before the first write reads the old revision, a get after a put or a
+/// delete reads the txn's own revision.
+pub async fn case_txn_get_after_put_and_delete<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let (a, b, c) = (key(prefix, "a"), key(prefix, "b"), key(prefix, "c"));
+    let before = put(store, &a, "old").await?;
+    put(store, &b, "doomed").await?;
+    let resp = store
+        .txn(Txn::new().and_then([
+            Get::prefix(prefix).into(),
+            Put::new(a.as_str(), "new").into(),
+            Get::key(a.as_str()).into(),
+            Delete::key(b.as_str()).into(),
+            Put::new(c.as_str(), "born").into(),
+            Get::prefix(prefix).into(),
+        ]))
+        .await?;
+    assert!(resp.succeeded);
+    let gets: Vec<&crate::GetResponse> = resp
+        .responses
+        .iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gets.len(), 3);
+    assert_eq!(gets[0].count, 2);
+    assert!(
+        gets[0].revision < resp.revision && gets[0].revision > before,
+        "a read before the first write is at the old revision: {:?} vs {}",
+        gets[0],
+        resp.revision
+    );
+    let a_now = &gets[1].kvs[0];
+    assert_eq!(a_now.value, b"new");
+    assert_eq!((a_now.mod_revision, a_now.version), (resp.revision, 2));
+    assert_eq!(a_now.create_revision, before);
+    assert_eq!(gets[1].revision, resp.revision);
+    assert_eq!(keys_of(&gets[2].kvs), vec![a.clone(), c.clone()]);
+    assert_eq!(gets[2].kvs[1].create_revision, resp.revision);
+    // A read in the txn may not name the txn's own, not yet written revision.
+    let future = resp.revision + 1;
+    let err = store
+        .txn(Txn::new().and_then([
+            Put::new(a.as_str(), "newer").into(),
+            Get::key(a.as_str()).at_revision(future).into(),
+        ]))
+        .await;
+    expect_err(
+        "get at the txn's own revision",
+        err,
+        |e| matches!(e, StoreError::FutureRevision { requested, .. } if *requested == future),
+    );
+    assert_eq!(get_one(store, &a).await?.expect("a").value, b"new");
+    Ok(())
+}

@@ -136,3 +136,13 @@ pub(crate) fn expect_err<T: std::fmt::Debug>(
         other => panic!("{what}: unexpected result {other:?}"),
     }
 }
+
+/// Puts `k` attached to `lease`; returns the put's revision.
+pub(crate) async fn put_leased<S: Store>(
+    store: &S,
+    k: &str,
+    v: &str,
+    lease: LeaseId,
+) -> Result<Revision> {
+    Ok(store.put(Put::new(k, v).with_lease(lease)).await?.revision)
+}
