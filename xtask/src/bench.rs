@@ -1,0 +1,73 @@
+//! `cargo xtask bench <store|labels|election|all>`: run a benchmark, with a
+//! private etcd where the benchmark measures against one.
+//!
+//! etcd's data directory is put under `target/bench/`, on the same disk as
+//! the embedded store's bench data (`DROVER_BENCH_DIR`), so durable-write
+//! numbers compare like with like.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::cmd::{self, header};
+use crate::etcd::Etcd;
+use crate::provision;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Which benchmark to run.
+    #[arg(value_enum)]
+    which: Which,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Which {
+    /// Embedded store vs etcd, side by side (crates/store-etcd/benches/store.rs).
+    Store,
+    /// Label selector matching (crates/labels/benches/labels.rs).
+    Labels,
+    /// Leader election vs etcd's own (crates/election/benches/election.rs).
+    Election,
+    /// All of the above, in turn.
+    All,
+}
+
+/// Environment variable naming a directory for benchmark data files.
+const BENCH_DIR_VAR: &str = "DROVER_BENCH_DIR";
+
+pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
+    let benches = match args.which {
+        Which::All => vec![Which::Store, Which::Labels, Which::Election],
+        one => vec![one],
+    };
+    provision::ensure(provision::Needs {
+        etcd: true,
+        python: false,
+    })?;
+    let bench_dir = crate::target_dir(root).join("bench");
+    std::fs::create_dir_all(&bench_dir)?;
+    for which in benches {
+        let (package, bench, needs_etcd) = match which {
+            Which::Store => ("drover-store-etcd", "store", true),
+            Which::Labels => ("drover-labels", "labels", false),
+            Which::Election => ("drover-election", "election", true),
+            Which::All => unreachable!("expanded above"),
+        };
+        header(&format!("bench: {bench}"));
+        let etcd = if needs_etcd {
+            Some(Etcd::start(Some(&bench_dir))?)
+        } else {
+            None
+        };
+        let mut cargo = cmd::cargo();
+        cargo
+            .args(["bench", "-p", package, "--bench", bench])
+            .env(BENCH_DIR_VAR, &bench_dir);
+        if let Some(etcd) = &etcd {
+            cargo.env("DROVER_ETCD_ENDPOINTS", etcd.endpoint());
+        }
+        cmd::run(&mut cargo)?;
+        drop(etcd);
+    }
+    Ok(())
+}
