@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use crate::cmd::{self, header};
 use crate::{codegen, layering, provision, signals, test};
 
-pub(crate) fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path, with_tests: bool) -> Result<()> {
     header("ci: tools");
     // Clippy builds etcd-client, whose build script needs protoc: provision first.
     let tools = provision::ensure(provision::Needs::ALL)?;
@@ -53,7 +53,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         step("codegen", codegen::run(true));
     }
 
-    if !signals::interrupted() {
+    if with_tests && !signals::interrupted() {
         step("test", test::run_with(&tools, &test::Args::default()));
     }
 

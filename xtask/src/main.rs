@@ -37,7 +37,11 @@ enum Command {
     /// throwaway etcd; installs missing tools with apt when run as root.
     Test(test::Args),
     /// The CI gate: fmt, clippy, layering, codegen --check, then `test`.
-    Ci,
+    Ci {
+        /// Run only the checks; `.ci/run` then runs `cargo xtask test` itself.
+        #[arg(long)]
+        no_test: bool,
+    },
     /// Build and start `orchestrator serve` on the embedded store and stream
     /// its logs until Ctrl-C.
     Run(run::Args),
@@ -61,7 +65,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
-        Command::Ci => ci::run(&root),
+        Command::Ci { no_test } => ci::run(&root, !no_test),
         Command::Run(args) => run::run(&root, args),
         Command::Bench(args) => bench::run(&root, args),
         Command::Codegen { check } => codegen::run(check),
