@@ -6,10 +6,8 @@
 use std::collections::VecDeque;
 
 use drover_store::keys::{KeyError, Keys};
-use drover_store::{
-    Delete, Event, EventKind, Get, KeyValue, LeaseId, Put, Revision, Store, StoreError, Watch,
-    WatchStream,
-};
+use drover_store::list_watch::{KvChange, KvMirror, ListWatch, ListWatchEvent};
+use drover_store::{Delete, Get, KeyValue, LeaseId, Put, Revision, Store, StoreError};
 
 use crate::aggregate::PodHealth;
 use crate::error::{HealthError, Result};
@@ -162,13 +160,12 @@ impl<S: Store> HealthStore<S> {
     pub fn watch_pod(&self, pod: &str) -> Result<HealthWatch<S>> {
         let prefix = self.pod_prefix(pod)?;
         Ok(HealthWatch {
-            reader: self.clone(),
+            keys: self.keys.clone(),
             pod: pod.to_owned(),
+            list_watch: ListWatch::prefix(self.store.clone(), prefix.as_str()),
             prefix,
             current: PodHealth::new(pod)?,
-            started: false,
-            stream: None,
-            next_revision: 0,
+            mirror: KvMirror::new(),
             pending: VecDeque::new(),
         })
     }
@@ -217,18 +214,21 @@ pub enum HealthChange {
 /// The first [`HealthWatch::next`] lists the pod and yields
 /// [`HealthChange::Initial`]; later calls yield one change per result
 /// written or removed. When the resume revision was compacted it re-lists
-/// and yields the differences. A failed store call returns `Err`, and the
-/// next call resumes from the last revision seen. A corrupt record returns
-/// `Err(Corrupt)` and leaves that node's state unchanged.
+/// and yields the differences. The list-then-watch cycle, its retries and
+/// the re-list diff are [`drover_store::list_watch`]'s. A store failure that
+/// outlasts the retries returns `Err`, and the next call resumes from the
+/// last revision seen. A corrupt record in the first listing returns
+/// `Err(Corrupt)` and the next call lists again; a corrupt record later
+/// returns `Err(Corrupt)` and leaves that node's state unchanged.
 #[derive(Debug)]
 pub struct HealthWatch<S> {
-    reader: HealthStore<S>,
+    keys: Keys,
     pod: String,
     prefix: String,
+    list_watch: ListWatch<S>,
+    /// The raw keys seen, to diff re-lists against.
+    mirror: KvMirror,
     current: PodHealth,
-    started: bool,
-    stream: Option<WatchStream>,
-    next_revision: Revision,
     pending: VecDeque<Result<HealthChange>>,
 }
 
@@ -253,123 +253,65 @@ impl<S: Store> HealthWatch<S> {
             if let Some(item) = self.pending.pop_front() {
                 return item;
             }
-            if !self.started {
-                self.relist().await?;
-                continue;
-            }
-            let stream = match &mut self.stream {
-                Some(stream) => stream,
-                None => {
-                    let watch =
-                        Watch::prefix(self.prefix.as_str()).from_revision(self.next_revision);
-                    let stream = self
-                        .reader
-                        .store
-                        .watch(watch)
-                        .await
-                        .map_err(store_err(&self.prefix))?;
-                    self.stream.insert(stream)
-                }
-            };
-            match stream.next_batch().await {
-                Some(Ok(batch)) => {
-                    for event in &batch.events {
-                        self.apply(event);
+            let event = self
+                .list_watch
+                .next()
+                .await
+                .map_err(store_err(&self.prefix))?;
+            if let ListWatchEvent::Listed { revision, kvs } = &event {
+                let listed = kvs
+                    .iter()
+                    .map(|kv| decode(&self.keys, &self.pod, kv))
+                    .collect::<Result<Vec<_>>>()
+                    .and_then(|results| PodHealth::from_results(&self.pod, results));
+                let fresh = match listed {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        // Nothing was reported yet: list again next time.
+                        self.list_watch.reset();
+                        return Err(e);
                     }
-                }
-                Some(Err(StoreError::Compacted {
-                    requested,
-                    compact_revision,
-                })) => {
-                    tracing::info!(
-                        pod = %self.pod,
-                        requested,
-                        compact_revision,
-                        "health watch start was compacted; re-listing"
-                    );
-                    self.stream = None;
-                    self.relist().await?;
-                }
-                Some(Err(source)) => {
-                    self.stream = None;
-                    return Err(HealthError::Store {
-                        context: self.prefix.clone(),
-                        source,
-                    });
-                }
-                None => {
-                    self.stream = None;
-                    return Err(HealthError::WatchEnded {
-                        prefix: self.prefix.clone(),
-                        reason: "the store ended the watch stream".to_owned(),
-                    });
-                }
-            }
-        }
-    }
-
-    async fn relist(&mut self) -> Result<()> {
-        let snapshot = self.reader.pod_health(&self.pod).await?;
-        let revision = snapshot.revision;
-        let fresh = snapshot.health;
-        if !self.started {
-            self.started = true;
-            for result in fresh.results().values() {
-                self.current.record(result.clone())?;
-            }
-            self.pending.push_back(Ok(HealthChange::Initial {
-                revision,
-                health: self.current.clone(),
-            }));
-        } else {
-            let gone: Vec<String> = self
-                .current
-                .results()
-                .keys()
-                .filter(|n| fresh.result(n).is_none())
-                .cloned()
-                .collect();
-            for node in gone {
-                self.current.forget(&node);
-                self.pending
-                    .push_back(Ok(HealthChange::Removed { node, revision }));
-            }
-            for (node, result) in fresh.results() {
-                if self.current.result(node) != Some(result) {
+                };
+                for result in fresh.results().values() {
                     self.current.record(result.clone())?;
-                    self.pending.push_back(Ok(HealthChange::Updated {
-                        result: result.clone(),
-                        revision,
-                    }));
                 }
+                self.mirror = KvMirror::new();
+                self.mirror.apply(&event);
+                return Ok(HealthChange::Initial {
+                    revision: *revision,
+                    health: self.current.clone(),
+                });
+            }
+            for change in self.mirror.apply(&event) {
+                self.apply(change);
             }
         }
-        self.next_revision = revision + 1;
-        Ok(())
     }
 
-    fn apply(&mut self, event: &Event) {
-        let revision = event.kv.mod_revision;
-        self.next_revision = self.next_revision.max(revision + 1);
-        match event.kind {
-            EventKind::Put => match decode(&self.reader.keys, &self.pod, &event.kv) {
-                Ok(result) => {
-                    if self.current.result(&result.node) != Some(&result) {
-                        // decode checked the pod and ids, so record succeeds.
-                        if let Err(e) = self.current.record(result.clone()) {
-                            self.pending.push_back(Err(e));
-                            return;
+    /// Queues the health change that one key's change makes.
+    fn apply(&mut self, change: KvChange) {
+        let revision = change.revision();
+        match change {
+            KvChange::Added { kv, .. } | KvChange::Modified { kv, .. } => {
+                match decode(&self.keys, &self.pod, &kv) {
+                    Ok(result) => {
+                        if self.current.result(&result.node) != Some(&result) {
+                            // decode checked the pod and ids, so record succeeds.
+                            if let Err(e) = self.current.record(result.clone()) {
+                                self.pending.push_back(Err(e));
+                                return;
+                            }
+                            self.pending
+                                .push_back(Ok(HealthChange::Updated { result, revision }));
                         }
-                        self.pending
-                            .push_back(Ok(HealthChange::Updated { result, revision }));
                     }
+                    Err(e) => self.pending.push_back(Err(e)),
                 }
-                Err(e) => self.pending.push_back(Err(e)),
-            },
-            EventKind::Delete => {
-                let Some((_, node)) = self.reader.keys.parse_health(&event.kv.key) else {
+            }
+            KvChange::Deleted { prev, .. } => {
+                let Some((_, node)) = self.keys.parse_health(&prev.key) else {
                     self.pending.push_back(Err(HealthError::Corrupt {
-                        key: event.kv.key_str().into_owned(),
+                        key: prev.key_str().into_owned(),
                         reason: "not a health key of the layout".to_owned(),
                     }));
                     return;

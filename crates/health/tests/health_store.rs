@@ -11,7 +11,7 @@ use drover_health::{
 use drover_store::embedded::EmbeddedStore;
 use drover_store::keys::Keys;
 use drover_store::testing::{etcd_endpoints, unique_prefix};
-use drover_store::{Delete, Get, Put, Store, StoreError};
+use drover_store::{Delete, Get, LeaseId, Put, Store, StoreError};
 use drover_store_etcd::{EtcdConfig, EtcdStore};
 
 /// Generous bound on one awaited event; only catches hangs.
@@ -33,6 +33,11 @@ async fn count_under<S: Store>(store: &S, prefix: &str) -> i64 {
         .count
 }
 
+/// Writes `result` (an agent's report) under `lease` (0 = none).
+async fn put<S: Store>(health: &HealthStore<S>, result: HealthResult, lease: LeaseId) {
+    health.put_health(&result, lease).await.unwrap();
+}
+
 async fn next_change<S: Store>(w: &mut HealthWatch<S>) -> HealthChange {
     tokio::time::timeout(HANG_GUARD, w.next())
         .await
@@ -40,22 +45,20 @@ async fn next_change<S: Store>(w: &mut HealthWatch<S>) -> HealthChange {
         .expect("a health change, not an error")
 }
 
+async fn next_error<S: Store>(w: &mut HealthWatch<S>) -> HealthError {
+    tokio::time::timeout(HANG_GUARD, w.next())
+        .await
+        .expect("a watch error in time")
+        .expect_err("an error, not a change")
+}
+
 // ---------------------------------------------------------------- scenarios
 
 async fn put_and_read<S: Store>(store: S, keys: Keys) {
     let health = HealthStore::with_keys(store.clone(), keys.clone());
-    health
-        .put_health(&r("web", "n1", Passing, 1), 0)
-        .await
-        .unwrap();
-    health
-        .put_health(&r("web", "n2", Critical, 1), 0)
-        .await
-        .unwrap();
-    health
-        .put_health(&r("web2", "n1", Warning, 1), 0)
-        .await
-        .unwrap();
+    put(&health, r("web", "n1", Passing, 1), 0).await;
+    put(&health, r("web", "n2", Critical, 1), 0).await;
+    put(&health, r("web2", "n1", Warning, 1), 0).await;
 
     let key = keys.health("web", "n1").unwrap();
     let raw = store.get(Get::key(key.as_str())).await.unwrap();
@@ -86,10 +89,7 @@ async fn put_and_read<S: Store>(store: S, keys: Keys) {
     assert!(h.meets_minimum(Warning, 1) && !h.meets_minimum(Warning, 2));
 
     // Overwrite, then remove.
-    health
-        .put_health(&r("web", "n2", Passing, 2), 0)
-        .await
-        .unwrap();
+    put(&health, r("web", "n2", Passing, 2), 0).await;
     assert_eq!(health.node_state("web", "n2").await.unwrap(), Passing);
     assert!(health.remove_health("web", "n2").await.unwrap());
     assert!(!health.remove_health("web", "n2").await.unwrap());
@@ -99,10 +99,7 @@ async fn put_and_read<S: Store>(store: S, keys: Keys) {
 async fn results_live_and_die_with_the_lease<S: Store>(store: S, keys: Keys) {
     let health = HealthStore::with_keys(store.clone(), keys.clone());
     let lease = store.lease_grant(30).await.unwrap().id;
-    health
-        .put_health(&r("web", "n1", Passing, 1), lease)
-        .await
-        .unwrap();
+    put(&health, r("web", "n1", Passing, 1), lease).await;
     let key = keys.health("web", "n1").unwrap();
     assert_eq!(
         store.get(Get::key(key.as_str())).await.unwrap().kvs[0].lease,
@@ -199,14 +196,31 @@ async fn corrupt_records_are_errors<S: Store>(store: S, keys: Keys) {
             .results()
             .is_empty()
     );
+
+    // A watch whose first listing holds a corrupt record reports it, and
+    // lists again on the next call.
+    let bad = keys.health("web", "n2").unwrap();
+    store.put(Put::new(bad.as_str(), "{")).await.unwrap();
+    put(&health, r("web", "n1", Passing, 1), 0).await;
+    let mut w = health.watch_pod("web").unwrap();
+    let err = next_error(&mut w).await;
+    assert!(
+        matches!(err, HealthError::Corrupt { ref key, .. } if *key == bad),
+        "{err:?}"
+    );
+    assert!(w.current().results().is_empty(), "nothing reported yet");
+    store.delete(Delete::key(bad.as_str())).await.unwrap();
+    match next_change(&mut w).await {
+        HealthChange::Initial { health, .. } => {
+            assert_eq!(health.results().keys().collect::<Vec<_>>(), ["n1"]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn watch_follows_changes<S: Store>(store: S, keys: Keys) {
     let health = HealthStore::with_keys(store.clone(), keys.clone());
-    health
-        .put_health(&r("web", "n1", Passing, 1), 0)
-        .await
-        .unwrap();
+    put(&health, r("web", "n1", Passing, 1), 0).await;
     let mut w = health.watch_pod("web").unwrap();
     w.expect_nodes(["n1", "n2", "n3"]).unwrap();
     match next_change(&mut w).await {
@@ -220,26 +234,14 @@ async fn watch_follows_changes<S: Store>(store: S, keys: Keys) {
     assert_eq!(w.current().counts().missing, 2);
 
     let lease = store.lease_grant(30).await.unwrap().id;
-    health
-        .put_health(&r("web", "n2", Critical, 2), lease)
-        .await
-        .unwrap();
+    put(&health, r("web", "n2", Critical, 2), lease).await;
     assert!(
         matches!(next_change(&mut w).await, HealthChange::Updated { ref result, .. } if result.node == "n2" && result.state == Critical)
     );
     // An identical rewrite is not a change; another pod is not watched.
-    health
-        .put_health(&r("web", "n2", Critical, 2), lease)
-        .await
-        .unwrap();
-    health
-        .put_health(&r("web2", "n3", Critical, 2), 0)
-        .await
-        .unwrap();
-    health
-        .put_health(&r("web", "n3", Warning, 3), 0)
-        .await
-        .unwrap();
+    put(&health, r("web", "n2", Critical, 2), lease).await;
+    put(&health, r("web2", "n3", Critical, 2), 0).await;
+    put(&health, r("web", "n3", Warning, 3), 0).await;
     assert!(
         matches!(next_change(&mut w).await, HealthChange::Updated { ref result, .. } if result.node == "n3")
     );
@@ -256,10 +258,7 @@ async fn watch_follows_changes<S: Store>(store: S, keys: Keys) {
     // A corrupt record is reported and the watch goes on.
     let bad = keys.health("web", "n4").unwrap();
     store.put(Put::new(bad.as_str(), "{")).await.unwrap();
-    let err = tokio::time::timeout(HANG_GUARD, w.next())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = next_error(&mut w).await;
     assert!(
         matches!(err, HealthError::Corrupt { ref key, .. } if *key == bad),
         "{err:?}"
@@ -276,14 +275,8 @@ async fn watch_follows_changes<S: Store>(store: S, keys: Keys) {
 async fn embedded_watch_relists_after_compaction() {
     let store = EmbeddedStore::in_memory();
     let health = HealthStore::new(store.clone());
-    health
-        .put_health(&r("web", "n1", Passing, 1), 0)
-        .await
-        .unwrap();
-    health
-        .put_health(&r("web", "n2", Passing, 1), 0)
-        .await
-        .unwrap();
+    put(&health, r("web", "n1", Passing, 1), 0).await;
+    put(&health, r("web", "n2", Passing, 1), 0).await;
     let mut w = health.watch_pod("web").unwrap();
     assert!(matches!(
         next_change(&mut w).await,
@@ -291,14 +284,8 @@ async fn embedded_watch_relists_after_compaction() {
     ));
     // The watch starts on the next call; the history before it goes away.
     health.remove_health("web", "n1").await.unwrap();
-    health
-        .put_health(&r("web", "n2", Critical, 2), 0)
-        .await
-        .unwrap();
-    health
-        .put_health(&r("web", "n3", Warning, 2), 0)
-        .await
-        .unwrap();
+    put(&health, r("web", "n2", Critical, 2), 0).await;
+    put(&health, r("web", "n3", Warning, 2), 0).await;
     let rev = store.current_revision().await.unwrap();
     store.compact(rev).await.unwrap();
     let mut summary = Vec::new();
@@ -319,10 +306,7 @@ async fn embedded_watch_relists_after_compaction() {
             ("updated", "n3".to_owned(), Some(Warning), rev),
         ]
     );
-    health
-        .put_health(&r("web", "n1", Passing, 3), 0)
-        .await
-        .unwrap();
+    put(&health, r("web", "n1", Passing, 3), 0).await;
     assert!(
         matches!(next_change(&mut w).await, HealthChange::Updated { ref result, .. } if result.node == "n1")
     );
@@ -334,10 +318,7 @@ async fn embedded_watch_relists_after_compaction() {
 async fn embedded_store_failures_are_errors_not_missing() {
     let store = EmbeddedStore::in_memory();
     let health = HealthStore::new(store.clone());
-    health
-        .put_health(&r("web", "n1", Passing, 1), 0)
-        .await
-        .unwrap();
+    put(&health, r("web", "n1", Passing, 1), 0).await;
     store.close().await.unwrap();
     assert!(matches!(
         health.node_state("web", "n1").await,

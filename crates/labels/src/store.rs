@@ -11,7 +11,9 @@ mod watch;
 use std::collections::BTreeMap;
 
 use drover_store::keys::Keys;
-use drover_store::{Compare, CompareOp, Delete, Get, Put, Revision, Store, StoreError, Txn, TxnOp};
+use drover_store::{
+    Compare, CompareOp, Delete, Get, KeyValue, Put, Revision, Store, StoreError, Txn, TxnOp,
+};
 
 pub use drover_store::keys::LabelType;
 pub use watch::{MatchEvent, MatchWatch};
@@ -358,14 +360,7 @@ pub(crate) async fn list<S: Store>(
         .map_err(store_err(&prefix))?;
     let mut objects = BTreeMap::new();
     for kv in &resp.kvs {
-        let key = kv.key_str();
-        let Some((_, id)) = keys.parse_labels(&kv.key) else {
-            return Err(LabelError::Corrupt {
-                key: key.into_owned(),
-                reason: "not a label key of the layout".to_owned(),
-            });
-        };
-        let labels = decode(&key, &kv.value)?;
+        let (id, labels) = decode_kv(keys, kv)?;
         if selector.matches(&labels) {
             objects.insert(id.to_owned(), labels);
         }
@@ -374,4 +369,16 @@ pub(crate) async fn list<S: Store>(
         revision: resp.revision,
         objects,
     })
+}
+
+/// The object id and labels of a stored label key.
+pub(crate) fn decode_kv<'k>(keys: &Keys, kv: &'k KeyValue) -> Result<(&'k str, Labels)> {
+    let key = kv.key_str();
+    let Some((_, id)) = keys.parse_labels(&kv.key) else {
+        return Err(LabelError::Corrupt {
+            key: key.into_owned(),
+            reason: "not a label key of the layout".to_owned(),
+        });
+    };
+    Ok((id, decode(&key, &kv.value)?))
 }

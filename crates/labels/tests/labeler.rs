@@ -28,6 +28,14 @@ fn sel(text: &str) -> Selector {
     text.parse().unwrap()
 }
 
+/// Replaces the labels of node `id`.
+async fn set_node<S: Store>(labeler: &Labeler<S>, id: &str, pairs: &[(&str, &str)]) {
+    labeler
+        .set_all(LabelType::Node, id, &l(pairs))
+        .await
+        .unwrap();
+}
+
 async fn raw_value<S: Store>(store: &S, key: &str) -> Option<Vec<u8>> {
     let resp = store.get(Get::key(key)).await.unwrap();
     resp.first().map(|kv| kv.value.clone())
@@ -46,6 +54,13 @@ async fn next_event<S: Store>(w: &mut drover_labels::MatchWatch<S>) -> MatchEven
         .await
         .expect("a watch event in time")
         .expect("a watch event, not an error")
+}
+
+async fn next_error<S: Store>(w: &mut drover_labels::MatchWatch<S>) -> LabelError {
+    tokio::time::timeout(HANG_GUARD, w.next())
+        .await
+        .expect("a watch error in time")
+        .expect_err("an error, not an event")
 }
 
 // ---------------------------------------------------------------- scenarios
@@ -95,10 +110,7 @@ async fn set_get_remove<S: Store>(store: S, keys: Keys) {
     labeler.remove(ty, "n1", "example.com/tier").await.unwrap();
     assert_eq!(raw_value(&store, &key).await, None);
 
-    labeler
-        .set_all(ty, "n2", &l(&[("a", "1"), ("b", "2")]))
-        .await
-        .unwrap();
+    set_node(&labeler, "n2", &[("a", "1"), ("b", "2")]).await;
     labeler.remove_all(ty, "n2").await.unwrap();
     assert_eq!(labeler.get(ty, "n2").await.unwrap(), Labels::new());
     assert_eq!(count_under(&store, &keys.labels_prefix()).await, 0);
@@ -115,18 +127,9 @@ async fn set_get_remove<S: Store>(store: S, keys: Keys) {
 async fn list_and_match<S: Store>(store: S, keys: Keys) {
     let labeler = Labeler::with_keys(store, keys);
     let ty = LabelType::Node;
-    labeler
-        .set_all(ty, "n1", &l(&[("zone", "a"), ("tier", "web")]))
-        .await
-        .unwrap();
-    labeler
-        .set_all(ty, "n2", &l(&[("zone", "b"), ("tier", "web")]))
-        .await
-        .unwrap();
-    labeler
-        .set_all(ty, "n3", &l(&[("zone", "a")]))
-        .await
-        .unwrap();
+    set_node(&labeler, "n1", &[("zone", "a"), ("tier", "web")]).await;
+    set_node(&labeler, "n2", &[("zone", "b"), ("tier", "web")]).await;
+    set_node(&labeler, "n3", &[("zone", "a")]).await;
     labeler.set(LabelType::Rc, "n1", "zone", "a").await.unwrap();
     labeler
         .set(LabelType::Pod, "n1/p", "zone", "a")
@@ -277,6 +280,25 @@ async fn corrupt_records_are_errors<S: Store>(store: S, keys: Keys) {
         store.delete(Delete::key(key.as_str())).await.unwrap();
     }
     assert_eq!(labeler.list(ty).await.unwrap().objects.len(), 1);
+
+    // A watch whose first listing holds a corrupt record reports it, and
+    // lists again on the next call.
+    let bad = keys.labels(ty, "bad").unwrap();
+    store.put(Put::new(bad.as_str(), "garbage")).await.unwrap();
+    let mut w = labeler.watch_matches(ty, sel("zone=a"));
+    let err = next_error(&mut w).await;
+    assert!(
+        matches!(err, LabelError::Corrupt { ref key, .. } if *key == bad),
+        "{err:?}"
+    );
+    assert!(w.current().is_empty(), "nothing reported yet");
+    store.delete(Delete::key(bad.as_str())).await.unwrap();
+    match next_event(&mut w).await {
+        MatchEvent::Initial { matches, .. } => {
+            assert_eq!(matches.keys().collect::<Vec<_>>(), ["good"]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn concurrent_writers_all_land<S: Store>(store: S, keys: Keys) {
@@ -378,14 +400,8 @@ async fn txn_composition_is_fenced<S: Store>(store: S, keys: Keys) {
 async fn watch_matches_reports_diffs<S: Store>(store: S, keys: Keys) {
     let labeler = Labeler::with_keys(store.clone(), keys.clone());
     let ty = LabelType::Node;
-    labeler
-        .set_all(ty, "n1", &l(&[("zone", "a"), ("tier", "web")]))
-        .await
-        .unwrap();
-    labeler
-        .set_all(ty, "n2", &l(&[("zone", "b"), ("tier", "web")]))
-        .await
-        .unwrap();
+    set_node(&labeler, "n1", &[("zone", "a"), ("tier", "web")]).await;
+    set_node(&labeler, "n2", &[("zone", "b"), ("tier", "web")]).await;
     let mut w = labeler.watch_matches(ty, sel("tier=web,zone in (a,c)"));
     match next_event(&mut w).await {
         MatchEvent::Initial { revision, matches } => {
@@ -399,10 +415,7 @@ async fn watch_matches_reports_diffs<S: Store>(store: S, keys: Keys) {
     }
     // A non-matching change produces nothing; the next matching one is next.
     labeler.set(ty, "n2", "rack", "r1").await.unwrap();
-    labeler
-        .set_all(ty, "n3", &l(&[("zone", "c"), ("tier", "web")]))
-        .await
-        .unwrap();
+    set_node(&labeler, "n3", &[("zone", "c"), ("tier", "web")]).await;
     assert!(matches!(next_event(&mut w).await, MatchEvent::Added { ref id, .. } if id == "n3"));
     labeler.set(ty, "n1", "rack", "r9").await.unwrap();
     match next_event(&mut w).await {
@@ -427,18 +440,12 @@ async fn watch_matches_reports_diffs<S: Store>(store: S, keys: Keys) {
     // A corrupt record is reported and the watch goes on.
     let bad = keys.labels(ty, "n4").unwrap();
     store.put(Put::new(bad.as_str(), "garbage")).await.unwrap();
-    let err = tokio::time::timeout(HANG_GUARD, w.next())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = next_error(&mut w).await;
     assert!(
         matches!(err, LabelError::Corrupt { ref key, .. } if *key == bad),
         "{err:?}"
     );
-    labeler
-        .set_all(ty, "n5", &l(&[("zone", "a"), ("tier", "web")]))
-        .await
-        .unwrap();
+    set_node(&labeler, "n5", &[("zone", "a"), ("tier", "web")]).await;
     assert!(matches!(next_event(&mut w).await, MatchEvent::Added { ref id, .. } if id == "n5"));
     assert_eq!(w.current().keys().collect::<Vec<_>>(), ["n2", "n5"]);
 }
@@ -536,21 +543,20 @@ struct Rival<S> {
     key: String,
 }
 
+/// Store methods a wrapper passes straight to `self.inner`.
+macro_rules! delegate {
+    ($($method:ident($arg:ident: $ty:ty) -> $out:ty;)*) => {
+        $(
+            fn $method(&self, $arg: $ty) -> impl Future<Output = drover_store::Result<$out>> + Send {
+                self.inner.$method($arg)
+            }
+        )*
+    };
+}
+
 impl<S: Store> Store for Rival<S> {
     fn backend_name(&self) -> &'static str {
         "rival"
-    }
-    fn get(&self, req: Get) -> impl Future<Output = drover_store::Result<GetResponse>> + Send {
-        self.inner.get(req)
-    }
-    fn put(&self, req: Put) -> impl Future<Output = drover_store::Result<PutResponse>> + Send {
-        self.inner.put(req)
-    }
-    fn delete(
-        &self,
-        req: Delete,
-    ) -> impl Future<Output = drover_store::Result<DeleteResponse>> + Send {
-        self.inner.delete(req)
     }
     async fn txn(&self, req: Txn) -> drover_store::Result<TxnResponse> {
         self.inner
@@ -558,32 +564,16 @@ impl<S: Store> Store for Rival<S> {
             .await?;
         self.inner.txn(req).await
     }
-    fn watch(&self, req: Watch) -> impl Future<Output = drover_store::Result<WatchStream>> + Send {
-        self.inner.watch(req)
-    }
-    fn lease_grant(
-        &self,
-        ttl: i64,
-    ) -> impl Future<Output = drover_store::Result<LeaseGrant>> + Send {
-        self.inner.lease_grant(ttl)
-    }
-    fn lease_keep_alive(
-        &self,
-        id: LeaseId,
-    ) -> impl Future<Output = drover_store::Result<i64>> + Send {
-        self.inner.lease_keep_alive(id)
-    }
-    fn lease_revoke(&self, id: LeaseId) -> impl Future<Output = drover_store::Result<()>> + Send {
-        self.inner.lease_revoke(id)
-    }
-    fn lease_time_to_live(
-        &self,
-        id: LeaseId,
-    ) -> impl Future<Output = drover_store::Result<LeaseTimeToLive>> + Send {
-        self.inner.lease_time_to_live(id)
-    }
-    fn compact(&self, rev: Revision) -> impl Future<Output = drover_store::Result<()>> + Send {
-        self.inner.compact(rev)
+    delegate! {
+        get(req: Get) -> GetResponse;
+        put(req: Put) -> PutResponse;
+        delete(req: Delete) -> DeleteResponse;
+        watch(req: Watch) -> WatchStream;
+        lease_grant(ttl: i64) -> LeaseGrant;
+        lease_keep_alive(id: LeaseId) -> i64;
+        lease_revoke(id: LeaseId) -> ();
+        lease_time_to_live(id: LeaseId) -> LeaseTimeToLive;
+        compact(rev: Revision) -> ();
     }
     fn current_revision(&self) -> impl Future<Output = drover_store::Result<Revision>> + Send {
         self.inner.current_revision()

@@ -32,6 +32,7 @@ pub mod embedded;
 pub mod keys;
 pub mod lease;
 pub mod limits;
+pub mod list_watch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -1,9 +1,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use drover_store::keys::{Keys, LabelType};
-use drover_store::{Event, EventKind, Revision, Store, StoreError, Watch, WatchStream};
+use drover_store::list_watch::{KvChange, KvMirror, ListWatch, ListWatchEvent};
+use drover_store::{Revision, Store};
 
-use super::{decode, list};
+use super::decode_kv;
 use crate::error::{LabelError, Result};
 use crate::index::LabelIndex;
 use crate::labels::Labels;
@@ -63,27 +64,26 @@ impl LabelIndex<String> {
 /// one event per change of the matching set. When the watch's start
 /// revision was compacted away it re-lists and yields the difference to what
 /// it had reported, so a consumer applying the events always ends up with
-/// the store's matching set.
+/// the store's matching set. The list-then-watch cycle, its retries and the
+/// re-list diff are [`drover_store::list_watch`]'s.
 ///
-/// Errors: a failed store call returns `Err`; the next call resumes from
-/// the last revision seen (re-listing if that was compacted meanwhile), so a
-/// caller can back off and call again without losing changes. A corrupt
-/// record in a watch event returns `Err(Corrupt)` and leaves that object's
+/// Errors: a store failure that outlasts the retries returns `Err`; the next
+/// call resumes from the last revision seen (re-listing if that was
+/// compacted meanwhile), so a caller can back off and call again without
+/// losing changes. A corrupt record in the first listing returns
+/// `Err(Corrupt)` and the next call lists again. A corrupt record in a later
+/// change (or re-list) returns `Err(Corrupt)` and leaves that object's
 /// reported state unchanged; the watch goes on.
 #[derive(Debug)]
 pub struct MatchWatch<S> {
-    store: S,
     keys: Keys,
-    label_type: LabelType,
     selector: Selector,
     prefix: String,
+    list_watch: ListWatch<S>,
+    /// The raw keys seen, to diff re-lists against.
+    mirror: KvMirror,
     /// What the consumer has been told matches.
     matched: BTreeMap<String, Labels>,
-    /// Whether `Initial` was delivered.
-    started: bool,
-    stream: Option<WatchStream>,
-    /// The revision to watch from: one past the last listed or seen change.
-    next_revision: Revision,
     pending: VecDeque<Result<MatchEvent>>,
 }
 
@@ -91,15 +91,12 @@ impl<S: Store> MatchWatch<S> {
     pub(super) fn new(store: S, keys: Keys, label_type: LabelType, selector: Selector) -> Self {
         let prefix = keys.labels_type_prefix(label_type);
         MatchWatch {
-            store,
+            list_watch: ListWatch::prefix(store, prefix.as_str()),
             keys,
-            label_type,
             selector,
             prefix,
+            mirror: KvMirror::new(),
             matched: BTreeMap::new(),
-            started: false,
-            stream: None,
-            next_revision: 0,
             pending: VecDeque::new(),
         }
     }
@@ -119,126 +116,66 @@ impl<S: Store> MatchWatch<S> {
             if let Some(item) = self.pending.pop_front() {
                 return item;
             }
-            if !self.started {
-                self.relist().await?;
-                continue;
-            }
-            let stream = match &mut self.stream {
-                Some(stream) => stream,
-                None => {
-                    let watch =
-                        Watch::prefix(self.prefix.as_str()).from_revision(self.next_revision);
-                    let stream =
-                        self.store
-                            .watch(watch)
-                            .await
-                            .map_err(|source| LabelError::Store {
-                                context: self.prefix.clone(),
-                                source,
-                            })?;
-                    self.stream.insert(stream)
-                }
-            };
-            match stream.next_batch().await {
-                Some(Ok(batch)) => {
-                    for event in &batch.events {
-                        self.apply(event);
+            let event = self
+                .list_watch
+                .next()
+                .await
+                .map_err(|source| LabelError::Store {
+                    context: self.prefix.clone(),
+                    source,
+                })?;
+            if let ListWatchEvent::Listed { revision, kvs } = &event {
+                let mut matches = BTreeMap::new();
+                for kv in kvs {
+                    match decode_kv(&self.keys, kv) {
+                        Ok((id, labels)) if self.selector.matches(&labels) => {
+                            matches.insert(id.to_owned(), labels);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            // Nothing was reported yet: list again next time.
+                            self.list_watch.reset();
+                            return Err(e);
+                        }
                     }
                 }
-                Some(Err(StoreError::Compacted {
-                    requested,
-                    compact_revision,
-                })) => {
-                    tracing::info!(
-                        prefix = %self.prefix,
-                        requested,
-                        compact_revision,
-                        "label watch start was compacted; re-listing"
-                    );
-                    self.stream = None;
-                    self.relist().await?;
+                self.mirror = KvMirror::new();
+                self.mirror.apply(&event);
+                self.matched = matches.clone();
+                return Ok(MatchEvent::Initial {
+                    revision: *revision,
+                    matches,
+                });
+            }
+            for change in self.mirror.apply(&event) {
+                self.apply(change);
+            }
+        }
+    }
+
+    /// Queues the change of the matching set that one key's change makes.
+    fn apply(&mut self, change: KvChange) {
+        let revision = change.revision();
+        let (id, now) = match &change {
+            KvChange::Added { kv, .. } | KvChange::Modified { kv, .. } => {
+                match decode_kv(&self.keys, kv) {
+                    Ok((id, labels)) => (
+                        id.to_owned(),
+                        Some(labels).filter(|l| self.selector.matches(l)),
+                    ),
+                    Err(e) => {
+                        self.pending.push_back(Err(e));
+                        return;
+                    }
                 }
-                Some(Err(source)) => {
-                    self.stream = None;
-                    return Err(LabelError::Store {
-                        context: self.prefix.clone(),
-                        source,
-                    });
-                }
+            }
+            KvChange::Deleted { prev, .. } => match self.keys.parse_labels(&prev.key) {
+                Some((_, id)) => (id.to_owned(), None),
                 None => {
-                    self.stream = None;
-                    return Err(LabelError::WatchEnded {
-                        prefix: self.prefix.clone(),
-                        reason: "the store ended the watch stream".to_owned(),
-                    });
-                }
-            }
-        }
-    }
-
-    /// Lists the matching set and queues `Initial` (first time) or the
-    /// differences to what was reported.
-    async fn relist(&mut self) -> Result<()> {
-        let listing = list(&self.store, &self.keys, self.label_type, &self.selector).await?;
-        let revision = listing.revision;
-        if !self.started {
-            self.started = true;
-            self.matched = listing.objects.clone();
-            self.pending.push_back(Ok(MatchEvent::Initial {
-                revision,
-                matches: listing.objects,
-            }));
-        } else {
-            let old = std::mem::take(&mut self.matched);
-            for (id, _) in old
-                .iter()
-                .filter(|(id, _)| !listing.objects.contains_key(*id))
-            {
-                self.pending.push_back(Ok(MatchEvent::Removed {
-                    id: id.clone(),
-                    revision,
-                }));
-            }
-            for (id, labels) in &listing.objects {
-                let event = match old.get(id) {
-                    None => MatchEvent::Added {
-                        id: id.clone(),
-                        labels: labels.clone(),
-                        revision,
-                    },
-                    Some(prev) if prev != labels => MatchEvent::Changed {
-                        id: id.clone(),
-                        labels: labels.clone(),
-                        revision,
-                    },
-                    Some(_) => continue,
-                };
-                self.pending.push_back(Ok(event));
-            }
-            self.matched = listing.objects;
-        }
-        self.next_revision = revision + 1;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: &Event) {
-        let revision = event.kv.mod_revision;
-        self.next_revision = self.next_revision.max(revision + 1);
-        let key = event.kv.key_str();
-        let Some((_, id)) = self.keys.parse_labels(&event.kv.key) else {
-            self.pending.push_back(Err(LabelError::Corrupt {
-                key: key.into_owned(),
-                reason: "not a label key of the layout".to_owned(),
-            }));
-            return;
-        };
-        let id = id.to_owned();
-        let now = match event.kind {
-            EventKind::Delete => None,
-            EventKind::Put => match decode(&key, &event.kv.value) {
-                Ok(labels) => Some(labels).filter(|l| self.selector.matches(l)),
-                Err(e) => {
-                    self.pending.push_back(Err(e));
+                    self.pending.push_back(Err(LabelError::Corrupt {
+                        key: prev.key_str().into_owned(),
+                        reason: "not a label key of the layout".to_owned(),
+                    }));
                     return;
                 }
             },
