@@ -50,11 +50,4 @@ pub enum HealthError {
     #[cfg(feature = "store")]
     #[error("stored health at {key:?} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
-
-    /// A watch ended and could not be re-established. Watches now re-open
-    /// ended streams themselves (`drover_store::list_watch`) and report a
-    /// lasting failure as `Store`; kept so callers matching on it still build.
-    #[cfg(feature = "store")]
-    #[error("health watch on {prefix:?} ended: {reason}")]
-    WatchEnded { prefix: String, reason: String },
 }

@@ -73,13 +73,6 @@ pub enum LabelError {
     #[cfg(feature = "store")]
     #[error("labels at {key:?} changed concurrently {attempts} times; gave up")]
     Conflict { key: String, attempts: u32 },
-
-    /// A watch ended and could not be re-established. Watches now re-open
-    /// ended streams themselves (`drover_store::list_watch`) and report a
-    /// lasting failure as `Store`; kept so callers matching on it still build.
-    #[cfg(feature = "store")]
-    #[error("label watch on {prefix:?} ended: {reason}")]
-    WatchEnded { prefix: String, reason: String },
 }
 
 fn at(position: Option<usize>) -> String {
