@@ -42,7 +42,8 @@ pub struct ElectorConfig {
     /// Default 1.2.
     pub jitter_factor: f64,
     /// The leader resigns after this long and campaigns again, letting
-    /// waiting candidates lead. Zero means unlimited. Default zero.
+    /// waiting candidates lead. Zero means unlimited. Default zero. For
+    /// buckets, each held bucket's term is limited on its own.
     pub term_limit: Duration,
     /// On shutdown, resign (after the leader work has drained) so the next
     /// candidate leads at once. Without it the key lingers until the lease
@@ -51,7 +52,8 @@ pub struct ElectorConfig {
     /// How long the leader work may take to finish after its term's scope
     /// is cancelled, before it is aborted. Default: `renew_deadline`.
     pub drain_timeout: Duration,
-    /// Re-enter the election after a loss, or stop. Default: re-enter.
+    /// Re-enter the election after a loss, or stop. Default: re-enter. For
+    /// buckets, the loss of any held bucket counts.
     pub on_loss: OnLoss,
     /// This candidate's identity: the value its candidate key carries, shown
     /// by observers and `etcdctl elect -l`. Default: a unique id.
@@ -136,6 +138,13 @@ impl ElectorConfig {
             return Err(ElectionError::LeaseDurationNotWholeSeconds(
                 self.lease_duration,
             ));
+        }
+        let max = Duration::from_secs(drover_store::MAX_LEASE_TTL_SECS.unsigned_abs());
+        if self.lease_duration > max {
+            return Err(ElectionError::LeaseDurationTooLong {
+                lease_duration: self.lease_duration,
+                max,
+            });
         }
         if self.renew_deadline >= self.lease_duration {
             return Err(ElectionError::RenewDeadlineNotShorter {
@@ -342,6 +351,10 @@ mod tests {
             bad(c),
             ElectionError::LeaseDurationNotWholeSeconds(_)
         ));
+
+        let mut c = base.clone();
+        c.lease_duration = Duration::from_secs(u64::MAX);
+        assert!(matches!(bad(c), ElectionError::LeaseDurationTooLong { .. }));
 
         let c = base.clone().with_timing(
             Duration::from_secs(10),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use drover_store::lease::{Lease, LeaseConfig};
+use drover_store::lease::Lease;
 use drover_store::{Revision, Store};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::config::{ElectorConfig, OnLoss};
 use crate::election::{Election, LeaderInfo};
-use crate::lease_store::LeaseStore;
+use crate::leading::{grant_lease, lead_term, let_go};
 use crate::metrics::{ElectionMetrics, NoMetrics};
 use crate::term::{Term, TermEnd};
 use crate::{ElectionError, Result};
@@ -266,22 +266,30 @@ impl<S: Store> Elector<S> {
 
     async fn run_loop(&self, shutdown: CancellationToken) -> Result<()> {
         let config = &self.inner.config;
-        let mut lease: Option<(Lease<LeaseStore<S>>, LeaseStore<S>)> = None;
+        let mut lease: Option<Lease<S>> = None;
         let mut stopped_while_leading = false;
         let result = loop {
             if shutdown.is_cancelled() {
                 break Ok(());
             }
             // A lease that was lost (or expired locally) is replaced.
-            if lease.as_ref().is_some_and(|(l, _)| !l.is_valid())
-                && let Some((old, _)) = lease.take()
+            if lease.as_ref().is_some_and(|l| !l.is_valid())
+                && let Some(old) = lease.take()
             {
-                revoke_quietly(old).await;
+                let_go(old, false).await;
             }
-            let (current_lease, lease_store) = match lease.take() {
+            let current_lease = match lease.take() {
                 Some(held) => held,
-                None => match self.grant_lease(&shutdown).await {
-                    Ok(Some(held)) => held,
+                None => match grant_lease(
+                    self.inner.election.store(),
+                    config,
+                    &self.inner.metrics,
+                    &self.inner.label,
+                    &shutdown,
+                )
+                .await
+                {
+                    Ok(Some(granted)) => granted,
                     Ok(None) => break Ok(()),
                     Err(e) if e.is_retryable() => {
                         tracing::warn!(error = %e, "granting a lease failed; retrying");
@@ -290,7 +298,7 @@ impl<S: Store> Elector<S> {
                         }
                         continue;
                     }
-                    Err(e) => break Err(e),
+                    Err(e) => break Err(e.into()),
                 },
             };
             let started = Instant::now();
@@ -299,14 +307,17 @@ impl<S: Store> Elector<S> {
                 .election
                 .campaign_until(&current_lease, config.identity.as_bytes(), &shutdown)
                 .await;
+            if !matches!(campaign, Err(ElectionError::LeaseLost { .. })) {
+                lease = Some(current_lease);
+            } else {
+                let_go(current_lease, false).await;
+            }
             match campaign {
                 Ok(term) => {
                     self.inner
                         .metrics
                         .acquire_latency(&self.inner.label, started.elapsed());
-                    let next = self.lead(term, &shutdown).await;
-                    lease = Some((current_lease, lease_store));
-                    match next {
+                    match self.lead(term, &shutdown).await {
                         Ok(Next::Campaign) => {}
                         Ok(Next::Stop) => {
                             stopped_while_leading = true;
@@ -315,68 +326,32 @@ impl<S: Store> Elector<S> {
                         Err(e) => break Err(e),
                     }
                 }
-                Err(ElectionError::Cancelled) => {
-                    lease = Some((current_lease, lease_store));
-                    break Ok(());
-                }
+                Err(ElectionError::Cancelled) => break Ok(()),
                 Err(ElectionError::LeaseLost { lease: id }) => {
                     tracing::info!(lease = %format_args!("{id:x}"), "lease lost while campaigning; campaigning with a new lease");
-                    revoke_quietly(current_lease).await;
                 }
                 Err(ElectionError::CandidacyLost { key }) => {
                     tracing::info!(%key, "candidate key removed while campaigning; campaigning again");
-                    lease = Some((current_lease, lease_store));
                     if self.wait_retry(&shutdown).await {
                         break Ok(());
                     }
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "campaign failed; retrying");
-                    lease = Some((current_lease, lease_store));
                     if self.wait_retry(&shutdown).await {
                         break Ok(());
                     }
                 }
-                Err(e) => {
-                    lease = Some((current_lease, lease_store));
-                    break Err(e);
-                }
+                Err(e) => break Err(e),
             }
         };
-        if let Some((held, lease_store)) = lease {
-            let keep = !config.release_on_cancel && stopped_while_leading;
-            if keep {
-                // Let the lease lapse: the next candidate leads after the TTL.
-                lease_store.orphan();
-                drop(held);
-            } else {
-                revoke_quietly(held).await;
-            }
+        if let Some(held) = lease {
+            // Without release on cancel, a leader's key lingers until the
+            // lease lapses: the next candidate leads after the TTL.
+            let_go(held, !config.release_on_cancel && stopped_while_leading).await;
         }
         *self.inner.current.lock() = None;
         result
-    }
-
-    /// Grants this candidate's lease; `None` if shut down first.
-    async fn grant_lease(
-        &self,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<(Lease<LeaseStore<S>>, LeaseStore<S>)>> {
-        let config = &self.inner.config;
-        let lease_store = LeaseStore::new(
-            self.inner.election.store().clone(),
-            self.inner.metrics.clone(),
-            self.inner.label.clone(),
-        );
-        let lease_config = LeaseConfig::new(config.lease_ttl_secs())
-            .with_keep_alive_interval(config.retry_period)
-            .with_safety_margin(config.lease_duration - config.renew_deadline);
-        tokio::select! {
-            _ = shutdown.cancelled() => Ok(None),
-            granted = Lease::grant(lease_store.clone(), lease_config) => {
-                Ok(Some((granted?, lease_store)))
-            }
-        }
     }
 
     /// Waits a jittered retry period; true if shut down meanwhile.
@@ -390,91 +365,26 @@ impl<S: Store> Elector<S> {
     /// Leads one term: runs the work, ends the term, drains, releases.
     async fn lead(&self, term: Term<S>, shutdown: &CancellationToken) -> Result<Next> {
         let inner = &self.inner;
-        let config = &inner.config;
-        let span = tracing::info_span!(
-            "term",
-            token = term.token(),
-            key = %term.key(),
-            lease = %format_args!("{:x}", term.lease_id())
-        );
-        span.in_scope(|| tracing::info!("started leading"));
         *inner.current.lock() = Some(term.clone());
         inner.metrics.set_leader(&inner.label, true);
         inner.metrics.term_started(&inner.label, term.token());
-
-        let mut work = tokio::spawn((inner.work)(term.clone()).instrument(span.clone()));
-        let mut work_done = false;
-        let term_limit = async {
-            if config.term_limit.is_zero() {
-                std::future::pending::<()>().await
-            } else {
-                tokio::time::sleep(config.term_limit).await
-            }
+        let work = (inner.work)(term.clone());
+        let stop = async {
+            shutdown.cancelled().await;
+            TermEnd::Shutdown
         };
-        tokio::pin!(term_limit);
-        let reason = loop {
-            tokio::select! {
-                _ = term.cancelled() => break term.end_reason().unwrap_or(TermEnd::Dropped),
-                _ = shutdown.cancelled() => break TermEnd::Shutdown,
-                _ = &mut term_limit => break TermEnd::TermLimit,
-                joined = &mut work, if !work_done => {
-                    work_done = true;
-                    if matches!(joined, Err(ref e) if e.is_panic()) {
-                        span.in_scope(|| tracing::error!("leader work panicked; ending the term"));
-                        break TermEnd::Resigned;
-                    }
-                }
-            }
+        // Not leading from the moment the term ends, before the drain.
+        let ended = || {
+            *inner.current.lock() = None;
+            inner.metrics.set_leader(&inner.label, false);
         };
-        term.end(reason);
-        let reason = term.end_reason().unwrap_or(reason);
-        *inner.current.lock() = None;
-        inner.metrics.set_leader(&inner.label, false);
-        let duration = term.started_at().elapsed();
-
-        // Drain: the work saw the cancellation; give it the drain timeout.
-        let drained = work_done
-            || match tokio::time::timeout(config.drain_timeout, &mut work).await {
-                Ok(_) => true,
-                Err(_) => {
-                    span.in_scope(|| {
-                        tracing::warn!(timeout = ?config.drain_timeout, "leader work did not drain in time; aborting it")
-                    });
-                    work.abort();
-                    false
-                }
-            };
-
-        // Release only after the work drained, so no guarded work overlaps
-        // the next leader's (its writes are fenced anyway).
-        let release = match reason {
-            TermEnd::TermLimit | TermEnd::Resigned => true,
-            TermEnd::Shutdown => config.release_on_cancel,
-            _ => false,
-        };
-        if release && let Err(e) = term.resign().await {
-            span.in_scope(
-                || tracing::warn!(error = %e, "resigning failed; the key expires with the lease"),
-            );
-        }
-        span.in_scope(|| tracing::info!(%reason, drained, "stopped leading"));
+        let summary = lead_term(&term, work, stop, ended, &inner.config).await;
         if let Some(hook) = &inner.stopped {
-            hook(&TermSummary {
-                token: term.token(),
-                key: term.key().to_owned(),
-                reason,
-                duration,
-                drained,
-            });
+            hook(&summary);
         }
-        match reason {
+        match summary.reason {
             TermEnd::Shutdown => Ok(Next::Stop),
-            TermEnd::LeaseLost
-            | TermEnd::ValidityExpired
-            | TermEnd::KeyDeleted
-            | TermEnd::Dropped
-                if config.on_loss == OnLoss::Fatal =>
-            {
+            reason if reason.is_loss() && inner.config.on_loss == OnLoss::Fatal => {
                 Err(ElectionError::LeadershipLost { reason })
             }
             _ => Ok(Next::Campaign),
@@ -517,13 +427,6 @@ impl<S: Store> Elector<S> {
     }
 }
 
-async fn revoke_quietly<S: Store>(lease: Lease<S>) {
-    let id = lease.id();
-    if let Err(e) = lease.revoke().await {
-        tracing::debug!(error = %e, lease = %format_args!("{id:x}"), "revoking the lease failed; it will expire");
-    }
-}
-
 struct ClearOnDrop<'a>(&'a AtomicBool);
 
 impl Drop for ClearOnDrop<'_> {
@@ -547,5 +450,56 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_store::embedded::EmbeddedStore;
+    use drover_store::lease::LeaseConfig;
+
+    use super::*;
+
+    /// The health check fails once the process believes it leads past its
+    /// term's `valid_until` (plus the tolerance): here the elector's loop is
+    /// not running (as if its runtime were blocked) and the lease is no
+    /// longer renewed, so nothing ends the belief.
+    #[tokio::test(start_paused = true)]
+    async fn health_fails_when_believed_leadership_outlives_its_validity() {
+        let store = EmbeddedStore::in_memory();
+        let election = Election::with_prefix(store.clone(), "/drover/election/health/").unwrap();
+        let elector = Elector::builder(election.clone())
+            .config(ElectorConfig::default().with_identity("wedged"))
+            .on_started_leading(|term: Term<EmbeddedStore>| async move { term.cancelled().await })
+            .build()
+            .unwrap();
+        assert!(elector.check_health(Duration::ZERO).is_ok(), "not leading");
+
+        let lease = Lease::grant(store, LeaseConfig::new(3)).await.unwrap();
+        let term = election.campaign(&lease, "wedged").await.unwrap();
+        *elector.inner.current.lock() = Some(term.clone());
+        assert!(elector.is_leader());
+        assert!(elector.check_health(Duration::ZERO).is_ok());
+
+        lease.orphan(); // no keep-alive runs any more
+        let valid_until = term.valid_until();
+        let tolerance = Duration::from_millis(500);
+        tokio::time::sleep_until(valid_until + tolerance).await;
+        assert!(!elector.is_leader(), "is_leader is conservative");
+        assert!(
+            elector.check_health(tolerance).is_ok(),
+            "within the tolerance"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        match elector.check_health(tolerance) {
+            Err(ElectionError::LeadingPastValidity { token, overdue }) => {
+                assert_eq!(token, term.token());
+                assert_eq!(overdue, tolerance + Duration::from_millis(1));
+            }
+            other => panic!("expected LeadingPastValidity, got {other:?}"),
+        }
+        // Once the loop clears its belief, the check passes again.
+        *elector.inner.current.lock() = None;
+        assert!(elector.check_health(Duration::ZERO).is_ok());
     }
 }

@@ -58,6 +58,15 @@ pub enum ElectionError {
     #[error("lease_duration must be a whole number of seconds, got {0:?}")]
     LeaseDurationNotWholeSeconds(Duration),
 
+    /// The lease duration is longer than a store lease may live.
+    #[error(
+        "lease_duration {lease_duration:?} is longer than the store's maximum lease TTL ({max:?})"
+    )]
+    LeaseDurationTooLong {
+        lease_duration: Duration,
+        max: Duration,
+    },
+
     /// `renew_deadline` must be shorter than `lease_duration`.
     #[error(
         "renew_deadline ({renew_deadline:?}) must be shorter than lease_duration ({lease_duration:?})"

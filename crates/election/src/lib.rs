@@ -17,7 +17,8 @@
 //!   deadline, retry period, jitter, term limit, release on cancel), re-entry
 //!   after loss, drain before release, a health check and metrics.
 //! - [`buckets`]: knative-style sharding with balanced ownership on one
-//!   shared lease, and a static ordinal mode.
+//!   shared lease (term limit and fatal-on-loss apply per bucket), and a
+//!   static ordinal mode.
 //!
 //! Run a closure only while leader, with fenced writes:
 //!
@@ -71,7 +72,7 @@ mod duration;
 mod election;
 mod elector;
 mod error;
-mod lease_store;
+mod leading;
 mod metrics;
 mod observe;
 mod term;

@@ -30,7 +30,10 @@ pub struct NoMetrics;
 
 impl ElectionMetrics for NoMetrics {}
 
-/// Keeps the latest measurements in atomics.
+/// Keeps the latest measurements in atomics. It ignores the election label:
+/// use one per elector (for a bucket elector, whose buckets report under
+/// their own labels, `is_leader` follows the latest bucket change and
+/// `terms` counts every bucket's terms).
 #[derive(Debug, Default)]
 pub struct AtomicMetrics {
     leading: AtomicBool,

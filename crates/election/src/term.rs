@@ -39,6 +39,18 @@ pub enum TermEnd {
     Dropped,
 }
 
+impl TermEnd {
+    /// True for an involuntary end: the lease, its validity or the key was
+    /// lost (what [`crate::OnLoss::Fatal`] turns into an error), as opposed
+    /// to resigning, a term limit or a shutdown.
+    pub fn is_loss(self) -> bool {
+        matches!(
+            self,
+            TermEnd::LeaseLost | TermEnd::ValidityExpired | TermEnd::KeyDeleted | TermEnd::Dropped
+        )
+    }
+}
+
 impl fmt::Display for TermEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_election::buckets::{Bucket, BucketElector, BucketSet};
-use drover_election::{ElectionError, ElectorConfig, Term};
+use drover_election::{
+    AtomicMetrics, ElectionError, ElectorConfig, OnLoss, Term, TermEnd, TermSummary,
+};
 use drover_store::embedded::EmbeddedStore;
 use drover_store::{Get, Put, Store};
 use parking_lot::Mutex;
@@ -29,8 +31,10 @@ fn config(identity: &str) -> ElectorConfig {
         .with_identity(identity)
 }
 
-/// Who holds which bucket, according to the members' own work scopes.
+/// Who holds which bucket, according to the members' own work scopes; under
+/// `DEMOTED + index`, why each of the bucket's terms ended.
 type Holders = Arc<Mutex<HashMap<u32, Vec<String>>>>;
+const DEMOTED: u32 = 1_000_000;
 
 struct Member<S: Store> {
     elector: BucketElector<S>,
@@ -38,11 +42,29 @@ struct Member<S: Store> {
     run: JoinHandle<drover_election::Result<()>>,
 }
 
+impl<S: Store> Member<S> {
+    /// Shuts the member down and checks that `run` returned `Ok`.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.run.await.unwrap().unwrap();
+    }
+}
+
 fn spawn_member<S: Store>(store: S, set: &BucketSet, name: &str, holders: &Holders) -> Member<S> {
+    spawn_member_with(store, set, config(name), holders)
+}
+
+fn spawn_member_with<S: Store>(
+    store: S,
+    set: &BucketSet,
+    config: ElectorConfig,
+    holders: &Holders,
+) -> Member<S> {
     let holders = holders.clone();
-    let who = name.to_owned();
+    let who = config.identity.clone();
+    let released = holders.clone();
     let elector = BucketElector::builder(store, ROOT, set.clone())
-        .config(config(name))
+        .config(config)
         .on_promoted(move |bucket: Bucket, term: Term<S>| {
             let (holders, who) = (holders.clone(), who.clone());
             async move {
@@ -61,6 +83,13 @@ fn spawn_member<S: Store>(store: S, set: &BucketSet, name: &str, holders: &Holde
                     .or_default()
                     .retain(|h| *h != who);
             }
+        })
+        .on_demoted(move |bucket: &Bucket, summary: &TermSummary| {
+            released
+                .lock()
+                .entry(DEMOTED + bucket.index)
+                .or_default()
+                .push(format!("{:?}", summary.reason));
         })
         .build()
         .unwrap();
@@ -116,8 +145,7 @@ async fn one_member_holds_every_bucket_on_one_lease() {
     assert_eq!(got.kvs[0].value, b"a");
     assert_eq!(got.kvs[0].lease, leases[0]);
 
-    a.shutdown.cancel();
-    a.run.await.unwrap().unwrap();
+    a.stop().await;
     // Released on shutdown: no candidate or member key is left.
     assert_eq!(store.get(Get::prefix(ROOT)).await.unwrap().count, 0);
 }
@@ -158,8 +186,7 @@ async fn buckets_balance_as_members_join_and_leave() {
     }
     // A member leaves gracefully: the others take its buckets at once.
     let gone = members.remove(0);
-    gone.shutdown.cancel();
-    gone.run.await.unwrap().unwrap();
+    gone.stop().await;
     sleep(Duration::from_millis(500)).await;
     let counts: Vec<usize> = members.iter().map(|m| m.elector.owned().len()).collect();
     assert_eq!(counts.iter().sum::<usize>(), n as usize, "{counts:?}");
@@ -168,8 +195,7 @@ async fn buckets_balance_as_members_join_and_leave() {
         "{counts:?}"
     );
     for m in members {
-        m.shutdown.cancel();
-        m.run.await.unwrap().unwrap();
+        m.stop().await;
     }
 }
 
@@ -193,8 +219,7 @@ async fn a_crashed_members_buckets_fail_over_within_the_ttl() {
     sleep(Duration::from_millis(3500)).await;
     assert_eq!(a.elector.owned().len(), n as usize);
     assert_eq!(a.elector.members(), 1);
-    a.shutdown.cancel();
-    a.run.await.unwrap().unwrap();
+    a.stop().await;
 }
 
 #[tokio::test]
@@ -210,4 +235,171 @@ async fn bucket_elector_rejects_bad_config() {
         .config(config("a"))
         .build();
     assert!(matches!(built, Err(ElectionError::MissingLeaderWork)));
+}
+
+/// The term limit applies per bucket: a held bucket is resigned at the limit
+/// and the member waiting for it takes over; the two alternate.
+#[tokio::test(start_paused = true)]
+async fn the_term_limit_rotates_each_bucket_between_members() {
+    let store = EmbeddedStore::in_memory();
+    let set = BucketSet::new("ctl", "queue", 1).unwrap();
+    let holders = Holders::default();
+    let limited = |name: &str| config(name).with_term_limit(Duration::from_secs(4));
+    let a = spawn_member_with(store.clone(), &set, limited("a"), &holders);
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.elector.owned().len(), 1);
+    let b = spawn_member_with(store.clone(), &set, limited("b"), &holders);
+    let mut order = Vec::new();
+    let mut tokens = Vec::new();
+    for _ in 0..40 {
+        sleep(Duration::from_millis(500)).await;
+        assert_exclusive(&holders, 1, false);
+        for (name, m) in [("a", &a), ("b", &b)] {
+            if let Some(term) = m.elector.term(0)
+                && tokens.last() != Some(&term.token())
+            {
+                order.push(name);
+                tokens.push(term.token());
+            }
+        }
+    }
+    // 20 s at a 4 s limit: at least four hand-overs, strictly alternating.
+    assert!(order.len() >= 5, "{order:?}");
+    assert!(order.windows(2).all(|w| w[0] != w[1]), "{order:?}");
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    let reasons = holders.lock().get(&DEMOTED).cloned().unwrap_or_default();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| *r == format!("{:?}", TermEnd::TermLimit)),
+        "{reasons:?}"
+    );
+    for m in [a, b] {
+        m.stop().await;
+    }
+}
+
+/// With loss fatal, losing a held bucket (here: the shared lease, when the
+/// keep-alives stall) gives up every bucket and ends `run` with an error;
+/// the other member takes over.
+#[tokio::test(start_paused = true)]
+async fn fatal_loss_ends_the_bucket_elector_and_the_other_member_takes_over() {
+    let shared = EmbeddedStore::in_memory();
+    let n = 4;
+    let set = BucketSet::new("ctl", "queue", n).unwrap();
+    let holders = Holders::default();
+    let a_store = FaultyStore::new(shared.clone());
+    let a = spawn_member_with(
+        a_store.clone(),
+        &set,
+        config("a").with_on_loss(OnLoss::Fatal),
+        &holders,
+    );
+    sleep(Duration::from_secs(1)).await;
+    let b = spawn_member(shared.clone(), &set, "b", &holders);
+    sleep(Duration::from_secs(2)).await;
+    assert_eq!(a.elector.owned().len(), 2);
+
+    a_store.faults.stall_keep_alives(true);
+    let result = tokio::time::timeout(Duration::from_secs(10), a.run)
+        .await
+        .expect("run ends")
+        .unwrap();
+    assert!(
+        matches!(
+            result,
+            Err(ElectionError::LeadershipLost {
+                reason: TermEnd::LeaseLost | TermEnd::ValidityExpired
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(a.elector.owned().is_empty());
+    sleep(Duration::from_secs(4)).await;
+    assert_eq!(b.elector.owned().len(), n as usize);
+    assert_exclusive(&holders, n, true);
+    b.stop().await;
+}
+
+/// Without fatal loss (the default), a member whose lease was lost starts
+/// over with a new lease and gets its share again.
+#[tokio::test(start_paused = true)]
+async fn a_member_that_lost_its_lease_rejoins_with_a_new_one() {
+    let shared = EmbeddedStore::in_memory();
+    let n = 4;
+    let set = BucketSet::new("ctl", "queue", n).unwrap();
+    let holders = Holders::default();
+    let a_store = FaultyStore::new(shared.clone());
+    let a = spawn_member(a_store.clone(), &set, "a", &holders);
+    sleep(Duration::from_secs(1)).await;
+    let b = spawn_member(shared.clone(), &set, "b", &holders);
+    sleep(Duration::from_secs(2)).await;
+    let old_term = a.elector.term(a.elector.owned()[0].index).unwrap();
+
+    a_store.faults.stall_keep_alives(true);
+    tokio::time::timeout(Duration::from_secs(5), old_term.cancelled())
+        .await
+        .expect("the term ends with the lease");
+    assert!(
+        matches!(
+            old_term.end_reason(),
+            Some(TermEnd::LeaseLost | TermEnd::ValidityExpired)
+        ),
+        "{:?}",
+        old_term.end_reason()
+    );
+    a_store.faults.stall_keep_alives(false);
+    sleep(Duration::from_secs(8)).await;
+    assert_eq!(a.elector.owned().len(), 2);
+    assert_eq!(b.elector.owned().len(), 2);
+    let new_lease = a
+        .elector
+        .term(a.elector.owned()[0].index)
+        .unwrap()
+        .lease_id();
+    assert_ne!(new_lease, old_term.lease_id());
+    assert!(!a.run.is_finished());
+    assert_exclusive(&holders, n, true);
+    a.shutdown.cancel();
+    b.shutdown.cancel();
+    a.run.await.unwrap().unwrap();
+    b.run.await.unwrap().unwrap();
+}
+
+/// Buckets report each held bucket's term (leadership, token, acquire
+/// latency) and the shared lease's keep-alive round trips.
+#[tokio::test(start_paused = true)]
+async fn bucket_metrics_count_terms_and_keep_alives() {
+    let shared = EmbeddedStore::in_memory();
+    let view = FaultyStore::new(shared);
+    view.faults.delay_keep_alives(Duration::from_millis(30));
+    let set = BucketSet::new("ctl", "queue", 3).unwrap();
+    let metrics = Arc::new(AtomicMetrics::new());
+    let member =
+        BucketElector::builder(view, ROOT, set)
+            .config(config("m"))
+            .metrics(metrics.clone())
+            .on_promoted(
+                |_b: Bucket, term: Term<FaultyStore<EmbeddedStore>>| async move {
+                    term.cancelled().await
+                },
+            )
+            .build()
+            .unwrap();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let (member, shutdown) = (member.clone(), shutdown.clone());
+        async move { member.run(shutdown).await }
+    });
+    sleep(Duration::from_secs(2)).await;
+    let held = metrics.snapshot();
+    assert!(held.is_leader);
+    assert_eq!(held.terms, 3);
+    let tokens: Vec<i64> = (0..3).map(|i| member.term(i).unwrap().token()).collect();
+    assert!(tokens.contains(&held.last_token), "{held:?} {tokens:?}");
+    assert!(held.keep_alives >= 2, "{held:?}");
+    assert_eq!(held.last_keep_alive_rtt, Duration::from_millis(30));
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert!(!metrics.snapshot().is_leader);
 }

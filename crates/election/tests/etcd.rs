@@ -90,8 +90,7 @@ async fn etcd_one_leader_and_immediate_handover() {
             .position(|c| c.elector.is_leader())
             .unwrap();
         let gone = candidates.remove(i);
-        gone.shutdown.cancel();
-        gone.run.await.unwrap().unwrap();
+        gone.stop().await;
     }
     assert_eq!(max_active.load(Ordering::SeqCst), 1);
     let election = Election::with_prefix(store.clone(), prefix.as_str()).unwrap();
@@ -119,8 +118,7 @@ async fn etcd_failover_after_a_crash() {
         .await
         .expect("b takes over once a's lease expires");
     assert!(b.elector.is_leader());
-    b.shutdown.cancel();
-    b.run.await.unwrap().unwrap();
+    b.stop().await;
 }
 
 #[tokio::test]
@@ -388,8 +386,7 @@ async fn etcdctl_listen_shows_a_drover_leaders_value() {
     let (_, value) = listen.next_pair(Duration::from_secs(10)).await.unwrap();
     assert_eq!(value, "proclaimed-by-drover");
     listen.interrupt().await;
-    drover.shutdown.cancel();
-    drover.run.await.unwrap().unwrap();
+    drover.stop().await;
 }
 
 #[tokio::test]
@@ -430,8 +427,7 @@ async fn etcdctl_and_drover_candidates_exclude_each_other() {
         "etcdctl must not be elected while drover leads"
     );
     assert!(drover.elector.is_leader());
-    drover.shutdown.cancel();
-    drover.run.await.unwrap().unwrap();
+    drover.stop().await;
     let (_, value) = go2
         .next_pair(Duration::from_secs(10))
         .await
@@ -495,4 +491,100 @@ async fn etcd_buckets_balance_on_one_lease_per_member() {
     }
     let left = store.get(Get::prefix(root.as_str())).await.unwrap();
     assert_eq!(left.count, 0, "everything released");
+}
+
+#[tokio::test]
+async fn etcd_term_limit_rotates_leaders_and_stopped_leading_only_for_leaders() {
+    let Some((store, _)) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("term-limit");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let limited = config().with_term_limit(Duration::from_secs(1));
+    let a = spawn_candidate(store.clone(), &prefix, "a", limited.clone(), tx.clone());
+    next_event(&mut rx, Duration::from_secs(10), |e| started_by(e, "a"))
+        .await
+        .expect("a leads");
+    let b = spawn_candidate(store.clone(), &prefix, "b", limited, tx.clone());
+    let mut order = vec!["a".to_owned()];
+    for _ in 0..4 {
+        let (_, ev) = next_event(&mut rx, Duration::from_secs(10), is_started)
+            .await
+            .expect("the next term starts");
+        let Ev::Started { who, .. } = ev else {
+            unreachable!()
+        };
+        order.push(who);
+    }
+    assert_eq!(order, ["a", "b", "a", "b", "a"]);
+    for c in [a, b] {
+        c.stop().await;
+    }
+
+    // A candidate that never led reports no stopped-leading.
+    let prefix = unique_prefix("never-led");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let leader = spawn_candidate(store.clone(), &prefix, "leader", config(), tx.clone());
+    next_event(&mut rx, Duration::from_secs(10), |e| {
+        started_by(e, "leader")
+    })
+    .await
+    .expect("leader leads");
+    let waiter = spawn_candidate(store.clone(), &prefix, "waiter", config(), tx.clone());
+    sleep(Duration::from_millis(500)).await;
+    waiter.stop().await;
+    leader.stop().await;
+    let mut stopped = Vec::new();
+    while let Ok((_, ev)) = rx.try_recv() {
+        if let Ev::Stopped { who, .. } = ev {
+            stopped.push(who);
+        }
+    }
+    assert_eq!(stopped, ["leader"]);
+}
+
+#[tokio::test]
+async fn etcd_reenters_the_election_after_losing_leadership() {
+    let Some((store, _)) = etcd().await else {
+        return;
+    };
+    reenters_after_losing_leadership(store, &unique_prefix("reenter"), config()).await;
+}
+
+/// Without release on cancel the stopped leader's lease is orphaned, not
+/// revoked: its key stays until etcd expires the lease, then the next
+/// candidate leads.
+#[tokio::test]
+async fn etcd_without_release_on_cancel_the_key_lapses_with_the_lease() {
+    let Some((store, _)) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("no-release");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let a = spawn_candidate(
+        store.clone(),
+        &prefix,
+        "a",
+        config().with_release_on_cancel(false),
+        tx.clone(),
+    );
+    next_event(&mut rx, Duration::from_secs(10), |e| started_by(e, "a"))
+        .await
+        .expect("a leads");
+    let b = spawn_candidate(store.clone(), &prefix, "b", config(), tx.clone());
+    sleep(Duration::from_millis(300)).await;
+    a.stop().await;
+    let election = Election::with_prefix(store.clone(), prefix.as_str()).unwrap();
+    let lingering = election.leader().await.unwrap().expect("a's key lingers");
+    assert_eq!(lingering.value_str(), "a");
+    assert!(!b.elector.is_leader());
+    next_event(&mut rx, Duration::from_secs(10), |e| started_by(e, "b"))
+        .await
+        .expect("b leads once etcd expired a's lease");
+    let candidates = election.candidates().await.unwrap();
+    assert!(
+        candidates.iter().all(|c| c.key != lingering.key),
+        "a's key expired with its lease: {candidates:?}"
+    );
+    b.stop().await;
 }

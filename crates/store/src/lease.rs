@@ -19,6 +19,12 @@
 //!   store still makes `lost` fire before the store could expire the lease,
 //! - the lease is revoked or dropped.
 //!
+//! [`Lease::orphan`] stops the keep-alives without revoking: the lease lapses
+//! in the store after its TTL (for holders that want their keys to outlive a
+//! clean exit), and `lost` still fires at `valid_until`.
+//! [`Lease::keep_alive_stats`] and [`Lease::subscribe_keep_alives`] report
+//! the round trip of each acknowledged keep-alive, for metrics.
+//!
 //! Only tokio time is used, so tests run with paused time.
 //!
 //! ```
@@ -146,11 +152,22 @@ impl fmt::Display for LostReason {
     }
 }
 
+/// The acknowledged keep-alives of a [`Lease`] so far, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeepAliveStats {
+    /// Keep-alives the store acknowledged since the grant.
+    pub acknowledged: u64,
+    /// Round trip (send to answer) of the latest acknowledged keep-alive;
+    /// `None` before the first.
+    pub last_rtt: Option<Duration>,
+}
+
 /// State shared by the handle and its keep-alive task.
 #[derive(Debug)]
 struct Shared {
     id: LeaseId,
     validity: watch::Sender<Instant>,
+    keep_alives: watch::Sender<KeepAliveStats>,
     lost: CancellationToken,
     lost_reason: Mutex<Option<LostReason>>,
 }
@@ -177,6 +194,8 @@ pub struct Lease<S: Store> {
     ttl: Duration,
     /// Stops the keep-alive task (revoke/drop).
     stop: CancellationToken,
+    /// Stops renewing but keeps the expiry timer ([`Lease::orphan`]).
+    orphaned: CancellationToken,
     revoked: bool,
 }
 
@@ -211,10 +230,12 @@ impl<S: Store> Lease<S> {
         let shared = Arc::new(Shared {
             id: grant.id,
             validity: watch::Sender::new(valid_until),
+            keep_alives: watch::Sender::new(KeepAliveStats::default()),
             lost: CancellationToken::new(),
             lost_reason: Mutex::new(None),
         });
         let stop = CancellationToken::new();
+        let orphaned = CancellationToken::new();
         let span = tracing::info_span!("lease", lease = %format_args!("{:x}", grant.id));
         span.in_scope(|| {
             tracing::debug!(ttl = grant.ttl, ?interval, margin = ?config.safety_margin, "lease granted")
@@ -223,6 +244,7 @@ impl<S: Store> Lease<S> {
             store: store.clone(),
             shared: shared.clone(),
             stop: stop.clone(),
+            orphaned: orphaned.clone(),
             interval,
             margin: config.safety_margin,
         };
@@ -232,6 +254,7 @@ impl<S: Store> Lease<S> {
             shared,
             ttl,
             stop,
+            orphaned,
             revoked: false,
         })
     }
@@ -282,6 +305,38 @@ impl<S: Store> Lease<S> {
     /// watchdogs).
     pub fn subscribe_validity(&self) -> watch::Receiver<Instant> {
         self.shared.validity.subscribe()
+    }
+
+    /// The acknowledged keep-alives so far and the latest round trip.
+    pub fn keep_alive_stats(&self) -> KeepAliveStats {
+        *self.shared.keep_alives.borrow()
+    }
+
+    /// Round trip of the latest acknowledged keep-alive (`None` before the
+    /// first).
+    pub fn last_keep_alive_rtt(&self) -> Option<Duration> {
+        self.keep_alive_stats().last_rtt
+    }
+
+    /// Follows [`Lease::keep_alive_stats`]: changes at every acknowledged
+    /// keep-alive (a slow reader sees the latest; `acknowledged` counts what
+    /// it skipped). Ends when the lease handle and its task are gone.
+    pub fn subscribe_keep_alives(&self) -> watch::Receiver<KeepAliveStats> {
+        self.shared.keep_alives.subscribe()
+    }
+
+    /// Stops the keep-alives without revoking the lease: it lapses in the
+    /// store after its TTL, keeping its keys until then (e.g. an elector that
+    /// must not hand over at shutdown). Observers of [`Lease::lost_token`]
+    /// and [`Lease::subscribe_validity`] still see the lease end, as
+    /// [`LostReason::Expired`] at the current `valid_until`, before the store
+    /// could expire it. Returns the lease id.
+    pub fn orphan(mut self) -> LeaseId {
+        // Drop must neither revoke nor fire `lost` early.
+        self.revoked = true;
+        self.orphaned.cancel();
+        tracing::debug!(lease = %format_args!("{:x}", self.shared.id), "lease orphaned; it lapses after its TTL");
+        self.shared.id
     }
 
     /// Stops the keep-alives and revokes the lease, deleting its keys.
@@ -337,6 +392,7 @@ struct KeepAlive<S> {
     store: S,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    orphaned: CancellationToken,
     interval: Duration,
     margin: Duration,
 }
@@ -346,6 +402,7 @@ enum Attempt {
     Failed,
     Lost(LostReason),
     Stopped,
+    Orphaned,
 }
 
 impl<S: Store> KeepAlive<S> {
@@ -361,6 +418,7 @@ impl<S: Store> KeepAlive<S> {
                     self.lose(LostReason::Expired);
                     return;
                 }
+                _ = self.orphaned.cancelled() => return self.lapse().await,
                 _ = tokio::time::sleep_until(next) => {}
             }
             match self.attempt(deadline).await {
@@ -377,6 +435,20 @@ impl<S: Store> KeepAlive<S> {
                     return;
                 }
                 Attempt::Stopped => return,
+                Attempt::Orphaned => return self.lapse().await,
+            }
+        }
+    }
+
+    /// Orphaned: no more renewals; the lease ends locally at `valid_until`.
+    async fn lapse(&self) {
+        let deadline = *self.shared.validity.borrow();
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!("orphaned lease reached its deadline");
+                self.shared.mark_lost(LostReason::Expired);
             }
         }
     }
@@ -388,11 +460,19 @@ impl<S: Store> KeepAlive<S> {
         let result = tokio::select! {
             biased;
             _ = self.stop.cancelled() => return Attempt::Stopped,
+            // An answer after orphaning is ignored: the store may have
+            // renewed, but `valid_until` stays conservative.
+            _ = self.orphaned.cancelled() => return Attempt::Orphaned,
             _ = tokio::time::sleep_until(deadline) => return Attempt::Lost(LostReason::Expired),
             r = tokio::time::timeout(self.interval, self.store.lease_keep_alive(self.shared.id)) => r,
         };
         match result {
             Ok(Ok(ttl)) if ttl > 0 => {
+                let rtt = sent.elapsed();
+                self.shared.keep_alives.send_modify(|stats| {
+                    stats.acknowledged += 1;
+                    stats.last_rtt = Some(rtt);
+                });
                 let until = sent + secs(ttl).saturating_sub(self.margin);
                 self.shared.validity.send_if_modified(|current| {
                     if until > *current {
@@ -402,7 +482,7 @@ impl<S: Store> KeepAlive<S> {
                         false
                     }
                 });
-                tracing::trace!(ttl, "lease renewed");
+                tracing::trace!(ttl, ?rtt, "lease renewed");
                 Attempt::Renewed
             }
             // etcd's keep-alive stream reports a gone lease as TTL 0.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use drover_store::lease::{Lease, LeaseConfig};
+use drover_store::lease::Lease;
 use drover_store::{EventKind, Get, Put, Store, Watch};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Bucket, BucketSet, fair_share, fnv1a, mix};
-use crate::config::ElectorConfig;
+use crate::config::{ElectorConfig, OnLoss};
 use crate::election::Election;
 use crate::elector::TermSummary;
-use crate::lease_store::LeaseStore;
+use crate::leading::{grant_lease, lead_term, let_go};
 use crate::metrics::{ElectionMetrics, NoMetrics};
-use crate::term::{Term, TermEnd};
+use crate::term::{LeaseView, Term, TermEnd};
 use crate::{ElectionError, Result};
 
 type BucketWork<S> = Arc<dyn Fn(Bucket, Term<S>) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -51,8 +51,13 @@ impl<S: Store> fmt::Debug for BucketElectorBuilder<S> {
 }
 
 impl<S: Store> BucketElectorBuilder<S> {
-    /// Timing, identity, drain timeout and release-on-cancel (term limit and
-    /// on-loss do not apply to buckets).
+    /// Every knob of the single elector applies, per bucket: timing,
+    /// identity, drain timeout, release on cancel, the term limit (each held
+    /// bucket is resigned when its term reaches the limit, so a member
+    /// waiting for it takes over; this member may win it again when nobody
+    /// waits), and on-loss ([`crate::OnLoss::Fatal`]: an involuntary loss of
+    /// any held bucket, including the shared lease's, releases every bucket
+    /// and ends `run` with [`ElectionError::LeadershipLost`]).
     pub fn config(mut self, config: ElectorConfig) -> Self {
         self.config = config;
         self
@@ -79,7 +84,9 @@ impl<S: Store> BucketElectorBuilder<S> {
         self
     }
 
-    /// Where measurements go (keep-alive RTT of the shared lease).
+    /// Where measurements go: per bucket (labelled with the bucket's
+    /// election prefix) leadership, terms and acquire latency; the shared
+    /// lease's keep-alive round trips under the membership prefix.
     pub fn metrics(mut self, metrics: Arc<dyn ElectionMetrics>) -> Self {
         self.metrics = metrics;
         self
@@ -150,6 +157,14 @@ impl<S: Store> fmt::Debug for BucketElector<S> {
     }
 }
 
+/// Why an epoch (the life of one shared lease) ended.
+enum EpochEnd {
+    Shutdown,
+    LeaseLost,
+    /// A held bucket was lost and loss is fatal.
+    Fatal(TermEnd),
+}
+
 enum Slot {
     Idle { not_before: Instant },
     Campaigning { cancel: CancellationToken },
@@ -158,7 +173,8 @@ enum Slot {
 }
 
 enum Event<S: Store> {
-    Won(u32, Term<S>),
+    /// A campaign won, after this long.
+    Won(u32, Term<S>, Duration),
     CampaignEnded(u32, ElectionError),
     Released(u32, TermSummary),
 }
@@ -238,28 +254,26 @@ impl<S: Store> BucketElector<S> {
         result
     }
 
-    /// One epoch per lease: runs until the lease is lost (then starts over)
-    /// or shutdown.
+    /// One epoch per lease: runs until the lease is lost (then starts over),
+    /// shutdown, or a fatal loss.
     async fn run_epochs(&self, shutdown: CancellationToken) -> Result<()> {
         let config = &self.inner.config;
+        let label: Arc<str> = Arc::from(self.inner.members_prefix.as_str());
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let lease_store = LeaseStore::new(
-                self.inner.store.clone(),
-                self.inner.metrics.clone(),
-                Arc::from(self.inner.members_prefix.as_str()),
-            );
-            let lease_config = LeaseConfig::new(config.lease_ttl_secs())
-                .with_keep_alive_interval(config.retry_period)
-                .with_safety_margin(config.lease_duration - config.renew_deadline);
-            let granted = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                g = Lease::grant(lease_store.clone(), lease_config) => g,
-            };
+            let granted = grant_lease(
+                &self.inner.store,
+                config,
+                &self.inner.metrics,
+                &label,
+                &shutdown,
+            )
+            .await;
             let lease = match granted {
-                Ok(lease) => lease,
+                Ok(Some(lease)) => lease,
+                Ok(None) => return Ok(()),
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "granting the bucket lease failed; retrying");
                     self.pause(&shutdown).await;
@@ -274,7 +288,7 @@ impl<S: Store> BucketElector<S> {
                 .put(Put::new(member_key, config.identity.as_bytes()).with_lease(lease.id()))
                 .await;
             if let Err(e) = registered {
-                drop(lease);
+                let_go(lease, false).await;
                 if e.is_retryable() || matches!(e, drover_store::StoreError::LeaseNotFound(_)) {
                     tracing::warn!(error = %e, "registering as a member failed; retrying");
                     self.pause(&shutdown).await;
@@ -282,15 +296,18 @@ impl<S: Store> BucketElector<S> {
                 }
                 return Err(e.into());
             }
-            let stopping = self.epoch(&lease, &shutdown).await;
-            if stopping && !config.release_on_cancel {
-                lease_store.orphan();
-                drop(lease);
-            } else if let Err(e) = lease.revoke().await {
-                tracing::debug!(error = %e, "revoking the bucket lease failed; it will expire");
-            }
-            if stopping {
-                return Ok(());
+            match self.epoch(&lease, &shutdown).await {
+                EpochEnd::LeaseLost => let_go(lease, false).await,
+                EpochEnd::Shutdown => {
+                    // Without release on cancel, held buckets' keys linger
+                    // until the lease lapses.
+                    let_go(lease, !config.release_on_cancel).await;
+                    return Ok(());
+                }
+                EpochEnd::Fatal(reason) => {
+                    let_go(lease, false).await;
+                    return Err(ElectionError::LeadershipLost { reason });
+                }
             }
         }
     }
@@ -302,8 +319,8 @@ impl<S: Store> BucketElector<S> {
         }
     }
 
-    /// Manages the buckets while `lease` lives. Returns true on shutdown.
-    async fn epoch(&self, lease: &Lease<LeaseStore<S>>, shutdown: &CancellationToken) -> bool {
+    /// Manages the buckets while `lease` lives.
+    async fn epoch(&self, lease: &Lease<S>, shutdown: &CancellationToken) -> EpochEnd {
         let inner = &self.inner;
         let n = inner.set.count();
         let (members_tx, mut members_rx) = watch::channel(1usize);
@@ -324,26 +341,32 @@ impl<S: Store> BucketElector<S> {
             .collect();
         let lost = lease.lost_token();
         let mut stopping = false;
+        let mut fatal = None;
         loop {
             let members = (*members_rx.borrow_and_update()).max(1);
             *inner.members.lock() = members;
-            let winding_down = stopping || lost.is_cancelled();
-            if winding_down {
+            let giving_up = stopping || fatal.is_some();
+            if giving_up || lost.is_cancelled() {
                 for slot in slots.iter_mut() {
                     match slot {
                         Slot::Campaigning { cancel } => cancel.cancel(),
-                        Slot::Leading { stop } => {
+                        // Held buckets are given up on shutdown or a fatal
+                        // loss; when the lease was lost, their terms end by
+                        // themselves (and report why).
+                        Slot::Leading { stop } if giving_up => {
                             stop.cancel();
                             *slot = Slot::Releasing;
                         }
                         _ => {}
                     }
                 }
-                let busy = slots
-                    .iter()
-                    .any(|s| matches!(s, Slot::Campaigning { .. } | Slot::Releasing));
+                let busy = slots.iter().any(|s| !matches!(s, Slot::Idle { .. }));
                 if !busy {
-                    return stopping;
+                    return match fatal {
+                        Some(reason) => EpochEnd::Fatal(reason),
+                        None if stopping => EpochEnd::Shutdown,
+                        None => EpochEnd::LeaseLost,
+                    };
                 }
             } else {
                 self.rebalance(&mut slots, members, lease, &events_tx);
@@ -370,27 +393,37 @@ impl<S: Store> BucketElector<S> {
                 _ = sleep_until_opt(wake) => {}
                 event = events_rx.recv() => {
                     let Some(event) = event else { continue };
-                    self.apply(event, &mut slots, &events_tx, shutdown);
+                    if let Some(reason) = self.apply(event, &mut slots, &events_tx, shutdown)
+                        && fatal.is_none()
+                        && !stopping
+                    {
+                        tracing::error!(%reason, "lost a bucket and loss is fatal; releasing every bucket");
+                        fatal = Some(reason);
+                    }
                 }
             }
         }
     }
 
+    /// Applies one event to the slots; returns the reason of a held
+    /// bucket's loss if loss is fatal.
     fn apply(
         &self,
         event: Event<S>,
         slots: &mut [Slot],
         events: &mpsc::Sender<Event<S>>,
         shutdown: &CancellationToken,
-    ) {
+    ) -> Option<TermEnd> {
         let inner = &self.inner;
         match event {
-            Event::Won(i, term) => {
+            Event::Won(i, term, latency) => {
                 let stop = CancellationToken::new();
-                let Some(bucket) = inner.set.bucket(i) else {
-                    return;
-                };
+                let bucket = inner.set.bucket(i)?;
                 tracing::info!(bucket = %bucket, token = term.token(), "promoted");
+                let label = inner.elections[i as usize].prefix();
+                inner.metrics.acquire_latency(label, latency);
+                inner.metrics.set_leader(label, true);
+                inner.metrics.term_started(label, term.token());
                 inner.held.lock().insert(i, term.clone());
                 slots[i as usize] = Slot::Leading { stop: stop.clone() };
                 let task = lead_bucket(
@@ -402,6 +435,7 @@ impl<S: Store> BucketElector<S> {
                     events.clone(),
                 );
                 tokio::spawn(task.instrument(tracing::info_span!("bucket", bucket = %bucket)));
+                None
             }
             Event::CampaignEnded(i, e) => {
                 let retry = match e {
@@ -414,6 +448,7 @@ impl<S: Store> BucketElector<S> {
                 slots[i as usize] = Slot::Idle {
                     not_before: Instant::now() + retry,
                 };
+                None
             }
             Event::Released(i, summary) => {
                 inner.held.lock().remove(&i);
@@ -423,6 +458,8 @@ impl<S: Store> BucketElector<S> {
                 slots[i as usize] = Slot::Idle {
                     not_before: Instant::now(),
                 };
+                (summary.reason.is_loss() && inner.config.on_loss == OnLoss::Fatal)
+                    .then_some(summary.reason)
             }
         }
     }
@@ -433,7 +470,7 @@ impl<S: Store> BucketElector<S> {
         &self,
         slots: &mut [Slot],
         members: usize,
-        lease: &Lease<LeaseStore<S>>,
+        lease: &Lease<S>,
         events: &mpsc::Sender<Event<S>>,
     ) {
         let inner = &self.inner;
@@ -474,12 +511,15 @@ impl<S: Store> BucketElector<S> {
                     let index = i as u32;
                     let events = events.clone();
                     let campaign_cancel = cancel.clone();
-                    let view = LeaseHandle::of(lease);
+                    let view = LeaseView::of(lease);
                     tokio::spawn(
                         async move {
-                            let result = view.campaign(&election, value, &campaign_cancel).await;
+                            let started = Instant::now();
+                            let result = election
+                                .campaign_with_view(view, value.into_bytes(), &campaign_cancel)
+                                .await;
                             let event = match result {
-                                Ok(term) => Event::Won(index, term),
+                                Ok(term) => Event::Won(index, term, started.elapsed()),
                                 Err(e) => Event::CampaignEnded(index, e),
                             };
                             let _ = events.send(event).await;
@@ -502,34 +542,8 @@ impl<S: Store> BucketElector<S> {
     }
 }
 
-/// What a bucket campaign needs from the shared lease, detached from its
-/// lifetime (the campaign runs in its own task).
-#[derive(Clone)]
-struct LeaseHandle {
-    view: crate::term::LeaseView,
-}
-
-impl LeaseHandle {
-    fn of<L: Store>(lease: &Lease<L>) -> Self {
-        LeaseHandle {
-            view: crate::term::LeaseView::of(lease),
-        }
-    }
-
-    async fn campaign<S: Store>(
-        &self,
-        election: &Election<S>,
-        value: String,
-        cancel: &CancellationToken,
-    ) -> Result<Term<S>> {
-        election
-            .campaign_with_view(self.view.clone(), value.into_bytes(), cancel)
-            .await
-    }
-}
-
-/// Runs one held bucket's work until its term ends or it is told to stop;
-/// drains, resigns when yielding or releasing, and reports.
+/// Leads one held bucket until its term ends or it is told to stop (a
+/// yield, or shutdown), then reports the drained term.
 async fn lead_bucket<S: Store>(
     inner: Arc<Inner<S>>,
     bucket: Bucket,
@@ -538,51 +552,18 @@ async fn lead_bucket<S: Store>(
     shutdown: CancellationToken,
     events: mpsc::Sender<Event<S>>,
 ) {
-    let mut work = tokio::spawn((inner.work)(bucket.clone(), term.clone()).in_current_span());
-    let mut work_done = false;
-    let reason = loop {
-        tokio::select! {
-            _ = term.cancelled() => break term.end_reason().unwrap_or(TermEnd::Dropped),
-            _ = stop.cancelled() => {
-                break if shutdown.is_cancelled() { TermEnd::Shutdown } else { TermEnd::Resigned };
-            }
-            joined = &mut work, if !work_done => {
-                work_done = true;
-                if matches!(joined, Err(ref e) if e.is_panic()) {
-                    tracing::error!("bucket work panicked; yielding the bucket");
-                    break TermEnd::Resigned;
-                }
-            }
+    let work = (inner.work)(bucket.clone(), term.clone());
+    let stopped = async {
+        stop.cancelled().await;
+        if shutdown.is_cancelled() {
+            TermEnd::Shutdown
+        } else {
+            TermEnd::Resigned
         }
     };
-    term.end(reason);
-    let reason = term.end_reason().unwrap_or(reason);
-    let duration = term.started_at().elapsed();
-    let drained = work_done
-        || match tokio::time::timeout(inner.config.drain_timeout, &mut work).await {
-            Ok(_) => true,
-            Err(_) => {
-                tracing::warn!("bucket work did not drain in time; aborting it");
-                work.abort();
-                false
-            }
-        };
-    let release = match reason {
-        TermEnd::Resigned => true,
-        TermEnd::Shutdown => inner.config.release_on_cancel,
-        _ => false,
-    };
-    if release && let Err(e) = term.resign().await {
-        tracing::warn!(error = %e, "resigning the bucket failed; it expires with the lease");
-    }
-    tracing::info!(%reason, drained, "demoted");
-    let summary = TermSummary {
-        token: term.token(),
-        key: term.key().to_owned(),
-        reason,
-        duration,
-        drained,
-    };
+    let label = inner.elections[bucket.index as usize].prefix();
+    let ended = || inner.metrics.set_leader(label, false);
+    let summary = lead_term(&term, work, stopped, ended, &inner.config).await;
     let _ = events.send(Event::Released(bucket.index, summary)).await;
 }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use drover_election::{Election, Elector, ElectorConfig, Term, TermSummary};
+use drover_election::{Election, Elector, ElectorConfig, Term, TermEnd, TermSummary};
 use drover_store::{
-    Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
+    Delete, DeleteResponse, Get, GetResponse, KeyRange, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
     PutResponse, Revision, Store, Txn, TxnResponse, Watch, WatchStream,
 };
 use parking_lot::Mutex;
@@ -27,7 +27,22 @@ pub struct Faults {
     /// Every request hangs (a crashed or frozen process: nothing it sends
     /// reaches the store).
     frozen: AtomicBool,
+    /// New watches hang until released (a slow watch set-up, during which
+    /// the store moves on and compacts).
+    hold_watches: AtomicBool,
+    /// Every keep-alive answers this much later (a slow link).
+    keep_alive_delay: Mutex<Duration>,
+    /// What this process watched, in order.
+    watched: Mutex<Vec<KeyRange>>,
     changed: Notify,
+}
+
+/// Which kind of request a gate is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    KeepAlive,
+    Watch,
+    Other,
 }
 
 impl Faults {
@@ -41,15 +56,34 @@ impl Faults {
         self.changed.notify_waiters();
     }
 
-    async fn gate(&self, keep_alive: bool) {
+    pub fn hold_watches(&self, on: bool) {
+        self.hold_watches.store(on, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Every watch this process opened so far.
+    pub fn watched(&self) -> Vec<KeyRange> {
+        self.watched.lock().clone()
+    }
+
+    pub fn delay_keep_alives(&self, delay: Duration) {
+        *self.keep_alive_delay.lock() = delay;
+    }
+
+    async fn gate(&self, kind: Kind) {
         loop {
             let notified = self.changed.notified();
             let blocked = self.frozen.load(Ordering::SeqCst)
-                || (keep_alive && self.stall_keep_alives.load(Ordering::SeqCst));
+                || (kind == Kind::KeepAlive && self.stall_keep_alives.load(Ordering::SeqCst))
+                || (kind == Kind::Watch && self.hold_watches.load(Ordering::SeqCst));
             if !blocked {
-                return;
+                break;
             }
             notified.await;
+        }
+        let delay = *self.keep_alive_delay.lock();
+        if kind == Kind::KeepAlive && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
 }
@@ -75,11 +109,11 @@ impl<S: Store> FaultyStore<S> {
 }
 
 macro_rules! gated {
-    ($self:ident, $keep_alive:expr, $call:expr) => {{
+    ($self:ident, $kind:expr, $call:expr) => {{
         let faults = $self.faults.clone();
         let fut = $call;
         async move {
-            faults.gate($keep_alive).await;
+            faults.gate($kind).await;
             fut.await
         }
     }};
@@ -90,49 +124,50 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.backend_name()
     }
     fn get(&self, req: Get) -> impl Future<Output = drover_store::Result<GetResponse>> + Send {
-        gated!(self, false, self.inner.get(req))
+        gated!(self, Kind::Other, self.inner.get(req))
     }
     fn put(&self, req: Put) -> impl Future<Output = drover_store::Result<PutResponse>> + Send {
-        gated!(self, false, self.inner.put(req))
+        gated!(self, Kind::Other, self.inner.put(req))
     }
     fn delete(
         &self,
         req: Delete,
     ) -> impl Future<Output = drover_store::Result<DeleteResponse>> + Send {
-        gated!(self, false, self.inner.delete(req))
+        gated!(self, Kind::Other, self.inner.delete(req))
     }
     fn txn(&self, req: Txn) -> impl Future<Output = drover_store::Result<TxnResponse>> + Send {
-        gated!(self, false, self.inner.txn(req))
+        gated!(self, Kind::Other, self.inner.txn(req))
     }
     fn watch(&self, req: Watch) -> impl Future<Output = drover_store::Result<WatchStream>> + Send {
-        gated!(self, false, self.inner.watch(req))
+        self.faults.watched.lock().push(req.range.clone());
+        gated!(self, Kind::Watch, self.inner.watch(req))
     }
     fn lease_grant(
         &self,
         ttl_secs: i64,
     ) -> impl Future<Output = drover_store::Result<LeaseGrant>> + Send {
-        gated!(self, false, self.inner.lease_grant(ttl_secs))
+        gated!(self, Kind::Other, self.inner.lease_grant(ttl_secs))
     }
     fn lease_keep_alive(
         &self,
         id: LeaseId,
     ) -> impl Future<Output = drover_store::Result<i64>> + Send {
-        gated!(self, true, self.inner.lease_keep_alive(id))
+        gated!(self, Kind::KeepAlive, self.inner.lease_keep_alive(id))
     }
     fn lease_revoke(&self, id: LeaseId) -> impl Future<Output = drover_store::Result<()>> + Send {
-        gated!(self, false, self.inner.lease_revoke(id))
+        gated!(self, Kind::Other, self.inner.lease_revoke(id))
     }
     fn lease_time_to_live(
         &self,
         id: LeaseId,
     ) -> impl Future<Output = drover_store::Result<LeaseTimeToLive>> + Send {
-        gated!(self, false, self.inner.lease_time_to_live(id))
+        gated!(self, Kind::Other, self.inner.lease_time_to_live(id))
     }
     fn compact(&self, revision: Revision) -> impl Future<Output = drover_store::Result<()>> + Send {
-        gated!(self, false, self.inner.compact(revision))
+        gated!(self, Kind::Other, self.inner.compact(revision))
     }
     fn current_revision(&self) -> impl Future<Output = drover_store::Result<Revision>> + Send {
-        gated!(self, false, self.inner.current_revision())
+        gated!(self, Kind::Other, self.inner.current_revision())
     }
 }
 
@@ -150,6 +185,14 @@ pub struct Candidate<S: Store> {
     pub elector: Elector<S>,
     pub shutdown: CancellationToken,
     pub run: JoinHandle<drover_election::Result<()>>,
+}
+
+impl<S: Store> Candidate<S> {
+    /// Shuts the elector down and checks that `run` returned `Ok`.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.run.await.unwrap().unwrap();
+    }
 }
 
 /// Events from every candidate, stamped with (paused) tokio time.
@@ -317,4 +360,54 @@ impl History {
         }
         Ok(if writes.is_empty() { 0 } else { terms + 1 })
     }
+}
+
+/// Re-entry after loss, on any store: `a` leads; its keep-alives stall, so
+/// its term ends by itself and `b` takes over; once a's link heals, a
+/// campaigns again (with a new lease) and leads after b leaves.
+pub async fn reenters_after_losing_leadership<S: Store>(
+    shared: S,
+    prefix: &str,
+    config: ElectorConfig,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let a_store = FaultyStore::new(shared.clone());
+    let a = spawn_candidate(a_store.clone(), prefix, "a", config.clone(), tx.clone());
+    next_event(&mut rx, Duration::from_secs(10), |e| started_by(e, "a"))
+        .await
+        .expect("a leads");
+    let b = spawn_candidate(shared, prefix, "b", config, tx.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    a_store.faults.stall_keep_alives(true);
+    let (_, ev) = next_event(
+        &mut rx,
+        Duration::from_secs(10),
+        |e| matches!(e, Ev::Stopped { who, .. } if who == "a"),
+    )
+    .await
+    .expect("a stops leading");
+    let Ev::Stopped { summary, .. } = ev else {
+        unreachable!()
+    };
+    assert!(
+        matches!(
+            summary.reason,
+            TermEnd::LeaseLost | TermEnd::ValidityExpired
+        ),
+        "{summary:?}"
+    );
+    next_event(&mut rx, Duration::from_secs(10), |e| started_by(e, "b"))
+        .await
+        .expect("b takes over");
+    a_store.faults.stall_keep_alives(false);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!a.elector.is_leader() && b.elector.is_leader());
+
+    b.stop().await;
+    next_event(&mut rx, Duration::from_secs(10), |e| started_by(e, "a"))
+        .await
+        .expect("a campaigned again and leads");
+    assert!(a.elector.is_leader());
+    a.stop().await;
 }

@@ -21,6 +21,8 @@ enum KeepAliveMode {
     Hang,
     /// Answer with a retryable error.
     Fail,
+    /// Answer after this long (a slow network or store).
+    Delay(Duration),
 }
 
 /// A store that delegates to `inner` but can hang or fail keep-alives.
@@ -75,6 +77,10 @@ impl<S: Store> Store for Faulty<S> {
         match mode {
             KeepAliveMode::Pass => self.inner.lease_keep_alive(id).await,
             KeepAliveMode::Hang => std::future::pending().await,
+            KeepAliveMode::Delay(delay) => {
+                sleep(delay).await;
+                self.inner.lease_keep_alive(id).await
+            }
             KeepAliveMode::Fail => Err(StoreError::Unavailable {
                 message: "injected keep-alive failure".into(),
                 source: None,
@@ -366,4 +372,112 @@ async fn debug_output_names_the_lease_in_hex() {
     let lease = Lease::grant(store, LeaseConfig::new(5)).await.unwrap();
     let shown = format!("{lease:?}");
     assert!(shown.contains(&format!("{:x}", lease.id())), "{shown}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_round_trips_are_measured() {
+    let store = faulty();
+    let lease = granted(&store, 3).await;
+    assert_eq!(lease.keep_alive_stats(), KeepAliveStats::default());
+    assert_eq!(lease.last_keep_alive_rtt(), None);
+    let mut stats = lease.subscribe_keep_alives();
+    store.set(KeepAliveMode::Delay(Duration::from_millis(250)));
+    timeout(Duration::from_secs(2), stats.changed())
+        .await
+        .expect("a keep-alive within one interval")
+        .unwrap();
+    let seen = *stats.borrow_and_update();
+    assert_eq!(seen.acknowledged, 1);
+    // Paused time: the injected delay is the whole round trip.
+    assert_eq!(seen.last_rtt, Some(Duration::from_millis(250)));
+    assert_eq!(
+        lease.last_keep_alive_rtt(),
+        Some(Duration::from_millis(250))
+    );
+
+    store.set(KeepAliveMode::Pass);
+    sleep(Duration::from_secs(5)).await;
+    let later = lease.keep_alive_stats();
+    assert!(later.acknowledged >= 5, "{later:?}");
+    assert_eq!(later.last_rtt, Some(Duration::ZERO));
+
+    // Failed keep-alives are not acknowledged round trips.
+    store.set(KeepAliveMode::Fail);
+    sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lease.keep_alive_stats(), later);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stats_stream_ends_with_the_lease() {
+    let store = faulty();
+    let lease = granted(&store, 3).await;
+    let mut stats = lease.subscribe_keep_alives();
+    lease.revoke().await.unwrap();
+    let ended = timeout(Duration::from_secs(1), async {
+        while stats.changed().await.is_ok() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the receiver sees the sender go away");
+}
+
+/// Orphaning stops renewals without revoking: the keys stay until the store
+/// expires the lease, and `lost` fires (as an expiry) before it does.
+#[tokio::test(start_paused = true)]
+async fn an_orphaned_lease_lapses_after_its_ttl_instead_of_being_revoked() {
+    let store = faulty();
+    let lease = granted(&store, 3).await;
+    let id = lease.id();
+    let key = "/drover/election/x/1";
+    put_leased(&store, key, id).await;
+    sleep(Duration::from_secs(2)).await;
+    let token = lease.lost_token();
+    let validity = lease.subscribe_validity();
+    let valid_until = lease.valid_until();
+    let calls = store.keep_alive_calls();
+
+    assert_eq!(lease.orphan(), id);
+    // Not revoked, not lost yet: the lease is still certainly alive.
+    sleep(Duration::from_millis(10)).await;
+    assert!(!token.is_cancelled());
+    assert!(key_exists(&store, key).await);
+
+    token.cancelled().await;
+    assert_eq!(Instant::now(), valid_until, "lost fires at the deadline");
+    assert_eq!(
+        *validity.borrow(),
+        valid_until,
+        "no renewal after orphaning"
+    );
+    assert_eq!(
+        store.keep_alive_calls(),
+        calls,
+        "no keep-alive after orphaning"
+    );
+    assert!(
+        key_exists(&store, key).await,
+        "lost fires before the store expires the lease"
+    );
+
+    sleep(Duration::from_secs(3)).await;
+    assert!(!key_exists(&store, key).await, "the store expired it");
+    assert!(matches!(
+        store.lease_time_to_live(id).await,
+        Err(StoreError::LeaseNotFound(_))
+    ));
+}
+
+/// An orphaned lease whose keep-alive was in flight ignores the answer.
+#[tokio::test(start_paused = true)]
+async fn orphaning_abandons_an_in_flight_keep_alive() {
+    let store = faulty();
+    let lease = granted(&store, 3).await;
+    let token = lease.lost_token();
+    store.set(KeepAliveMode::Delay(Duration::from_millis(500)));
+    // The first keep-alive starts at 1 s and would answer at 1.5 s.
+    sleep(Duration::from_millis(1200)).await;
+    assert_eq!(store.keep_alive_calls(), 1);
+    let valid_until = lease.valid_until();
+    lease.orphan();
+    token.cancelled().await;
+    assert_eq!(Instant::now(), valid_until);
 }
