@@ -1,4 +1,5 @@
-//! `cargo xtask ci`: every check CI runs, in order, then the tests.
+//! `cargo xtask ci`: every check CI runs (fmt, clippy, rustdoc, layering,
+//! codegen freshness), in order, then the tests.
 //!
 //! Each step runs even when an earlier one failed, so one CI run reports
 //! every problem; the command fails if any step did.
@@ -41,6 +42,14 @@ pub(crate) fn run(root: &Path, with_tests: bool) -> Result<()> {
             "warnings",
         ]);
         step("clippy", cmd::run(&mut clippy));
+    }
+
+    if !signals::interrupted() {
+        header("ci: cargo doc (warnings denied)");
+        let mut doc = cmd::cargo();
+        doc.args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        step("doc", cmd::run(&mut doc));
     }
 
     if !signals::interrupted() {

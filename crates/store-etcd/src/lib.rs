@@ -44,8 +44,8 @@
 //! # }
 //! ```
 //!
-//! The `testing` feature adds [`testing::PrivateEtcd`] (an etcd process
-//! owned by one test) and [`testing::FaultProxy`] (a loopback proxy that can
+//! The `testing` feature adds `testing::PrivateEtcd` (an etcd process
+//! owned by one test) and `testing::FaultProxy` (a loopback proxy that can
 //! cut connections), for tests that restart or isolate etcd.
 
 mod config;
