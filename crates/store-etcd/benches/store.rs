@@ -4,7 +4,20 @@
 //! Run it with `cargo xtask bench store`, which starts a private etcd with its
 //! data on the same disk as the embedded store's and sets
 //! `DROVER_ETCD_ENDPOINTS`. Without that variable only the embedded column
-//! is measured. `DROVER_BENCH_SECS` sets each row's duration (default 3 s).
+//! is measured. `DROVER_BENCH_SECS` sets each row's duration (default 3 s);
+//! `DROVER_BENCH_REPEAT` (or `--repeat N` after `cargo bench ... --`) how
+//! many times every row runs (default 3): the table shows the median of the
+//! repeats, and each repeat's numbers are printed as they come.
+//!
+//! Fairness on a small, shared machine: both stores are open for the whole
+//! run and every workload runs on both back to back (alternating which one
+//! goes first from repeat to repeat), after an unmeasured warm-up of the same
+//! workload, so a change in machine load hits both columns alike. Before each
+//! row the disk is flushed (`sync`) and the bench pauses briefly, so that no
+//! row pays for writeback left by the one before it (etcd flushes its
+//! backend lazily; other processes write too). Both backends first get the
+//! same heavy warm-up, so rows measure stores in steady state. Every row uses
+//! the same value size on both backends.
 //!
 //! Rows: durable put throughput with 1 and 64 concurrent writers, put
 //! latency p50/p99 (1 writer), compare-and-swap txn throughput (16 tasks
@@ -67,6 +80,31 @@ struct Results {
     watch_p99_us: f64,
 }
 
+impl Results {
+    /// The per-field median of `runs`.
+    fn median(runs: &[Results]) -> Results {
+        let m = |f: fn(&Results) -> f64| median(runs.iter().map(f).collect());
+        Results {
+            put_1: m(|r| r.put_1),
+            put_64: m(|r| r.put_64),
+            put_p50_us: m(|r| r.put_p50_us),
+            put_p99_us: m(|r| r.put_p99_us),
+            cas: m(|r| r.cas),
+            watch_p50_us: m(|r| r.watch_p50_us),
+            watch_p99_us: m(|r| r.watch_p99_us),
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,11 +113,55 @@ fn main() {
     runtime.block_on(async_main());
 }
 
+/// `--repeat N` on the command line, else `DROVER_BENCH_REPEAT`, else 3.
+fn repeats() -> usize {
+    let mut args = std::env::args().skip(1);
+    let mut from_args = None;
+    while let Some(arg) = args.next() {
+        if let Some(n) = arg.strip_prefix("--repeat=") {
+            from_args = n.parse().ok();
+        } else if arg == "--repeat" {
+            from_args = args.next().and_then(|n| n.parse().ok());
+        }
+    }
+    from_args
+        .or_else(|| {
+            std::env::var("DROVER_BENCH_REPEAT")
+                .ok()
+                .and_then(|s| s.parse().ok())
+        })
+        .unwrap_or(3_usize)
+        .max(1)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
+/// The workloads, each run on both backends back to back.
+#[derive(Clone, Copy, Debug)]
+enum Workload {
+    Put1,
+    Put64,
+    Cas,
+    Watch,
+}
+
+const WORKLOADS: [Workload; 4] = [
+    Workload::Put1,
+    Workload::Put64,
+    Workload::Cas,
+    Workload::Watch,
+];
+
 async fn async_main() {
     let secs: f64 = std::env::var("DROVER_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
+    let repeat = repeats();
     let row_time = Duration::from_secs_f64(secs);
     let bench_dir = bench_dir();
     std::fs::create_dir_all(&bench_dir).expect("create the bench directory");
@@ -90,10 +172,7 @@ async fn async_main() {
         .expect("create the embedded store's directory");
     println!("embedded store: durable, data in {}", data.path().display());
     let embedded = open_embedded(data.path()).await;
-    let embedded_results = run_all(&embedded, "/bench/", row_time).await;
-    embedded.close().await.expect("close the embedded store");
-
-    let etcd_results = match std::env::var("DROVER_ETCD_ENDPOINTS") {
+    let etcd = match std::env::var("DROVER_ETCD_ENDPOINTS") {
         Ok(endpoints) if !endpoints.trim().is_empty() => {
             let endpoints: Vec<String> =
                 endpoints.split(',').map(|s| s.trim().to_string()).collect();
@@ -102,11 +181,7 @@ async fn async_main() {
                 .await
                 .expect("connect to etcd");
             let prefix = format!("/bench/{}-{}/", std::process::id(), nanos());
-            let results = run_all(&etcd, &prefix, row_time).await;
-            etcd.delete(Delete::prefix(prefix))
-                .await
-                .expect("clean up bench keys");
-            Some(results)
+            Some((etcd, prefix))
         }
         _ => {
             println!(
@@ -116,8 +191,58 @@ async fn async_main() {
             None
         }
     };
+    let load_before = load_average();
+    println!("{repeat} repeat(s) of {secs} s per row and backend; load average {load_before}");
 
-    let table = render(&rows(&embedded_results, etcd_results.as_ref()), secs);
+    warm_up(&embedded, "/bench/").await;
+    if let Some((etcd, prefix)) = &etcd {
+        warm_up(etcd, prefix).await;
+    }
+    let mut embedded_runs = vec![Results::default(); repeat];
+    let mut etcd_runs = vec![Results::default(); repeat];
+    for r in 0..repeat {
+        for workload in WORKLOADS {
+            // Alternate who goes first, so that neither always runs on the
+            // machine the other one just heated up.
+            let etcd_first = r % 2 == 1;
+            if etcd_first && let Some((etcd, prefix)) = &etcd {
+                run(etcd, prefix, r, workload, row_time, &mut etcd_runs[r]).await;
+            }
+            run(
+                &embedded,
+                "/bench/",
+                r,
+                workload,
+                row_time,
+                &mut embedded_runs[r],
+            )
+            .await;
+            if !etcd_first && let Some((etcd, prefix)) = &etcd {
+                run(etcd, prefix, r, workload, row_time, &mut etcd_runs[r]).await;
+            }
+        }
+    }
+    embedded.close().await.expect("close the embedded store");
+    if let Some((etcd, prefix)) = &etcd {
+        etcd.delete(Delete::prefix(prefix.clone()))
+            .await
+            .expect("clean up bench keys");
+    }
+    let load_after = load_average();
+
+    let embedded_results = Results::median(&embedded_runs);
+    let etcd_results = etcd.as_ref().map(|_| Results::median(&etcd_runs));
+    let per_repeat: Vec<(Results, Option<Results>)> = embedded_runs
+        .iter()
+        .zip(&etcd_runs)
+        .map(|(e, c)| (*e, etcd.as_ref().map(|_| *c)))
+        .collect();
+    let table = render(
+        &rows(&embedded_results, etcd_results.as_ref()),
+        secs,
+        &per_repeat,
+        (&load_before, &load_after),
+    );
     println!("\n{table}");
     let out = bench_dir.join("store.md");
     std::fs::write(&out, &table).expect("write store.md");
@@ -149,38 +274,83 @@ fn nanos() -> u128 {
         .unwrap_or_default()
 }
 
-async fn run_all<S: Store>(store: &S, prefix: &str, row_time: Duration) -> Results {
-    let name = store.backend_name();
-    // Warm up connections, files and caches.
-    put_throughput(
-        store,
-        &format!("{prefix}warm/"),
-        4,
-        Duration::from_millis(300),
-    )
-    .await;
+/// Warm up connections, files and caches, and grow the data files past
+/// their initial allocations, so that the rows measure a store in steady
+/// state (the embedded store's history window fills, etcd's WAL and
+/// backend grow the same way).
+async fn warm_up<S: Store>(store: &S, prefix: &str) {
+    put_throughput(store, &format!("{prefix}warm/"), 64, Duration::from_secs(1)).await;
+}
 
-    let (put_1, lat) = put_throughput(store, &format!("{prefix}p1/"), 1, row_time).await;
-    println!("[{name}] put, 1 writer: {put_1:.0}/s");
-    let (put_64, _) = put_throughput(store, &format!("{prefix}p64/"), 64, row_time).await;
-    println!("[{name}] put, 64 writers: {put_64:.0}/s");
-    let cas = cas_throughput(store, &format!("{prefix}cas/"), row_time).await;
-    println!("[{name}] CAS txn, {CAS_TASKS} tasks: {cas:.0}/s");
-    let watch = watch_latency(store, &format!("{prefix}watch/"), row_time).await;
-    println!(
-        "[{name}] watch delivery p50 {} us, p99 {} us ({} samples)",
-        watch.value_at_quantile(0.5),
-        watch.value_at_quantile(0.99),
-        watch.len()
-    );
-    Results {
-        put_1,
-        put_64,
-        put_p50_us: lat.value_at_quantile(0.5) as f64,
-        put_p99_us: lat.value_at_quantile(0.99) as f64,
-        cas,
-        watch_p50_us: watch.value_at_quantile(0.5) as f64,
-        watch_p99_us: watch.value_at_quantile(0.99) as f64,
+/// Let the disk settle before a row: flush every dirty page in the system
+/// (the other backend's deferred writes, other processes' files) and pause,
+/// so that no row pays for writeback caused by the one before it.
+async fn settle() {
+    let synced = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status())
+        .await
+        .expect("sync task");
+    if let Err(error) = synced {
+        eprintln!("warning: running `sync` failed: {error}");
+    }
+    tokio::time::sleep(SETTLE).await;
+}
+
+/// Pause before each row, after flushing the disk.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Unmeasured run of a workload before its measured run.
+const ROW_WARM_UP: Duration = Duration::from_millis(300);
+
+/// Run one workload on one backend (after its own short warm-up) and record
+/// it in `results`.
+async fn run<S: Store>(
+    store: &S,
+    prefix: &str,
+    repeat: usize,
+    workload: Workload,
+    row_time: Duration,
+    results: &mut Results,
+) {
+    let name = store.backend_name();
+    let prefix = format!("{prefix}r{repeat}/");
+    settle().await;
+    let tag = format!("[{name} #{}]", repeat + 1);
+    match workload {
+        Workload::Put1 => {
+            put_throughput(store, &format!("{prefix}p1/"), 1, ROW_WARM_UP).await;
+            let (put_1, lat) = put_throughput(store, &format!("{prefix}p1/"), 1, row_time).await;
+            results.put_1 = put_1;
+            results.put_p50_us = lat.value_at_quantile(0.5) as f64;
+            results.put_p99_us = lat.value_at_quantile(0.99) as f64;
+            println!(
+                "{tag} put, 1 writer: {put_1:.0}/s, p50 {} us, p99 {} us",
+                results.put_p50_us, results.put_p99_us
+            );
+        }
+        Workload::Put64 => {
+            put_throughput(store, &format!("{prefix}p64/"), 64, ROW_WARM_UP).await;
+            let (put_64, _) = put_throughput(store, &format!("{prefix}p64/"), 64, row_time).await;
+            results.put_64 = put_64;
+            println!("{tag} put, 64 writers: {put_64:.0}/s");
+        }
+        Workload::Cas => {
+            cas_throughput(store, &format!("{prefix}cas-warm/"), ROW_WARM_UP).await;
+            let cas = cas_throughput(store, &format!("{prefix}cas/"), row_time).await;
+            results.cas = cas;
+            println!("{tag} CAS txn, {CAS_TASKS} tasks: {cas:.0}/s");
+        }
+        Workload::Watch => {
+            watch_latency(store, &format!("{prefix}watch-warm/"), ROW_WARM_UP).await;
+            let watch = watch_latency(store, &format!("{prefix}watch/"), row_time).await;
+            results.watch_p50_us = watch.value_at_quantile(0.5) as f64;
+            results.watch_p99_us = watch.value_at_quantile(0.99) as f64;
+            println!(
+                "{tag} watch delivery p50 {} us, p99 {} us ({} samples)",
+                results.watch_p50_us,
+                results.watch_p99_us,
+                watch.len()
+            );
+        }
     }
 }
 
@@ -399,7 +569,12 @@ fn rows(embedded: &Results, etcd: Option<&Results>) -> Vec<Row> {
     ]
 }
 
-fn render(rows: &[Row], secs: f64) -> String {
+fn render(
+    table: &[Row],
+    secs: f64,
+    per_repeat: &[(Results, Option<Results>)],
+    load: (&str, &str),
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -407,16 +582,21 @@ fn render(rows: &[Row], secs: f64) -> String {
     );
     let _ = writeln!(
         out,
-        "Each row runs {secs} s per backend in the same process and run. \
+        "Each row runs {secs} s per backend in the same process and run, both backends \
+         back to back per row, {} time(s); the table shows the median of the repeats \
+         (load average {} before, {} after). \
          \"embedded advantage\" is embedded/etcd for throughputs and etcd/embedded \
-         for latencies: above 1.00x the embedded store is better.\n"
+         for latencies: above 1.00x the embedded store is better.\n",
+        per_repeat.len(),
+        load.0,
+        load.1,
     );
     let _ = writeln!(
         out,
         "| workload | unit | embedded | etcd | embedded advantage |"
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|");
-    for r in rows {
+    for r in table {
         let etcd = r
             .etcd
             .map(|v| format!("{v:.0}"))
@@ -431,9 +611,26 @@ fn render(rows: &[Row], secs: f64) -> String {
             r.name, r.unit, r.embedded, etcd, adv
         );
     }
-    if rows.iter().all(|r| r.etcd.is_some()) {
-        let every = rows.iter().all(|r| r.advantage().unwrap_or(0.0) >= 1.0);
-        let w64 = rows[1].advantage().unwrap_or(0.0);
+    if per_repeat.len() > 1 {
+        let _ = writeln!(
+            out,
+            "\nEach repeat (embedded advantage per row, in table order):\n"
+        );
+        for (i, (embedded, etcd)) in per_repeat.iter().enumerate() {
+            let advantages: Vec<String> = rows(embedded, etcd.as_ref())
+                .iter()
+                .map(|r| {
+                    r.advantage()
+                        .map(|a| format!("{a:.2}x"))
+                        .unwrap_or_else(|| format!("{:.0}", r.embedded))
+                })
+                .collect();
+            let _ = writeln!(out, "- repeat {}: {}", i + 1, advantages.join(", "));
+        }
+    }
+    if table.iter().all(|r| r.etcd.is_some()) {
+        let every = table.iter().all(|r| r.advantage().unwrap_or(0.0) >= 1.0);
+        let w64 = table[1].advantage().unwrap_or(0.0);
         let _ = writeln!(
             out,
             "\nTargets: embedded >= etcd on every row: {}; 64-writer durable throughput >= 3x etcd: {} ({w64:.2}x).",

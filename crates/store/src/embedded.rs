@@ -6,15 +6,18 @@
 //! - **MVCC index in memory** (`mvcc`): every retained version of every key
 //!   and the events of every retained revision. Reads take a shared lock and
 //!   read at the *visible* revision.
-//! - **One writer task with group commit** (`writer`): writes queue up; the
-//!   writer drains the queue, applies the batch in order (new revisions stay
-//!   invisible), commits the batch in one fsync'd redb transaction, then
-//!   publishes the new visible revision and acknowledges every request. A
-//!   write is acknowledged only once durable, and no read or watch can see a
-//!   write before it is durable. Concurrent writers share one fsync.
+//! - **Pipelined group commit** (`writer`): each write is applied in order
+//!   by the task that makes it (new revisions stay invisible) and joins the
+//!   pending batch; a committer thread persists pending batches one at a
+//!   time, each in one fsync'd redb transaction, then publishes the new
+//!   visible revision and acknowledges the batch. While one batch's fsync
+//!   runs, the next batch accumulates. A write is acknowledged only once
+//!   durable, and no read or watch can see a write before it is durable.
+//!   Concurrent writers share one fsync.
 //! - **Leases** (`leases`) expire on the tokio clock (so paused-time tests
-//!   work); the writer revokes expired leases, deleting their keys in one
-//!   revision per lease. After a restart every lease gets its full TTL again.
+//!   work); expired leases are revoked (by a timer task, and before every
+//!   write), deleting their keys in one revision per lease. After a restart
+//!   every lease gets its full TTL again.
 //! - **Watches** (`watcher`) each run a task that pulls events from the
 //!   retained history whenever the visible revision moves: writers never wait
 //!   for watchers, and a slow watcher catches up from history later (or gets
@@ -26,7 +29,7 @@
 //!   revision in the window.
 //!
 //! - **Reads** (`get`, read-only txns, `current_revision`, lease
-//!   time-to-live) never go through the writer: they read the visible state
+//!   time-to-live) never go through the write path: they read the visible state
 //!   under a shared lock. Keep-alives only move an in-memory deadline (etcd
 //!   does not persist them either).
 //! - **Storage failures**: a failed group commit fails every request of the
@@ -66,8 +69,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot, watch};
+use parking_lot::RwLock;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -84,7 +87,7 @@ use durable::Durable;
 use leases::Leases;
 use mvcc::{KeySpan, Mvcc};
 use state::State;
-use writer::{Request, WriteOp, WriteReply, Writer};
+use writer::{WriteOp, WriteReply, Writes};
 
 /// Revisions of history kept by default (reads at past revisions and watch
 /// catch-up reach this far back). etcd's own default is to keep everything
@@ -105,7 +108,8 @@ pub struct EmbeddedConfig {
     /// Undelivered batches a watch stream buffers before its watcher waits
     /// (and later catches up from history). Default 64.
     pub watch_buffer: usize,
-    /// Most write requests persisted in one group commit. Default 4096.
+    /// Most write requests persisted in one group commit. Writes beyond it
+    /// wait (unapplied) until the next commit starts. Default 4096.
     pub max_group_commit: usize,
 }
 
@@ -139,13 +143,15 @@ impl EmbeddedConfig {
     }
 }
 
-/// State shared by the store handles, the writer and the watchers.
+/// State shared by the store handles, the commit jobs and the watchers.
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) state: RwLock<State>,
     pub(crate) config: EmbeddedConfig,
+    pub(crate) writes: Writes,
     closed: AtomicBool,
-    /// Turns of the writer's loop, so tests can tell waiting from spinning.
+    /// Turns of the lease expiry loop, so tests can tell waiting from
+    /// spinning.
     #[cfg(test)]
     pub(crate) writer_wakeups: std::sync::atomic::AtomicU64,
 }
@@ -153,13 +159,27 @@ pub(crate) struct Core {
 #[derive(Debug)]
 struct Shared {
     core: Arc<Core>,
-    requests: mpsc::UnboundedSender<Request>,
     visible: watch::Receiver<Revision>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    expiry: JoinHandle<()>,
     data_dir: Option<PathBuf>,
     /// Weak, so that closing the store still closes the database.
     #[cfg(test)]
     durable: Option<std::sync::Weak<Durable>>,
+}
+
+impl Shared {
+    /// Stop the background work: a running commit job finishes what is
+    /// pending (then every watch ends), the expiry task ends.
+    fn shut_down(&self) {
+        self.expiry.abort();
+        self.core.writes.stop();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
 }
 
 /// The embedded store. Cheap to clone; all clones share one store. The
@@ -195,7 +215,7 @@ impl EmbeddedStore {
     /// A store without persistence (for tests), with default settings.
     ///
     /// # Panics
-    /// Outside a tokio runtime (it spawns its writer task).
+    /// Outside a tokio runtime (it spawns its lease expiry task).
     pub fn in_memory() -> Self {
         Self::in_memory_with(EmbeddedConfig::default())
     }
@@ -203,7 +223,7 @@ impl EmbeddedStore {
     /// A store without persistence, with `config`.
     ///
     /// # Panics
-    /// Outside a tokio runtime (it spawns its writer task).
+    /// Outside a tokio runtime (it spawns its lease expiry task).
     pub fn in_memory_with(config: EmbeddedConfig) -> Self {
         let state = State {
             mvcc: Mvcc::new(),
@@ -266,35 +286,33 @@ impl EmbeddedStore {
         data_dir: Option<PathBuf>,
     ) -> Self {
         let revision = state.mvcc.visible();
+        let (visible_tx, visible) = watch::channel(revision);
+        let meta = durable::Meta {
+            revision: state.mvcc.current(),
+            compacted: state.mvcc.compacted(),
+            next_lease_id: state.leases.next_id(),
+        };
+        #[cfg(test)]
+        let weak_durable = durable.as_ref().map(Arc::downgrade);
+        let writes = Writes::new(visible_tx, durable, config.max_group_commit, meta);
         let core = Arc::new(Core {
             state: RwLock::new(state),
             config,
+            writes,
             closed: AtomicBool::new(false),
             #[cfg(test)]
             writer_wakeups: std::sync::atomic::AtomicU64::new(0),
         });
-        let (requests, requests_rx) = mpsc::unbounded_channel();
-        let (visible_tx, visible) = watch::channel(revision);
         let span = tracing::info_span!(
             "embedded_store",
             dir = %data_dir.as_deref().map_or_else(|| "<memory>".into(), |d| d.display().to_string())
         );
-        #[cfg(test)]
-        let weak_durable = durable.as_ref().map(Arc::downgrade);
-        let writer = Writer {
-            core: core.clone(),
-            requests: requests_rx,
-            durable,
-            visible: visible_tx,
-            failure: None,
-        };
-        let handle = tokio::spawn(writer.run().instrument(span));
+        let expiry = tokio::spawn(writer::expiry_loop(core.clone()).instrument(span));
         EmbeddedStore {
             shared: Arc::new(Shared {
                 core,
-                requests,
                 visible,
-                writer: Mutex::new(Some(handle)),
+                expiry,
                 data_dir,
                 #[cfg(test)]
                 durable: weak_durable,
@@ -307,7 +325,7 @@ impl EmbeddedStore {
         self.shared.data_dir.as_deref()
     }
 
-    /// Finish every queued write, persist it, and stop the writer and all
+    /// Finish every applied write, persist it, and stop the store and all
     /// watches. Later calls on any clone fail with [`StoreError::Closed`].
     ///
     /// Fails with [`StoreError::Storage`] when the store could not persist
@@ -315,24 +333,12 @@ impl EmbeddedStore {
     /// commit had stopped it); it is closed either way.
     pub async fn close(&self) -> Result<()> {
         self.shared.core.closed.store(true, Ordering::SeqCst);
-        let (reply, done) = oneshot::channel();
-        let request = Request {
-            op: WriteOp::Close,
-            reply,
-        };
-        // If the writer is already gone there is nothing left to flush; a
-        // second close is answered `Closed`, which is fine too.
-        let flushed = match self.shared.requests.send(request) {
-            Ok(()) => done.await.unwrap_or(Ok(WriteReply::Done)),
-            Err(_) => Ok(WriteReply::Done),
-        };
-        let handle = self.shared.writer.lock().take();
-        if let Some(handle) = handle {
-            handle.await.map_err(|e| StoreError::Storage {
-                message: "the writer task failed".into(),
-                source: Some(Box::new(e)),
-            })?;
-        }
+        // Answered once everything applied before it is durable (a second
+        // close is answered `Closed`, which is fine too).
+        let flushed = self.shared.core.write(WriteOp::Close).await;
+        self.shared.shut_down();
+        // The database closes when the last commit job lets go of it.
+        self.shared.core.writes.jobs_ended().await;
         match flushed {
             Err(error @ StoreError::Storage { .. }) => Err(error),
             _ => Ok(()),
@@ -348,16 +354,11 @@ impl EmbeddedStore {
 
     async fn submit(&self, op: WriteOp) -> Result<WriteReply> {
         self.check_open()?;
-        let (reply, response) = oneshot::channel();
-        self.shared
-            .requests
-            .send(Request { op, reply })
-            .map_err(|_| StoreError::Closed)?;
-        response.await.map_err(|_| StoreError::Closed)?
+        self.shared.core.write(op).await
     }
 
-    /// For an expired lease the writer has not revoked yet: wait until it
-    /// has (its keys are deleted durably), then report it gone.
+    /// For an expired lease not revoked yet: wait until it is (its keys
+    /// are deleted durably), then report it gone.
     async fn lease_gone<T>(&self, id: LeaseId) -> Result<T> {
         self.submit(WriteOp::Barrier).await?;
         Err(StoreError::LeaseNotFound(id))
@@ -393,10 +394,10 @@ fn unexpected_response(op: &str, resp: TxnOpResponse) -> StoreError {
 }
 
 fn unexpected(reply: WriteReply) -> StoreError {
-    // The writer answers each op with its own reply kind; anything else is a
+    // The write path answers each op with its own reply kind; anything else is a
     // bug in this module, reported rather than panicking in a caller.
     StoreError::Storage {
-        message: format!("internal error: unexpected writer reply {reply:?}"),
+        message: format!("internal error: unexpected write reply {reply:?}"),
         source: None,
     }
 }

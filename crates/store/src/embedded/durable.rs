@@ -84,6 +84,12 @@ pub(crate) struct Durable {
     /// Tests make commits fail to check what a storage failure does.
     #[cfg(test)]
     pub(crate) fail_commits: std::sync::atomic::AtomicBool,
+    /// While set, commits wait before writing (tests: a slow disk).
+    #[cfg(test)]
+    pub(crate) hold_commits: std::sync::atomic::AtomicBool,
+    /// Commits begun, so tests can tell when one is under way.
+    #[cfg(test)]
+    pub(crate) commits_started: std::sync::atomic::AtomicU64,
 }
 
 impl Durable {
@@ -102,6 +108,10 @@ impl Durable {
             path,
             #[cfg(test)]
             fail_commits: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            hold_commits: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            commits_started: std::sync::atomic::AtomicU64::new(0),
         };
         // Create the tables so that reads of a fresh database find them.
         durable.write(|txn| {
@@ -171,6 +181,14 @@ impl Durable {
     /// Persist one group commit durably.
     pub(crate) fn commit(&self, journal: &Journal, meta: Meta) -> Result<(), StoreError> {
         #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.commits_started.fetch_add(1, SeqCst);
+            while self.hold_commits.load(SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        #[cfg(test)]
         if self.fail_commits.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(storage(
                 "injected commit failure",
@@ -180,11 +198,8 @@ impl Durable {
         self.write(|txn| {
             {
                 let mut versions = txn.open_table(VERSIONS)?;
-                let mut buf = Vec::new();
-                for (key, version) in &journal.versions {
-                    buf.clear();
-                    encode(key, version.kv.as_ref(), &mut buf);
-                    versions.insert((version.rev, version.sub), buf.as_slice())?;
+                for (at, row) in journal.version_rows() {
+                    versions.insert(at, row)?;
                 }
                 for at in &journal.removed {
                     versions.remove(*at)?;
@@ -210,7 +225,7 @@ impl Durable {
 
 /// `[key len: u32 LE][key][tag]` then, for a put,
 /// `[create_revision][version][lease]` (i64 LE each) and the value.
-fn encode(key: &[u8], kv: Option<&KeyValue>, out: &mut Vec<u8>) {
+pub(crate) fn encode(key: &[u8], kv: Option<&KeyValue>, out: &mut Vec<u8>) {
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
     match kv {
@@ -305,14 +320,7 @@ mod tests {
             version: 1,
             lease: 5,
         };
-        journal.versions.push((
-            b"a".to_vec(),
-            Version {
-                rev: 2,
-                sub: 0,
-                kv: Some(kv.clone()),
-            },
-        ));
+        journal.record_version(2, 0, b"a", Some(&kv));
         journal.granted.push((5, 30));
         let meta = Meta {
             revision: 2,

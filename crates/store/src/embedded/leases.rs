@@ -22,6 +22,10 @@ pub(crate) struct Leases {
     map: HashMap<LeaseId, Lease>,
     next_id: LeaseId,
     min_ttl: i64,
+    /// No deadline is earlier than this (`None`: no lease at all), so that
+    /// the check before every write does not scan the table. Keep-alives
+    /// only move deadlines later, so it stays a lower bound.
+    due_from: Option<Instant>,
 }
 
 fn ttl_duration(ttl: i64) -> Duration {
@@ -36,6 +40,7 @@ impl Leases {
             map: HashMap::new(),
             next_id: next_id.max(1),
             min_ttl: min_ttl.max(1),
+            due_from: None,
         }
     }
 
@@ -55,11 +60,13 @@ impl Leases {
 
     /// Re-create a persisted lease with its full TTL from `now`.
     pub(crate) fn restore(&mut self, id: LeaseId, ttl: i64, now: Instant) {
+        let deadline = now + ttl_duration(ttl);
+        self.due_from = Some(self.due_from.map_or(deadline, |d| d.min(deadline)));
         self.map.insert(
             id,
             Lease {
                 ttl,
-                deadline: now + ttl_duration(ttl),
+                deadline,
                 keys: BTreeSet::new(),
             },
         );
@@ -74,7 +81,7 @@ impl Leases {
     }
 
     /// True when the lease is still in the table but its deadline passed:
-    /// the writer is about to revoke it. Callers wait for that revocation
+    /// it is about to be revoked. Callers wait for that revocation
     /// before reporting [`StoreError::LeaseNotFound`], so that "not found"
     /// always means the lease's keys are gone (as etcd).
     pub(crate) fn is_expiring(&self, id: LeaseId, now: Instant) -> bool {
@@ -126,7 +133,13 @@ impl Leases {
     }
 
     /// Leases whose deadline passed, oldest deadline first.
-    pub(crate) fn expired(&self, now: Instant) -> Vec<LeaseId> {
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<LeaseId> {
+        if self.due_from.is_none_or(|from| now < from) {
+            return Vec::new();
+        }
+        // Exact again (the leases listed here are usually revoked next; the
+        // next call then scans once more and moves past them).
+        self.due_from = self.earliest_deadline();
         let mut due: Vec<(Instant, LeaseId)> = self
             .map
             .iter()
@@ -174,6 +187,28 @@ mod tests {
         assert_eq!(leases.expired(Instant::now()), vec![b.id]);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(leases.expired(Instant::now()), vec![b.id, a.id]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_checks_see_every_lease_due_whatever_the_grant_order() {
+        let mut leases = Leases::new(1, 1);
+        let start = Instant::now();
+        assert!(leases.expired(start).is_empty());
+        let late = leases.grant(30, start);
+        assert!(leases.expired(start).is_empty());
+        // A shorter lease granted later is due first.
+        let early = leases.grant(5, start);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(leases.expired(Instant::now()), vec![early.id]);
+        leases.remove(early.id);
+        assert!(leases.expired(Instant::now()).is_empty());
+        // Kept alive: due later than first granted.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        leases.keep_alive(late.id, Instant::now()).unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(leases.expired(Instant::now()).is_empty());
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(leases.expired(Instant::now()), vec![late.id]);
     }
 
     #[tokio::test(start_paused = true)]

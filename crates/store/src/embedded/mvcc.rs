@@ -1,7 +1,7 @@
 //! The in-memory MVCC index: every retained version of every key, plus a log
 //! of the events of each retained revision for watchers.
 //!
-//! Revisions above `visible` exist only while the writer is committing them;
+//! Revisions above `visible` exist only while they are being committed;
 //! public reads and watchers never look past `visible`, so nothing that is
 //! not yet durable can be observed.
 
@@ -153,6 +153,13 @@ impl Mvcc {
         self.visible = self.current;
     }
 
+    /// Publish the applied revisions up to `revision` (a durable commit
+    /// while later revisions are still being committed).
+    pub(crate) fn publish_to(&mut self, revision: Revision) {
+        debug_assert!(revision <= self.current);
+        self.visible = self.visible.max(revision.min(self.current));
+    }
+
     /// Check a read revision against the store's current (or visible)
     /// revision `current` and the compaction point.
     pub(crate) fn check_read_revision(
@@ -243,7 +250,7 @@ impl Mvcc {
     }
 
     /// Serve a txn whose branches only read, at the visible revision,
-    /// without the writer: it sees every acknowledged write and nothing else.
+    /// without the write path: it sees every acknowledged write and nothing else.
     /// `None` if the txn writes.
     pub(crate) fn read_only_txn(&self, txn: &Txn) -> Option<crate::Result<TxnResponse>> {
         let reads_only = |ops: &[TxnOp]| ops.iter().all(|op| matches!(op, TxnOp::Get(_)));
@@ -305,11 +312,18 @@ impl Mvcc {
                         version: prev.as_ref().map_or(1, |kv| kv.version + 1),
                         lease: p.lease,
                     };
-                    self.keys.entry(p.key.clone()).or_default().push(Version {
+                    let version = Version {
                         rev,
                         sub: events.len() as u32,
                         kv: Some(kv.clone()),
-                    });
+                    };
+                    // Look up first: `entry` would copy the key every time.
+                    match self.keys.get_mut(&p.key) {
+                        Some(history) => history.push(version),
+                        None => {
+                            self.keys.insert(p.key.clone(), vec![version]);
+                        }
+                    }
                     events.push(Event {
                         kind: EventKind::Put,
                         kv,
@@ -475,7 +489,7 @@ impl Mvcc {
     }
 
     /// Rebuild the index from persisted versions in (revision, sub-revision)
-    /// order, as written by the writer.
+    /// order, as written.
     pub(crate) fn restore(
         rows: impl IntoIterator<Item = (Vec<u8>, Version)>,
         current: Revision,

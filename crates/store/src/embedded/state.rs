@@ -1,21 +1,29 @@
 //! The store's whole in-memory state (MVCC index + leases) and the write
-//! operations the writer task applies to it, recording what to persist.
+//! write operations applied to it, recording what to persist.
 
 use tokio::time::Instant;
 
+use std::ops::Range;
+
+use super::durable;
 use super::leases::Leases;
-use super::mvcc::{Mvcc, Version};
+use super::mvcc::Mvcc;
 use crate::{
-    Delete, EventKind, LeaseGrant, LeaseId, Result, Revision, StoreError, Txn, TxnOp, TxnResponse,
+    Delete, EventKind, KeyValue, LeaseGrant, LeaseId, Result, Revision, StoreError, Txn, TxnOp,
+    TxnResponse,
 };
 
-/// What one group commit must persist, collected while the writer applies
-/// the batch.
+/// What one group commit must persist, collected while the batch's writes
+/// are applied.
 #[derive(Debug, Default)]
 pub(crate) struct Journal {
     enabled: bool,
-    /// New versions, in (revision, sub-revision) order.
-    pub(crate) versions: Vec<(Vec<u8>, Version)>,
+    /// New versions' rows, encoded back to back (no copy of each key and
+    /// value to encode later).
+    rows: Vec<u8>,
+    /// New versions, in (revision, sub-revision) order: where their rows
+    /// are in `rows`.
+    pub(crate) versions: Vec<((Revision, u32), Range<usize>)>,
     /// Versions dropped by compaction.
     pub(crate) removed: Vec<(Revision, u32)>,
     pub(crate) granted: Vec<(LeaseId, i64)>,
@@ -31,6 +39,26 @@ impl Journal {
             enabled,
             ..Journal::default()
         }
+    }
+
+    /// Record a new version: a put (`kv`) or a tombstone of `key`.
+    pub(crate) fn record_version(
+        &mut self,
+        rev: Revision,
+        sub: u32,
+        key: &[u8],
+        kv: Option<&KeyValue>,
+    ) {
+        let start = self.rows.len();
+        durable::encode(key, kv, &mut self.rows);
+        self.versions.push(((rev, sub), start..self.rows.len()));
+    }
+
+    /// The recorded versions as ((revision, sub-revision), row).
+    pub(crate) fn version_rows(&self) -> impl Iterator<Item = ((Revision, u32), &[u8])> {
+        self.versions
+            .iter()
+            .map(|(at, range)| (*at, &self.rows[range.clone()]))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -97,21 +125,14 @@ impl State {
             {
                 self.leases.detach(prev.lease, key);
             }
-            let kv = (event.kind == EventKind::Put).then(|| event.kv.clone());
-            if let Some(kv) = &kv
+            let kv = (event.kind == EventKind::Put).then_some(&event.kv);
+            if let Some(kv) = kv
                 && kv.lease != 0
             {
                 self.leases.attach(kv.lease, key);
             }
             if journal.enabled {
-                journal.versions.push((
-                    key.clone(),
-                    Version {
-                        rev: revision,
-                        sub: sub as u32,
-                        kv,
-                    },
-                ));
+                journal.record_version(revision, sub as u32, key, kv);
             }
         }
         (responses, revision)

@@ -690,3 +690,174 @@ async fn closing_twice_or_from_two_clones_is_fine() {
     assert_eq!(reopened.get(Get::key("k")).await.unwrap().count, 1);
     reopened.close().await.unwrap();
 }
+
+/// Wait (bounded) until `done` holds, yielding to the store's tasks.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..5000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// A durable store with one put done, the write of `b` committing (held at
+/// the disk) and the write of `c` applied behind it, waiting for its turn.
+async fn store_with_a_commit_in_flight_and_one_queued() -> (
+    tempfile::TempDir,
+    EmbeddedStore,
+    Arc<Durable>,
+    tokio::task::JoinHandle<Result<PutResponse>>,
+    tokio::task::JoinHandle<Result<PutResponse>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    store.put(Put::new("a", "1")).await.unwrap();
+    let durable = store
+        .shared
+        .durable
+        .as_ref()
+        .and_then(|d| d.upgrade())
+        .unwrap();
+    let started = || {
+        durable
+            .commits_started
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let before = started();
+    durable
+        .hold_commits
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let b = tokio::spawn({
+        let store = store.clone();
+        async move { store.put(Put::new("b", "1")).await }
+    });
+    wait_until("b's commit started", || started() == before + 1).await;
+    let c = tokio::spawn({
+        let store = store.clone();
+        async move { store.put(Put::new("c", "1")).await }
+    });
+    wait_until("c is applied", || {
+        store.shared.core.state.read().mvcc.current() == 4
+    })
+    .await;
+    // Neither is visible or acknowledged while b's commit is running, and c
+    // waits for b's commit instead of committing beside it.
+    assert_eq!(store.current_revision().await.unwrap(), 2);
+    assert_eq!(store.get(Get::prefix("")).await.unwrap().count, 1);
+    assert!(!b.is_finished() && !c.is_finished());
+    assert_eq!(started(), before + 1, "one commit at a time");
+    (dir, store, durable, b, c)
+}
+
+// Multi-threaded: the first writer commits in place (`block_in_place`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_applied_during_a_commit_are_committed_after_it_in_order() {
+    commits_in_order().await;
+}
+
+// Current-thread: commits run on blocking tasks.
+#[tokio::test]
+async fn writes_applied_during_a_blocking_task_commit_are_committed_after_it() {
+    commits_in_order().await;
+}
+
+async fn commits_in_order() {
+    let (dir, store, durable, b, c) = store_with_a_commit_in_flight_and_one_queued().await;
+    durable
+        .hold_commits
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(b.await.unwrap().unwrap().revision, 3);
+    assert_eq!(c.await.unwrap().unwrap().revision, 4);
+    assert_eq!(store.current_revision().await.unwrap(), 4);
+    drop(durable);
+    store.close().await.unwrap();
+    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(reopened.current_revision().await.unwrap(), 4);
+    assert_eq!(reopened.get(Get::prefix("")).await.unwrap().count, 3);
+}
+
+// Multi-threaded: the first writer commits in place (`block_in_place`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_also_fails_the_writes_applied_behind_it() {
+    let (dir, store, durable, b, c) = store_with_a_commit_in_flight_and_one_queued().await;
+    durable
+        .fail_commits
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    durable
+        .hold_commits
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        b.await.unwrap(),
+        Err(StoreError::Storage {
+            source: Some(_),
+            ..
+        })
+    ));
+    // c built on b's state, so it is never acknowledged either.
+    assert!(matches!(c.await.unwrap(), Err(StoreError::Storage { .. })));
+    assert_eq!(store.current_revision().await.unwrap(), 2);
+    assert_eq!(store.get(Get::prefix("")).await.unwrap().count, 1);
+    drop(durable);
+    assert!(store.close().await.is_err());
+    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(reopened.current_revision().await.unwrap(), 2);
+    assert_eq!(reopened.get(Get::prefix("")).await.unwrap().count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beyond_a_full_batch_wait_unapplied_for_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::default().with_max_group_commit(1);
+    let store = EmbeddedStore::open(dir.path(), config).await.unwrap();
+    let durable = store
+        .shared
+        .durable
+        .as_ref()
+        .and_then(|d| d.upgrade())
+        .unwrap();
+    let hold = |on: bool| {
+        durable
+            .hold_commits
+            .store(on, std::sync::atomic::Ordering::SeqCst)
+    };
+    let started = || {
+        durable
+            .commits_started
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let current = || store.shared.core.state.read().mvcc.current();
+    hold(true);
+    let put = |key: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move { store.put(Put::new(key, "v")).await })
+    };
+    let a = put("a");
+    wait_until("a's commit started", || started() == 1).await;
+    let b = put("b");
+    wait_until("b is applied", || current() == 3).await;
+    // The pending batch (b) is full: c waits without being applied.
+    let c = put("c");
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(current(), 3, "c was applied beyond the batch limit");
+    assert!(!c.is_finished());
+    hold(false);
+    let revisions = [
+        a.await.unwrap().unwrap().revision,
+        b.await.unwrap().unwrap().revision,
+        c.await.unwrap().unwrap().revision,
+    ];
+    assert_eq!(revisions, [2, 3, 4]);
+    assert_eq!(store.get(Get::prefix("")).await.unwrap().count, 3);
+    drop(durable);
+    store.close().await.unwrap();
+}
