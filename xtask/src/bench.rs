@@ -18,6 +18,10 @@ pub(crate) struct Args {
     /// Which benchmark to run.
     #[arg(value_enum)]
     which: Which,
+    /// Arguments handed to the benchmark binary, after `--`
+    /// (e.g. `cargo xtask bench store -- --repeat 5`).
+    #[arg(last = true)]
+    bench_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +67,9 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
         cargo
             .args(["bench", "-p", package, "--bench", bench])
             .env(BENCH_DIR_VAR, &bench_dir);
+        if !args.bench_args.is_empty() {
+            cargo.arg("--").args(&args.bench_args);
+        }
         if let Some(etcd) = &etcd {
             cargo.env("DROVER_ETCD_ENDPOINTS", etcd.endpoint());
         }
