@@ -35,28 +35,31 @@ pub(crate) struct Tools {
     pub(crate) python: Option<PathBuf>,
 }
 
-/// A binary the tests need and the Debian package that provides it.
+/// A binary the tests need and the Debian packages that provide it.
 #[derive(Debug, Clone, Copy)]
 struct Requirement {
     binary: &'static str,
-    package: &'static str,
+    packages: &'static [&'static str],
     why: &'static str,
 }
 
 const BINARIES: &[Requirement] = &[
     Requirement {
         binary: "protoc",
-        package: "protobuf-compiler",
+        // libprotobuf-dev holds the well-known types (google/protobuf/*.proto)
+        // that etcd's protos import; protobuf-compiler only recommends it, so
+        // `--no-install-recommends` would leave protoc unable to compile them.
+        packages: &["protobuf-compiler", "libprotobuf-dev"],
         why: "etcd-client's build script compiles etcd's protos",
     },
     Requirement {
         binary: "etcd",
-        package: "etcd-server",
+        packages: &["etcd-server"],
         why: "the real etcd the store conformance suite runs against",
     },
     Requirement {
         binary: "etcdctl",
-        package: "etcd-client",
+        packages: &["etcd-client"],
         why: "etcd health checks and election interop tests",
     },
 ];
@@ -108,11 +111,16 @@ pub(crate) fn ensure(needs: Needs) -> Result<Tools> {
         return Ok(Tools { python });
     }
 
-    let mut packages: Vec<&str> = missing_bins.iter().map(|r| r.package).collect();
+    let mut packages: Vec<&str> = missing_bins
+        .iter()
+        .flat_map(|r| r.packages.iter().copied())
+        .collect();
     for r in &missing_bins {
         println!(
-            "missing {:<8} ({}; Debian package {})",
-            r.binary, r.why, r.package
+            "missing {:<8} ({}; Debian packages {})",
+            r.binary,
+            r.why,
+            r.packages.join(" ")
         );
     }
     if python_missing {
@@ -155,7 +163,7 @@ pub(crate) fn ensure(needs: Needs) -> Result<Tools> {
     };
     let apt_packages: Vec<&str> = missing_bins
         .iter()
-        .map(|r| r.package)
+        .flat_map(|r| r.packages.iter().copied())
         .chain(apt_python)
         .collect();
     if !apt_packages.is_empty() {
@@ -178,7 +186,7 @@ pub(crate) fn ensure(needs: Needs) -> Result<Tools> {
             bail!(
                 "{} is still missing after installing {}",
                 r.binary,
-                r.package
+                r.packages.join(" ")
             );
         }
     }
@@ -197,12 +205,23 @@ fn apt_env(cmd: &mut Command) -> &mut Command {
 }
 
 fn binary_present(name: &str) -> bool {
-    if name == "protoc"
-        && let Some(p) = std::env::var_os("PROTOC")
-    {
-        return Path::new(&p).is_file();
+    if name == "protoc" {
+        return protoc_present();
     }
     cmd::which(name).is_some()
+}
+
+/// protoc is usable for etcd-client only together with the well-known types
+/// it imports: either `PROTOC` (and `PROTOC_INCLUDE` when set) or Debian's
+/// protoc plus `/usr/include/google/protobuf`.
+fn protoc_present() -> bool {
+    let well_known = |include: &Path| include.join("google/protobuf/descriptor.proto").is_file();
+    if let Some(p) = std::env::var_os("PROTOC") {
+        let include_ok =
+            std::env::var_os("PROTOC_INCLUDE").is_none_or(|dir| well_known(Path::new(&dir)));
+        return Path::new(&p).is_file() && include_ok;
+    }
+    cmd::which("protoc").is_some() && well_known(Path::new("/usr/include"))
 }
 
 /// `name`'s path and first line of `--version`, for the log.
