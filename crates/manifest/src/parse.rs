@@ -904,43 +904,20 @@ fn labels(ctx: &mut Ctx, node: &Node<'_>) -> Option<BTreeMap<String, String>> {
     Some(out)
 }
 
-fn is_label_name(s: &str) -> bool {
-    (1..=63).contains(&s.len())
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Label keys: `[prefix/]name`, prefix a DNS subdomain, name 1 to 63 of
-/// letters, digits, `-`, `_`, `.` starting and ending alphanumeric.
+/// Label keys and values follow the one Kubernetes grammar of `drover-labels`,
+/// so a label a manifest accepts is one a selector can name.
 fn check_label_key(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    let prefix_ok = prefix.is_none_or(|p| {
-        (1..=253).contains(&p.len()) && p.split('.').all(|part| check_id(part).is_ok())
-    });
-    if prefix_ok && is_label_name(name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{:?} is not a label key ([prefix/]name: name of 1 to 63 letters, digits, '-', '_', '.', alphanumeric at both ends; prefix a DNS name)",
+    drover_labels::name::validate_key(key).map_err(|reason| {
+        format!(
+            "{:?} is not a label key ([prefix/]name): {reason}",
             truncate(key)
-        ))
-    }
+        )
+    })
 }
 
 fn check_label_value(value: &str) -> Result<(), String> {
-    if value.is_empty() || is_label_name(value) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{:?} is not a label value (up to 63 letters, digits, '-', '_', '.', alphanumeric at both ends)",
-            truncate(value)
-        ))
-    }
+    drover_labels::name::validate_value(value)
+        .map_err(|reason| format!("{:?} is not a label value: {reason}", truncate(value)))
 }
 
 /// `config` as a JSON value: string keys, finite numbers, no tags, so that it
