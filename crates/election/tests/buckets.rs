@@ -22,13 +22,7 @@ use tokio_util::sync::CancellationToken;
 const ROOT: &str = "/drover/election/";
 
 fn config(identity: &str) -> ElectorConfig {
-    ElectorConfig::default()
-        .with_timing(
-            Duration::from_secs(3),
-            Duration::from_secs(2),
-            Duration::from_millis(500),
-        )
-        .with_identity(identity)
+    support::paused_timing().with_identity(identity)
 }
 
 /// Who holds which bucket, according to the members' own work scopes; under
@@ -93,11 +87,7 @@ fn spawn_member_with<S: Store>(
         })
         .build()
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let (elector, shutdown) = (elector.clone(), shutdown.clone());
-        async move { elector.run(shutdown).await }
-    });
+    let (shutdown, run) = support::spawn_run(&elector);
     Member {
         elector,
         shutdown,
@@ -386,11 +376,7 @@ async fn bucket_metrics_count_terms_and_keep_alives() {
             )
             .build()
             .unwrap();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let (member, shutdown) = (member.clone(), shutdown.clone());
-        async move { member.run(shutdown).await }
-    });
+    let (shutdown, run) = support::spawn_run(&member);
     sleep(Duration::from_secs(2)).await;
     let held = metrics.snapshot();
     assert!(held.is_leader);

@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use drover_election::{
-    AtomicMetrics, Election, ElectionError, Elector, ElectorConfig, Observation, OnLoss, Term,
-    TermEnd,
+    AtomicMetrics, Election, ElectionError, Elector, ElectorConfig, OnLoss, Term, TermEnd,
 };
 use drover_store::embedded::EmbeddedStore;
-use drover_store::lease::{Lease, LeaseConfig};
 use drover_store::{Get, KeyRange, Put, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -24,9 +22,8 @@ use tokio_util::sync::CancellationToken;
 const PREFIX: &str = "/drover/election/test/";
 const TTL: Duration = Duration::from_secs(3);
 
-/// Lease 3 s, renew deadline 2 s, retry period 500 ms.
 fn config() -> ElectorConfig {
-    ElectorConfig::default().with_timing(TTL, Duration::from_secs(2), Duration::from_millis(500))
+    paused_timing()
 }
 
 fn stopped_count(events: &[(Instant, Ev)], name: &str) -> usize {
@@ -48,28 +45,7 @@ fn drain(rx: &mut Events) -> Vec<(Instant, Ev)> {
 async fn exactly_one_leader_among_k_candidates() {
     let store = EmbeddedStore::in_memory();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let active = Arc::new(AtomicUsize::new(0));
-    let max_active = Arc::new(AtomicUsize::new(0));
-    let mut candidates = Vec::new();
-    for i in 0..5 {
-        let (active, max_active) = (active.clone(), max_active.clone());
-        candidates.push(spawn_candidate_with(
-            store.clone(),
-            PREFIX,
-            &format!("c{i}"),
-            config(),
-            tx.clone(),
-            move |term: Term<EmbeddedStore>| {
-                let (active, max_active) = (active.clone(), max_active.clone());
-                async move {
-                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
-                    max_active.fetch_max(now, Ordering::SeqCst);
-                    term.cancelled().await;
-                    active.fetch_sub(1, Ordering::SeqCst);
-                }
-            },
-        ));
-    }
+    let (mut candidates, max_active) = spawn_exclusive_candidates(&store, PREFIX, 5, config(), &tx);
     // Hand leadership over four times; at every sample exactly one leads.
     for round in 0..4 {
         next_event(&mut rx, Duration::from_secs(10), is_started)
@@ -77,11 +53,7 @@ async fn exactly_one_leader_among_k_candidates() {
             .expect("someone leads");
         for _ in 0..6 {
             sleep(Duration::from_secs(1)).await;
-            let leaders: Vec<_> = candidates
-                .iter()
-                .filter(|c| c.elector.is_leader())
-                .map(|c| c.name.clone())
-                .collect();
+            let leaders = leaders(&candidates);
             assert_eq!(leaders.len(), 1, "round {round}: leaders {leaders:?}");
             let election = Election::with_prefix(store.clone(), PREFIX).unwrap();
             let leader = election.leader().await.unwrap().expect("a leader key");
@@ -93,12 +65,7 @@ async fn exactly_one_leader_among_k_candidates() {
                 }
             }
         }
-        let leader = candidates
-            .iter()
-            .position(|c| c.elector.is_leader())
-            .unwrap();
-        let gone = candidates.remove(leader);
-        gone.stop().await;
+        stop_the_leader(&mut candidates).await;
     }
     assert_eq!(
         max_active.load(Ordering::SeqCst),
@@ -401,16 +368,12 @@ async fn loss_can_be_fatal() {
 async fn a_waiter_whose_lease_expired_never_reports_winning() {
     let shared = EmbeddedStore::in_memory();
     let election = Election::with_prefix(shared.clone(), PREFIX).unwrap();
-    let leader_lease = Lease::grant(shared.clone(), LeaseConfig::new(3))
-        .await
-        .unwrap();
+    let leader_lease = grant_lease(&shared, 3).await;
     let term = election.campaign(&leader_lease, "leader").await.unwrap();
 
     let waiter_store = FaultyStore::new(shared.clone());
     let waiter_election = Election::with_prefix(waiter_store.clone(), PREFIX).unwrap();
-    let waiter_lease = Lease::grant(waiter_store.clone(), LeaseConfig::new(3))
-        .await
-        .unwrap();
+    let waiter_lease = grant_lease(&waiter_store, 3).await;
     let campaign = tokio::spawn(async move {
         let result = waiter_election.campaign(&waiter_lease, "waiter").await;
         (result, waiter_lease)
@@ -434,13 +397,9 @@ async fn a_waiter_whose_lease_expired_never_reports_winning() {
 async fn a_waiter_whose_key_is_deleted_reports_it() {
     let store = EmbeddedStore::in_memory();
     let election = Election::with_prefix(store.clone(), PREFIX).unwrap();
-    let l1 = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    let l1 = grant_lease(&store, 5).await;
     let _term = election.campaign(&l1, "one").await.unwrap();
-    let l2 = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    let l2 = grant_lease(&store, 5).await;
     let key = election.candidate_key(l2.id());
     let waiter = {
         let election = election.clone();
@@ -462,9 +421,7 @@ async fn a_waiter_whose_key_is_deleted_reports_it() {
 async fn fenced_writes_fail_once_the_term_is_over() {
     let store = EmbeddedStore::in_memory();
     let election = Election::with_prefix(store.clone(), PREFIX).unwrap();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    let lease = grant_lease(&store, 5).await;
     let term = election.campaign(&lease, "me").await.unwrap();
     assert_eq!(term.key(), election.candidate_key(lease.id()));
     assert_eq!(term.key(), format!("{PREFIX}{:x}", lease.id()));
@@ -500,36 +457,24 @@ async fn proclaim_updates_the_value_and_observers_see_it() {
     let store = EmbeddedStore::in_memory();
     let election = Election::with_prefix(store.clone(), PREFIX).unwrap();
     let mut observer = election.observe();
-    assert_eq!(
-        observer.next().await.unwrap().unwrap(),
-        Observation::NoLeader
-    );
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    expect_no_leader(&mut observer).await;
+    let lease = grant_lease(&store, 5).await;
     let term = election.campaign(&lease, "v1").await.unwrap();
-    let Observation::Leader(seen) = observer.next().await.unwrap().unwrap() else {
-        panic!("expected a leader")
-    };
+    let seen = expect_leader(&mut observer).await;
     assert_eq!(
         (seen.value_str().as_ref(), seen.token),
         ("v1", term.token())
     );
     assert_eq!(seen.id, format!("{:x}", lease.id()));
     term.proclaim("v2").await.unwrap();
-    let Observation::Leader(seen) = observer.next().await.unwrap().unwrap() else {
-        panic!("expected a leader")
-    };
+    let seen = expect_leader(&mut observer).await;
     assert_eq!(
         (seen.value_str().as_ref(), seen.token),
         ("v2", term.token())
     );
     assert_eq!(election.leader().await.unwrap().unwrap().value, b"v2");
     term.resign().await.unwrap();
-    assert_eq!(
-        observer.next().await.unwrap().unwrap(),
-        Observation::NoLeader
-    );
+    expect_no_leader(&mut observer).await;
     // Proclaiming after the term ended is refused.
     assert!(term.proclaim("v3").await.is_err());
 }
@@ -539,16 +484,9 @@ async fn observer_reports_every_handover_in_order_across_a_compaction() {
     let store = EmbeddedStore::in_memory();
     let election = Election::with_prefix(store.clone(), PREFIX).unwrap();
     let mut observer = election.observe();
-    assert_eq!(
-        observer.next().await.unwrap().unwrap(),
-        Observation::NoLeader
-    );
-    let l1 = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
-    let l2 = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    expect_no_leader(&mut observer).await;
+    let l1 = grant_lease(&store, 5).await;
+    let l2 = grant_lease(&store, 5).await;
     let t1 = election.campaign(&l1, "one").await.unwrap();
     let waiting = {
         let election = election.clone();
@@ -576,23 +514,16 @@ async fn observer_reports_every_handover_in_order_across_a_compaction() {
     assert_eq!(second.leader().unwrap().value, b"two");
     assert_eq!(second.leader().unwrap().token, t2.token());
     t2.resign().await.unwrap();
-    assert_eq!(
-        observer.next().await.unwrap().unwrap(),
-        Observation::NoLeader
-    );
+    expect_no_leader(&mut observer).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn cancelled_campaign_withdraws_its_key() {
     let store = EmbeddedStore::in_memory();
     let election = Election::with_prefix(store.clone(), PREFIX).unwrap();
-    let l1 = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    let l1 = grant_lease(&store, 5).await;
     let _t1 = election.campaign(&l1, "one").await.unwrap();
-    let l2 = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    let l2 = grant_lease(&store, 5).await;
     let cancel = CancellationToken::new();
     let waiter = {
         let (election, cancel) = (election.clone(), cancel.clone());
@@ -637,11 +568,7 @@ async fn new_leader_events_arrive_in_order_and_metrics_count() {
             .build()
             .unwrap()
     };
-    let watcher_stop = CancellationToken::new();
-    let watcher_run = tokio::spawn({
-        let (w, s) = (watcher.clone(), watcher_stop.clone());
-        async move { w.run(s).await }
-    });
+    let (watcher_stop, watcher_run) = spawn_run(&watcher);
     let (no_tx, _no_rx) = mpsc::unbounded_channel();
     sleep(Duration::from_secs(1)).await;
     let mut others = Vec::new();
@@ -876,17 +803,13 @@ async fn split_brain_run(seed: u64) -> (usize, usize) {
 async fn each_waiter_watches_only_its_predecessor_and_its_own_key() {
     let shared = EmbeddedStore::in_memory();
     let election = Election::with_prefix(shared.clone(), PREFIX).unwrap();
-    let leader_lease = Lease::grant(shared.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    let leader_lease = grant_lease(&shared, 5).await;
     let leader = election.campaign(&leader_lease, "leader").await.unwrap();
     let mut keys = vec![leader.key().to_owned()];
     let mut waiters = Vec::new();
     for i in 0..4 {
         let view = FaultyStore::new(shared.clone());
-        let lease = Lease::grant(view.clone(), LeaseConfig::new(5))
-            .await
-            .unwrap();
+        let lease = grant_lease(&view, 5).await;
         let own = format!("{PREFIX}{:x}", lease.id());
         let campaign = {
             let election = Election::with_prefix(view.clone(), PREFIX).unwrap();
@@ -936,12 +859,8 @@ async fn each_waiter_watches_only_its_predecessor_and_its_own_key() {
 async fn observer_lists_again_after_a_compacted_gap() {
     let shared = EmbeddedStore::in_memory();
     let election = Election::with_prefix(shared.clone(), PREFIX).unwrap();
-    let l1 = Lease::grant(shared.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
-    let l2 = Lease::grant(shared.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    let l1 = grant_lease(&shared, 5).await;
+    let l2 = grant_lease(&shared, 5).await;
     let t1 = election.campaign(&l1, "one").await.unwrap();
 
     let view = FaultyStore::new(shared.clone());
@@ -982,10 +901,7 @@ async fn observer_lists_again_after_a_compacted_gap() {
     );
     // And it keeps following.
     t2.resign().await.unwrap();
-    assert_eq!(
-        observer.next().await.unwrap().unwrap(),
-        Observation::NoLeader
-    );
+    expect_no_leader(&mut observer).await;
 }
 
 /// Metrics: is_leader, terms and the term's token, acquire latency, and the
@@ -1010,11 +926,7 @@ async fn metrics_report_terms_acquire_latency_and_keep_alive_round_trips() {
         })
         .build()
         .unwrap();
-    let b_stop = CancellationToken::new();
-    let b_run = tokio::spawn({
-        let (b, s) = (b.clone(), b_stop.clone());
-        async move { b.run(s).await }
-    });
+    let (b_stop, b_run) = spawn_run(&b);
     sleep(Duration::from_secs(2)).await;
     let waiting = metrics.snapshot();
     assert!(!waiting.is_leader);
@@ -1059,11 +971,7 @@ async fn an_elector_runs_again_after_it_stopped() {
     a.stop().await;
     assert!(!elector.is_leader());
 
-    let again = CancellationToken::new();
-    let run = tokio::spawn({
-        let (elector, again) = (elector.clone(), again.clone());
-        async move { elector.run(again).await }
-    });
+    let (again, run) = spawn_run(&elector);
     let (_, second) = next_event(&mut rx, Duration::from_secs(5), |e| started_by(e, "a"))
         .await
         .expect("a leads again");
@@ -1083,9 +991,7 @@ async fn a_term_ends_before_the_store_could_expire_its_lease() {
     let shared = EmbeddedStore::in_memory();
     let view = FaultyStore::new(shared.clone());
     let election = Election::with_prefix(view.clone(), PREFIX).unwrap();
-    let lease = Lease::grant(view.clone(), LeaseConfig::new(3))
-        .await
-        .unwrap();
+    let lease = grant_lease(&view, 3).await;
     let term = election.campaign(&lease, "me").await.unwrap();
     sleep(Duration::from_secs(5)).await;
     assert!(term.is_valid(), "kept alive");

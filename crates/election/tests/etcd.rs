@@ -9,12 +9,10 @@
 mod support;
 
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use drover_election::{Election, ElectionError, ElectorConfig, Observation, Term, TermEnd};
-use drover_store::lease::{Lease, LeaseConfig};
 use drover_store::testing::{etcd_endpoints, unique_prefix};
 use drover_store::{Get, Put, Store};
 use drover_store_etcd::EtcdStore;
@@ -49,48 +47,19 @@ async fn etcd_one_leader_and_immediate_handover() {
     };
     let prefix = unique_prefix("one-leader");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let active = Arc::new(AtomicUsize::new(0));
-    let max_active = Arc::new(AtomicUsize::new(0));
-    let mut candidates = Vec::new();
-    for i in 0..3 {
-        let (active, max_active) = (active.clone(), max_active.clone());
-        candidates.push(spawn_candidate_with(
-            store.clone(),
-            &prefix,
-            &format!("c{i}"),
-            config(),
-            tx.clone(),
-            move |term: Term<EtcdStore>| {
-                let (active, max_active) = (active.clone(), max_active.clone());
-                async move {
-                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
-                    max_active.fetch_max(now, Ordering::SeqCst);
-                    term.cancelled().await;
-                    active.fetch_sub(1, Ordering::SeqCst);
-                }
-            },
-        ));
-    }
+    let (mut candidates, max_active) =
+        spawn_exclusive_candidates(&store, &prefix, 3, config(), &tx);
     for _ in 0..3 {
         next_event(&mut rx, Duration::from_secs(15), is_started)
             .await
             .expect("someone leads");
         sleep(Duration::from_millis(300)).await;
-        let leaders: Vec<_> = candidates
-            .iter()
-            .filter(|c| c.elector.is_leader())
-            .map(|c| c.name.clone())
-            .collect();
+        let leaders = leaders(&candidates);
         assert_eq!(leaders.len(), 1, "{leaders:?}");
         let election = Election::with_prefix(store.clone(), prefix.as_str()).unwrap();
         let leader = election.leader().await.unwrap().unwrap();
         assert_eq!(leader.value_str(), leaders[0]);
-        let i = candidates
-            .iter()
-            .position(|c| c.elector.is_leader())
-            .unwrap();
-        let gone = candidates.remove(i);
-        gone.stop().await;
+        stop_the_leader(&mut candidates).await;
     }
     assert_eq!(max_active.load(Ordering::SeqCst), 1);
     let election = Election::with_prefix(store.clone(), prefix.as_str()).unwrap();
@@ -224,15 +193,11 @@ async fn etcd_a_waiter_whose_lease_expired_never_wins() {
     };
     let prefix = unique_prefix("zombie");
     let election = Election::with_prefix(store.clone(), prefix.as_str()).unwrap();
-    let leader_lease = Lease::grant(store.clone(), LeaseConfig::new(2))
-        .await
-        .unwrap();
+    let leader_lease = grant_lease(&store, 2).await;
     let term = election.campaign(&leader_lease, "leader").await.unwrap();
     let waiter_store = FaultyStore::new(store.clone());
     let waiter_election = Election::with_prefix(waiter_store.clone(), prefix.as_str()).unwrap();
-    let waiter_lease = Lease::grant(waiter_store.clone(), LeaseConfig::new(2))
-        .await
-        .unwrap();
+    let waiter_lease = grant_lease(&waiter_store, 2).await;
     let campaign = tokio::spawn(async move {
         let r = waiter_election.campaign(&waiter_lease, "waiter").await;
         (r.map(|t| t.token()), waiter_lease)
@@ -266,9 +231,7 @@ async fn etcd_observe_proclaim_resign() {
         .unwrap()
         .unwrap();
     assert_eq!(first, Observation::NoLeader);
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(5))
-        .await
-        .unwrap();
+    let lease = grant_lease(&store, 5).await;
     let term = election.campaign(&lease, "v1").await.unwrap();
     let seen = timeout(Duration::from_secs(5), observer.next())
         .await
@@ -453,11 +416,7 @@ async fn etcd_buckets_balance_on_one_lease_per_member() {
             })
             .build()
             .unwrap();
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let run = tokio::spawn({
-            let (elector, shutdown) = (elector.clone(), shutdown.clone());
-            async move { elector.run(shutdown).await }
-        });
+        let (shutdown, run) = spawn_run(&elector);
         members.push((elector, shutdown, run));
         sleep(Duration::from_secs(1)).await;
     }

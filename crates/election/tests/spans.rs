@@ -1,6 +1,9 @@
 //! Tracing: every term runs in a `term` span carrying the election prefix and
 //! the fencing token (inside a `bucket` span for buckets).
 
+#[path = "common/support.rs"]
+mod support;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +13,6 @@ use drover_election::{Election, Elector, ElectorConfig, Term};
 use drover_store::embedded::EmbeddedStore;
 use parking_lot::Mutex;
 use tokio::time::sleep;
-use tokio_util::sync::CancellationToken;
 
 /// Log lines written by the subscriber, shared with the test.
 #[derive(Clone, Default)]
@@ -48,13 +50,7 @@ fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
 }
 
 fn config(identity: &str) -> ElectorConfig {
-    ElectorConfig::default()
-        .with_timing(
-            Duration::from_secs(3),
-            Duration::from_secs(2),
-            Duration::from_millis(500),
-        )
-        .with_identity(identity)
+    support::paused_timing().with_identity(identity)
 }
 
 #[tokio::test(start_paused = true)]
@@ -77,11 +73,7 @@ async fn each_term_runs_in_a_span_with_the_election_and_token() {
         })
         .build()
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let (elector, shutdown) = (elector.clone(), shutdown.clone());
-        async move { elector.run(shutdown).await }
-    });
+    let (shutdown, run) = support::spawn_run(&elector);
     sleep(Duration::from_secs(3)).await; // two terms (term limit 2 s)
     shutdown.cancel();
     run.await.unwrap().unwrap();
@@ -119,11 +111,7 @@ async fn bucket_terms_run_in_a_span_with_the_bucket_election_and_token() {
         })
         .build()
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let (member, shutdown) = (member.clone(), shutdown.clone());
-        async move { member.run(shutdown).await }
-    });
+    let (shutdown, run) = support::spawn_run(&member);
     sleep(Duration::from_secs(1)).await;
     shutdown.cancel();
     run.await.unwrap().unwrap();

@@ -13,9 +13,9 @@ use drover_api::{StoreLocation, SystemInfo};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -111,11 +111,52 @@ impl Server {
         (status, log)
     }
 
+    /// Waits for the process to exit, which it must do successfully;
+    /// returns its log.
+    async fn wait_success(self) -> String {
+        let (status, log) = self.wait().await;
+        assert!(status.success(), "exit status {status:?}; log:\n{log}");
+        log
+    }
+
     async fn info(&self) -> SystemInfo {
         let mut client = SystemServiceClient::connect(self.url()).await.unwrap();
         let response = client.get_info(GetInfoRequest {}).await.unwrap();
         SystemInfo::try_from(response.into_inner()).expect("a valid GetInfo response")
     }
+}
+
+/// A health watch on the server (the client is returned to keep it open).
+async fn watch_health(
+    server: &Server,
+) -> (
+    HealthClient<tonic::transport::Channel>,
+    tonic::Streaming<HealthCheckResponse>,
+) {
+    let mut health = HealthClient::new(channel(&server.url()).await);
+    let watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (health, watch)
+}
+
+/// The next status a health watch reports.
+async fn next_status(watch: &mut tonic::Streaming<HealthCheckResponse>) -> ServingStatus {
+    watch.message().await.unwrap().unwrap().status()
+}
+
+/// A loopback URL nobody listens on: a listener is bound, then dropped.
+fn unused_local_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
 }
 
 /// The address in a "listening on ADDR" log line (plain or JSON).
@@ -231,14 +272,7 @@ async fn memory_store_serves_info_health_reflection_then_stops_cleanly_on_sigter
     assert_serves_the_api(&server).await;
 
     // A watcher sees NOT_SERVING before the server goes away.
-    let mut health = HealthClient::new(channel(&server.url()).await);
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (health, mut watch) = watch_health(&server).await;
     let first = watch.message().await.unwrap().expect("a first status");
     assert_eq!(first.status(), ServingStatus::Serving);
     server.signal("TERM");
@@ -251,8 +285,7 @@ async fn memory_store_serves_info_health_reflection_then_stops_cleanly_on_sigter
     drop(watch);
     drop(health);
 
-    let (status, log) = server.wait().await;
-    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    let log = server.wait_success().await;
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("gRPC server stopped"), "{log}");
     assert!(log.contains("embedded store closed"), "{log}");
@@ -261,22 +294,11 @@ async fn memory_store_serves_info_health_reflection_then_stops_cleanly_on_sigter
 #[tokio::test]
 async fn a_stream_left_open_is_cut_after_the_shutdown_grace() {
     let server = Server::start_with(&["--memory"], &["--shutdown-grace", "500ms"]).await;
-    let mut health = HealthClient::new(channel(&server.url()).await);
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        watch.message().await.unwrap().unwrap().status(),
-        ServingStatus::Serving
-    );
+    let (_health, mut watch) = watch_health(&server).await;
+    assert_eq!(next_status(&mut watch).await, ServingStatus::Serving);
     server.signal("TERM");
     // The watch stays open, so only the grace period ends the server.
-    let (status, log) = server.wait().await;
-    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    let log = server.wait_success().await;
     assert!(log.contains("after the shutdown grace period"), "{log}");
     assert!(log.contains("embedded store closed"), "{log}");
     drop(watch);
@@ -285,27 +307,13 @@ async fn a_stream_left_open_is_cut_after_the_shutdown_grace() {
 #[tokio::test]
 async fn a_second_signal_skips_the_shutdown_grace() {
     let server = Server::start_with(&["--memory"], &["--shutdown-grace", "1h"]).await;
-    let mut health = HealthClient::new(channel(&server.url()).await);
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        watch.message().await.unwrap().unwrap().status(),
-        ServingStatus::Serving
-    );
+    let (_health, mut watch) = watch_health(&server).await;
+    assert_eq!(next_status(&mut watch).await, ServingStatus::Serving);
     server.signal("TERM");
     // NOT_SERVING proves the first signal was handled before the second.
-    assert_eq!(
-        watch.message().await.unwrap().unwrap().status(),
-        ServingStatus::NotServing
-    );
+    assert_eq!(next_status(&mut watch).await, ServingStatus::NotServing);
     server.signal("INT");
-    let (status, log) = server.wait().await;
-    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    let log = server.wait_success().await;
     assert!(log.contains("second signal"), "{log}");
     assert!(log.contains("embedded store closed"), "{log}");
     drop(watch);
@@ -328,16 +336,14 @@ async fn data_dir_store_reports_its_dir_and_revision_and_stops_on_sigint() {
     assert_serves_the_api(&server).await;
     assert!(data_dir.is_dir(), "the data dir was created");
     server.signal("INT");
-    let (status, log) = server.wait().await;
-    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    let log = server.wait_success().await;
     assert!(log.contains("embedded store closed"), "{log}");
 
     // The same directory opens again after a clean stop.
     let again = Server::start(&["--data-dir", data_dir_arg]).await;
     assert_eq!(again.info().await.store.revision, 1);
     again.signal("TERM");
-    let (status, log) = again.wait().await;
-    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    again.wait_success().await;
 }
 
 #[tokio::test]
@@ -356,19 +362,12 @@ async fn etcd_store_serves_the_same_api() {
     let later = server.info().await;
     assert!(later.store.revision >= info.store.revision);
     server.signal("TERM");
-    let (status, log) = server.wait().await;
-    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    server.wait_success().await;
 }
 
 #[tokio::test]
 async fn an_unreachable_etcd_is_a_clear_error() {
-    // Bind then drop a listener: nothing listens on that port afterwards.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = unused_local_url();
     let (status, stderr) =
         run_to_exit(&["serve", "--listen", "127.0.0.1:0", "--etcd-endpoints", &url]).await;
     assert_eq!(status.code(), Some(1), "{stderr}");
@@ -399,18 +398,12 @@ async fn info_subcommand_prints_the_servers_answer() {
     );
     assert!(stdout.contains("revision: 1"), "{stdout}");
     server.signal("TERM");
-    assert!(server.wait().await.0.success());
+    server.wait_success().await;
 }
 
 #[tokio::test]
 async fn info_subcommand_fails_clearly_without_a_server() {
-    // Bind then drop a listener: nothing listens on that port afterwards.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = unused_local_url();
     let output = Command::new(BIN)
         .args(["info", "--server", &url])
         .env("RUST_LOG", "off")
@@ -425,8 +418,7 @@ async fn info_subcommand_fails_clearly_without_a_server() {
 async fn json_logs_are_one_object_per_line() {
     let server = Server::start_with(&["--memory"], &["--log-format", "json"]).await;
     server.signal("TERM");
-    let (status, log) = server.wait().await;
-    assert!(status.success(), "{log}");
+    let log = server.wait_success().await;
     let mut saw_listening = false;
     for line in log.lines() {
         let value: serde_json::Value =
@@ -555,5 +547,5 @@ async fn python_client_calls_get_info() {
     assert_eq!(answer["store"]["revision"], "1");
     assert!(answer["store"]["inMemory"].is_object(), "{answer}");
     server.signal("TERM");
-    assert!(server.wait().await.0.success());
+    server.wait_success().await;
 }

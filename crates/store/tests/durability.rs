@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use drover_store::embedded::{EmbeddedConfig, EmbeddedStore};
-use drover_store::{Delete, EventKind, Get, Put, Store, StoreError, Watch};
+use drover_store::{Delete, EventKind, Get, LeaseId, Put, Store, StoreError, Watch};
 
 /// Set (to a data directory) in the child process only.
 const CHILD_DIR_VAR: &str = "DROVER_DURABILITY_CHILD_DIR";
@@ -21,6 +21,21 @@ const CHILD_DIR_VAR: &str = "DROVER_DURABILITY_CHILD_DIR";
 const CHILD_TEST: &str = "concurrent_acknowledged_puts_are_durable";
 const ACKS_BEFORE_KILL: usize = 300;
 const WRITERS: usize = 8;
+
+/// An on-disk store in `dir` with the default configuration.
+async fn open_default(dir: &Path) -> EmbeddedStore {
+    EmbeddedStore::open(dir, EmbeddedConfig::default())
+        .await
+        .unwrap()
+}
+
+/// Puts `key` attached to `lease`.
+async fn put_leased(store: &EmbeddedStore, key: &str, value: &str, lease: LeaseId) {
+    store
+        .put(Put::new(key, value).with_lease(lease))
+        .await
+        .unwrap();
+}
 
 /// Put `d/<writer>/<i>` from several writers until `limit` puts per writer
 /// are done, reporting each acknowledged key and revision to `ack`.
@@ -53,9 +68,7 @@ async fn write_concurrently(
 /// acknowledged revision, revisions are one per put without gaps, and the
 /// store takes new writes.
 async fn assert_recovered(dir: &Path, acked: &BTreeMap<String, i64>) {
-    let store = EmbeddedStore::open(dir, EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(dir).await;
     let all = store.get(Get::prefix("d/")).await.unwrap();
     let stored: BTreeMap<String, i64> = all
         .kvs
@@ -85,9 +98,7 @@ async fn assert_recovered(dir: &Path, acked: &BTreeMap<String, i64>) {
     let next = store.put(Put::new("after/restart", "ok")).await.unwrap();
     assert_eq!(next.revision, current + 1);
     store.close().await.unwrap();
-    let reopened = EmbeddedStore::open(dir, EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let reopened = open_default(dir).await;
     assert_eq!(
         reopened.get(Get::key("after/restart")).await.unwrap().count,
         1
@@ -116,9 +127,7 @@ async fn concurrent_acknowledged_puts_are_durable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(dir.path()).await;
     let acked = std::sync::Arc::new(parking_lot::Mutex::new(BTreeMap::new()));
     let sink = acked.clone();
     write_concurrently(&store, 25, move |key, revision| {
@@ -190,28 +199,18 @@ async fn sigkill_loses_no_acknowledged_write() {
 #[tokio::test(start_paused = true)]
 async fn leases_survive_a_restart_with_their_full_ttl_and_still_expire() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(dir.path()).await;
     let lease = store.lease_grant(10).await.unwrap();
     let revoked = store.lease_grant(10).await.unwrap();
-    store
-        .put(Put::new("l/a", "1").with_lease(lease.id))
-        .await
-        .unwrap();
-    store
-        .put(Put::new("l/b", "1").with_lease(lease.id))
-        .await
-        .unwrap();
+    put_leased(&store, "l/a", "1", lease.id).await;
+    put_leased(&store, "l/b", "1", lease.id).await;
     store.put(Put::new("l/keep", "1")).await.unwrap();
     store.lease_revoke(revoked.id).await.unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(store.lease_time_to_live(lease.id).await.unwrap().ttl, 2);
     store.close().await.unwrap();
 
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(dir.path()).await;
     let ttl = store.lease_time_to_live(lease.id).await.unwrap();
     assert_eq!(
         (ttl.ttl, ttl.granted_ttl),
@@ -250,9 +249,7 @@ async fn leases_survive_a_restart_with_their_full_ttl_and_still_expire() {
     store.close().await.unwrap();
 
     // The expiry itself was durable.
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(dir.path()).await;
     assert_eq!(store.get(Get::prefix("l/")).await.unwrap().count, 1);
     assert!(matches!(
         store.lease_keep_alive(lease.id).await,

@@ -269,12 +269,7 @@ where
         })
         .build()
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let elector = elector.clone();
-        let shutdown = shutdown.clone();
-        async move { elector.run(shutdown).await }
-    });
+    let (shutdown, run) = spawn_run(&elector);
     Candidate {
         name: name.to_owned(),
         elector,
@@ -410,4 +405,139 @@ pub async fn reenters_after_losing_leadership<S: Store>(
         .expect("a campaigned again and leads");
     assert!(a.elector.is_leader());
     a.stop().await;
+}
+
+/// A lease of `ttl_secs` on `store`, granted or the test fails.
+pub async fn grant_lease<S: Store + Clone>(
+    store: &S,
+    ttl_secs: i64,
+) -> drover_store::lease::Lease<S> {
+    drover_store::lease::Lease::grant(
+        store.clone(),
+        drover_store::lease::LeaseConfig::new(ttl_secs),
+    )
+    .await
+    .unwrap()
+}
+
+/// The observer's next report, which must be that no one leads.
+pub async fn expect_no_leader(observer: &mut drover_election::Observer) {
+    assert_eq!(
+        observer.next().await.unwrap().unwrap(),
+        drover_election::Observation::NoLeader
+    );
+}
+
+/// The observer's next report, which must name a leader.
+pub async fn expect_leader(
+    observer: &mut drover_election::Observer,
+) -> drover_election::LeaderInfo {
+    let drover_election::Observation::Leader(seen) = observer.next().await.unwrap().unwrap() else {
+        panic!("expected a leader")
+    };
+    seen
+}
+
+/// `count` candidates named `c0`, `c1`, … whose leader work only waits for
+/// its term to end; the returned counter holds the most that ever worked at
+/// once (exactly one when leadership never overlaps).
+pub fn spawn_exclusive_candidates<S: Store + Clone>(
+    store: &S,
+    prefix: &str,
+    count: usize,
+    config: ElectorConfig,
+    events: &EventsTx,
+) -> (Vec<Candidate<S>>, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::AtomicUsize;
+    let active = Arc::new(AtomicUsize::new(0));
+    let max_active = Arc::new(AtomicUsize::new(0));
+    let mut candidates = Vec::new();
+    for i in 0..count {
+        let (active, max_active) = (active.clone(), max_active.clone());
+        candidates.push(spawn_candidate_with(
+            store.clone(),
+            prefix,
+            &format!("c{i}"),
+            config.clone(),
+            events.clone(),
+            move |term: Term<S>| {
+                let (active, max_active) = (active.clone(), max_active.clone());
+                async move {
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    max_active.fetch_max(now, Ordering::SeqCst);
+                    term.cancelled().await;
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
+            },
+        ));
+    }
+    (candidates, max_active)
+}
+
+/// The names of the candidates that believe they lead.
+pub fn leaders<S: Store>(candidates: &[Candidate<S>]) -> Vec<String> {
+    candidates
+        .iter()
+        .filter(|c| c.elector.is_leader())
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// Takes the candidate that leads out of `candidates` and stops it.
+pub async fn stop_the_leader<S: Store>(candidates: &mut Vec<Candidate<S>>) {
+    let leader = candidates
+        .iter()
+        .position(|c| c.elector.is_leader())
+        .unwrap();
+    candidates.remove(leader).stop().await;
+}
+
+/// The timing the paused-time tests use: lease 3 s, renew deadline 2 s,
+/// retry period 500 ms.
+pub fn paused_timing() -> ElectorConfig {
+    ElectorConfig::default().with_timing(
+        Duration::from_secs(3),
+        Duration::from_secs(2),
+        Duration::from_millis(500),
+    )
+}
+
+/// Something that runs until its shutdown token is cancelled: an elector
+/// or a bucket member.
+pub trait RunsUntilShutdown: Clone + Send + Sync + 'static {
+    fn run_until(
+        &self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = drover_election::Result<()>> + Send;
+}
+
+impl<S: Store> RunsUntilShutdown for Elector<S> {
+    fn run_until(
+        &self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = drover_election::Result<()>> + Send {
+        self.run(shutdown)
+    }
+}
+
+impl<S: Store> RunsUntilShutdown for drover_election::buckets::BucketElector<S> {
+    fn run_until(
+        &self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = drover_election::Result<()>> + Send {
+        self.run(shutdown)
+    }
+}
+
+/// Runs `runner` on a task; returns the token that shuts it down and the
+/// task.
+pub fn spawn_run<R: RunsUntilShutdown>(
+    runner: &R,
+) -> (CancellationToken, JoinHandle<drover_election::Result<()>>) {
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let (runner, shutdown) = (runner.clone(), shutdown.clone());
+        async move { runner.run_until(shutdown).await }
+    });
+    (shutdown, run)
 }

@@ -14,6 +14,44 @@ async fn next(watch: &mut WatchStream) -> WatchBatch {
         .expect("watch batch, not an error")
 }
 
+/// An on-disk store in `dir` with the default configuration.
+async fn open_default(dir: &tempfile::TempDir) -> EmbeddedStore {
+    EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
+        .await
+        .unwrap()
+}
+
+/// The disk half of an on-disk store, whose fault switches the tests flip.
+fn durable_of(store: &EmbeddedStore) -> Arc<Durable> {
+    store
+        .shared
+        .durable
+        .as_ref()
+        .and_then(|d| d.upgrade())
+        .unwrap()
+}
+
+/// Turns one of the disk's fault switches on or off.
+fn switch(flag: &std::sync::atomic::AtomicBool, on: bool) {
+    flag.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[track_caller]
+fn assert_storage_error<T: std::fmt::Debug>(result: Result<T>) {
+    assert!(
+        matches!(result, Err(StoreError::Storage { .. })),
+        "expected a storage error, got {result:?}"
+    );
+}
+
+/// Puts `key` attached to `lease`.
+async fn put_leased(store: &EmbeddedStore, key: &str, value: &str, lease: LeaseId) {
+    store
+        .put(Put::new(key, value).with_lease(lease))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn first_write_is_revision_two_and_txn_writes_share_one_revision() {
     let store = EmbeddedStore::in_memory();
@@ -83,14 +121,8 @@ async fn lease_expiry_deletes_keys_in_one_revision_seen_by_watchers() {
     assert_eq!(lease.ttl, 5);
     let short = store.lease_grant(0).await.unwrap();
     assert_eq!(short.ttl, 1, "raised to the minimum TTL");
-    store
-        .put(Put::new("l/a", "1").with_lease(lease.id))
-        .await
-        .unwrap();
-    store
-        .put(Put::new("l/b", "1").with_lease(lease.id))
-        .await
-        .unwrap();
+    put_leased(&store, "l/a", "1", lease.id).await;
+    put_leased(&store, "l/b", "1", lease.id).await;
     store.put(Put::new("l/c", "1")).await.unwrap();
     let ttl = store.lease_time_to_live(lease.id).await.unwrap();
     assert_eq!(ttl.keys, vec![b"l/a".to_vec(), b"l/b".to_vec()]);
@@ -130,10 +162,7 @@ async fn lease_expiry_deletes_keys_in_one_revision_seen_by_watchers() {
 async fn keep_alive_postpones_expiry() {
     let store = EmbeddedStore::in_memory();
     let lease = store.lease_grant(4).await.unwrap();
-    store
-        .put(Put::new("k", "v").with_lease(lease.id))
-        .await
-        .unwrap();
+    put_leased(&store, "k", "v", lease.id).await;
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(store.lease_keep_alive(lease.id).await.unwrap(), 4);
@@ -147,14 +176,8 @@ async fn keep_alive_postpones_expiry() {
 async fn revoke_deletes_keys_and_detached_keys_survive() {
     let store = EmbeddedStore::in_memory();
     let lease = store.lease_grant(60).await.unwrap();
-    store
-        .put(Put::new("a", "1").with_lease(lease.id))
-        .await
-        .unwrap();
-    store
-        .put(Put::new("b", "1").with_lease(lease.id))
-        .await
-        .unwrap();
+    put_leased(&store, "a", "1", lease.id).await;
+    put_leased(&store, "b", "1", lease.id).await;
     // A put with lease 0 detaches.
     store.put(Put::new("b", "2")).await.unwrap();
     let before = store.current_revision().await.unwrap();
@@ -365,9 +388,7 @@ async fn automatic_compaction_keeps_the_configured_window() {
 #[tokio::test]
 async fn reopening_a_data_dir_restores_keys_history_and_revision() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(&dir).await;
     store.put(Put::new("a", "1")).await.unwrap();
     store.put(Put::new("a", "2")).await.unwrap();
     store.put(Put::new("b", "1")).await.unwrap();
@@ -375,9 +396,7 @@ async fn reopening_a_data_dir_restores_keys_history_and_revision() {
     store.compact(3).await.unwrap();
     store.close().await.unwrap();
 
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(&dir).await;
     assert_eq!(store.current_revision().await.unwrap(), 5);
     let a = store.get(Get::key("a")).await.unwrap().kvs[0].clone();
     assert_eq!(
@@ -415,9 +434,7 @@ async fn reopening_a_data_dir_restores_keys_history_and_revision() {
 #[tokio::test]
 async fn concurrent_writers_share_group_commits_and_all_succeed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(&dir).await;
     let mut tasks = Vec::new();
     for w in 0..16 {
         let store = store.clone();
@@ -451,20 +468,11 @@ async fn concurrent_writers_share_group_commits_and_all_succeed() {
 #[tokio::test]
 async fn a_failed_commit_is_never_acknowledged_or_visible_and_stops_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(&dir).await;
     store.put(Put::new("a", "1")).await.unwrap();
     let mut watch = store.watch(Watch::prefix("")).await.unwrap();
-    let durable = store
-        .shared
-        .durable
-        .as_ref()
-        .and_then(|d| d.upgrade())
-        .unwrap();
-    durable
-        .fail_commits
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let durable = durable_of(&store);
+    switch(&durable.fail_commits, true);
     let failed = store.put(Put::new("a", "2")).await;
     let Err(StoreError::Storage { source, .. }) = failed else {
         panic!("expected a storage error, got {failed:?}")
@@ -480,27 +488,17 @@ async fn a_failed_commit_is_never_acknowledged_or_visible_and_stops_writes() {
     );
     // The memory state is ahead of the disk now: later writes are refused
     // even once the disk works again.
-    durable
-        .fail_commits
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    assert!(matches!(
-        store.put(Put::new("b", "1")).await,
-        Err(StoreError::Storage { .. })
-    ));
+    switch(&durable.fail_commits, false);
+    assert_storage_error(store.put(Put::new("b", "1")).await);
     drop(durable);
     // Closing reports that the store could not persist everything, and
     // closes it all the same.
-    assert!(matches!(
-        store.close().await,
-        Err(StoreError::Storage { .. })
-    ));
+    assert_storage_error(store.close().await);
     assert!(matches!(
         store.get(Get::key("a")).await,
         Err(StoreError::Closed)
     ));
-    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let reopened = open_default(&dir).await;
     assert_eq!(reopened.current_revision().await.unwrap(), 2);
     assert_eq!(reopened.put(Put::new("b", "1")).await.unwrap().revision, 3);
 }
@@ -508,27 +506,12 @@ async fn a_failed_commit_is_never_acknowledged_or_visible_and_stops_writes() {
 #[tokio::test(start_paused = true)]
 async fn a_writer_stopped_by_a_failed_commit_waits_instead_of_spinning_on_expired_leases() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(&dir).await;
     let lease = store.lease_grant(1).await.unwrap();
-    store
-        .put(Put::new("k", "v").with_lease(lease.id))
-        .await
-        .unwrap();
-    let durable = store
-        .shared
-        .durable
-        .as_ref()
-        .and_then(|d| d.upgrade())
-        .unwrap();
-    durable
-        .fail_commits
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(matches!(
-        store.put(Put::new("other", "v")).await,
-        Err(StoreError::Storage { .. })
-    ));
+    put_leased(&store, "k", "v", lease.id).await;
+    let durable = durable_of(&store);
+    switch(&durable.fail_commits, true);
+    assert_storage_error(store.put(Put::new("other", "v")).await);
     // The lease's deadline passes while the writer refuses writes.
     tokio::time::advance(Duration::from_secs(2)).await;
     let wakeups = || {
@@ -548,15 +531,9 @@ async fn a_writer_stopped_by_a_failed_commit_waits_instead_of_spinning_on_expire
         wakeups() - before
     );
     // It still answers requests (with the storage failure) and closes.
-    assert!(matches!(
-        store.put(Put::new("other", "v")).await,
-        Err(StoreError::Storage { .. })
-    ));
+    assert_storage_error(store.put(Put::new("other", "v")).await);
     drop(durable);
-    assert!(matches!(
-        store.close().await,
-        Err(StoreError::Storage { .. })
-    ));
+    assert_storage_error(store.close().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,9 +593,7 @@ async fn many_stalled_watchers_neither_block_nor_starve_durable_writers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_during_concurrent_writes_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(&dir).await;
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let store = store.clone();
@@ -653,9 +628,7 @@ async fn close_during_concurrent_writes_keeps_every_acknowledged_write() {
         acked.extend(writer.await.unwrap());
     }
     assert!(acked.len() >= 199);
-    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let reopened = open_default(&dir).await;
     for (key, revision) in &acked {
         let kv = reopened.get(Get::key(key.as_str())).await.unwrap();
         assert_eq!(
@@ -675,18 +648,14 @@ async fn close_during_concurrent_writes_keeps_every_acknowledged_write() {
 #[tokio::test]
 async fn closing_twice_or_from_two_clones_is_fine() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(&dir).await;
     store.put(Put::new("k", "v")).await.unwrap();
     let clone = store.clone();
     let (a, b) = tokio::join!(store.close(), clone.close());
     a.unwrap();
     b.unwrap();
     store.close().await.unwrap();
-    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let reopened = open_default(&dir).await;
     assert_eq!(reopened.get(Get::key("k")).await.unwrap().count, 1);
     reopened.close().await.unwrap();
 }
@@ -712,25 +681,16 @@ async fn store_with_a_commit_in_flight_and_one_queued() -> (
     tokio::task::JoinHandle<Result<PutResponse>>,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let store = open_default(&dir).await;
     store.put(Put::new("a", "1")).await.unwrap();
-    let durable = store
-        .shared
-        .durable
-        .as_ref()
-        .and_then(|d| d.upgrade())
-        .unwrap();
+    let durable = durable_of(&store);
     let started = || {
         durable
             .commits_started
             .load(std::sync::atomic::Ordering::SeqCst)
     };
     let before = started();
-    durable
-        .hold_commits
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    switch(&durable.hold_commits, true);
     let b = tokio::spawn({
         let store = store.clone();
         async move { store.put(Put::new("b", "1")).await }
@@ -767,17 +727,13 @@ async fn writes_applied_during_a_blocking_task_commit_are_committed_after_it() {
 
 async fn commits_in_order() {
     let (dir, store, durable, b, c) = store_with_a_commit_in_flight_and_one_queued().await;
-    durable
-        .hold_commits
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    switch(&durable.hold_commits, false);
     assert_eq!(b.await.unwrap().unwrap().revision, 3);
     assert_eq!(c.await.unwrap().unwrap().revision, 4);
     assert_eq!(store.current_revision().await.unwrap(), 4);
     drop(durable);
     store.close().await.unwrap();
-    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let reopened = open_default(&dir).await;
     assert_eq!(reopened.current_revision().await.unwrap(), 4);
     assert_eq!(reopened.get(Get::prefix("")).await.unwrap().count, 3);
 }
@@ -786,12 +742,8 @@ async fn commits_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_also_fails_the_writes_applied_behind_it() {
     let (dir, store, durable, b, c) = store_with_a_commit_in_flight_and_one_queued().await;
-    durable
-        .fail_commits
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    durable
-        .hold_commits
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    switch(&durable.fail_commits, true);
+    switch(&durable.hold_commits, false);
     assert!(matches!(
         b.await.unwrap(),
         Err(StoreError::Storage {
@@ -800,14 +752,12 @@ async fn a_failed_commit_also_fails_the_writes_applied_behind_it() {
         })
     ));
     // c built on b's state, so it is never acknowledged either.
-    assert!(matches!(c.await.unwrap(), Err(StoreError::Storage { .. })));
+    assert_storage_error(c.await.unwrap());
     assert_eq!(store.current_revision().await.unwrap(), 2);
     assert_eq!(store.get(Get::prefix("")).await.unwrap().count, 1);
     drop(durable);
     assert!(store.close().await.is_err());
-    let reopened = EmbeddedStore::open(dir.path(), EmbeddedConfig::default())
-        .await
-        .unwrap();
+    let reopened = open_default(&dir).await;
     assert_eq!(reopened.current_revision().await.unwrap(), 2);
     assert_eq!(reopened.get(Get::prefix("")).await.unwrap().count, 1);
 }
@@ -817,17 +767,8 @@ async fn writes_beyond_a_full_batch_wait_unapplied_for_the_next_commit() {
     let dir = tempfile::tempdir().unwrap();
     let config = EmbeddedConfig::default().with_max_group_commit(1);
     let store = EmbeddedStore::open(dir.path(), config).await.unwrap();
-    let durable = store
-        .shared
-        .durable
-        .as_ref()
-        .and_then(|d| d.upgrade())
-        .unwrap();
-    let hold = |on: bool| {
-        durable
-            .hold_commits
-            .store(on, std::sync::atomic::Ordering::SeqCst)
-    };
+    let durable = durable_of(&store);
+    let hold = |on: bool| switch(&durable.hold_commits, on);
     let started = || {
         durable
             .commits_started
