@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use drover_election::{Election, ElectionError, ElectorConfig, Observation, Term, TermEnd};
-use drover_store::testing::{etcd_endpoints, unique_prefix};
+use drover_store::testing::unique_prefix;
 use drover_store::{Get, Put, Store};
 use drover_store_etcd::EtcdStore;
 use support::*;
@@ -32,17 +32,11 @@ fn config() -> ElectorConfig {
     )
 }
 
-async fn etcd() -> Option<(EtcdStore, Vec<String>)> {
-    let endpoints = etcd_endpoints()?;
-    let store = EtcdStore::connect(&endpoints, Default::default())
-        .await
-        .expect("connect to etcd");
-    Some((store, endpoints))
-}
+use drover_store_etcd::testing::shared_etcd as etcd;
 
 #[tokio::test]
 async fn etcd_one_leader_and_immediate_handover() {
-    let Some((store, _)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
     let prefix = unique_prefix("one-leader");
@@ -68,7 +62,7 @@ async fn etcd_one_leader_and_immediate_handover() {
 
 #[tokio::test]
 async fn etcd_failover_after_a_crash() {
-    let Some((store, _)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
     let prefix = unique_prefix("crash");
@@ -92,7 +86,7 @@ async fn etcd_failover_after_a_crash() {
 
 #[tokio::test]
 async fn etcd_paused_leader_cannot_write_after_waking() {
-    let Some((store, _)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
     let prefix = unique_prefix("paused");
@@ -188,7 +182,7 @@ async fn etcd_paused_leader_cannot_write_after_waking() {
 
 #[tokio::test]
 async fn etcd_a_waiter_whose_lease_expired_never_wins() {
-    let Some((store, _)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
     let prefix = unique_prefix("zombie");
@@ -219,7 +213,7 @@ async fn etcd_a_waiter_whose_lease_expired_never_wins() {
 
 #[tokio::test]
 async fn etcd_observe_proclaim_resign() {
-    let Some((store, _)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
     let prefix = unique_prefix("observe");
@@ -327,9 +321,10 @@ fn etcdctl_name(prefix: &str) -> &str {
 
 #[tokio::test]
 async fn etcdctl_listen_shows_a_drover_leaders_value() {
-    let Some((store, endpoints)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
+    let endpoints = store.endpoints().to_vec();
     let prefix = unique_prefix("interop-listen");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let drover = spawn_candidate(store.clone(), &prefix, "drover-leader-1", config(), tx);
@@ -354,9 +349,10 @@ async fn etcdctl_listen_shows_a_drover_leaders_value() {
 
 #[tokio::test]
 async fn etcdctl_and_drover_candidates_exclude_each_other() {
-    let Some((store, endpoints)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
+    let endpoints = store.endpoints().to_vec();
     let prefix = unique_prefix("interop-exclude");
     let name = etcdctl_name(&prefix);
 
@@ -402,7 +398,7 @@ async fn etcdctl_and_drover_candidates_exclude_each_other() {
 #[tokio::test]
 async fn etcd_buckets_balance_on_one_lease_per_member() {
     use drover_election::buckets::{Bucket, BucketElector, BucketSet};
-    let Some((store, _)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
     let root = unique_prefix("buckets");
@@ -454,7 +450,7 @@ async fn etcd_buckets_balance_on_one_lease_per_member() {
 
 #[tokio::test]
 async fn etcd_term_limit_rotates_leaders_and_stopped_leading_only_for_leaders() {
-    let Some((store, _)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
     let prefix = unique_prefix("term-limit");
@@ -504,7 +500,7 @@ async fn etcd_term_limit_rotates_leaders_and_stopped_leading_only_for_leaders() 
 
 #[tokio::test]
 async fn etcd_reenters_the_election_after_losing_leadership() {
-    let Some((store, _)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
     reenters_after_losing_leadership(store, &unique_prefix("reenter"), config()).await;
@@ -515,7 +511,7 @@ async fn etcd_reenters_the_election_after_losing_leadership() {
 /// candidate leads.
 #[tokio::test]
 async fn etcd_without_release_on_cancel_the_key_lapses_with_the_lease() {
-    let Some((store, _)) = etcd().await else {
+    let Some(store) = etcd().await else {
         return;
     };
     let prefix = unique_prefix("no-release");

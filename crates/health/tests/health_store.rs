@@ -10,9 +10,8 @@ use drover_health::{
 };
 use drover_store::embedded::EmbeddedStore;
 use drover_store::keys::Keys;
-use drover_store::testing::{etcd_endpoints, unique_prefix};
+use drover_store::testing::unique_prefix;
 use drover_store::{Delete, Get, LeaseId, Put, Store, StoreError};
-use drover_store_etcd::{EtcdConfig, EtcdStore};
 
 /// Generous bound on one awaited event; only catches hangs.
 const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -341,14 +340,7 @@ async fn embedded_store_failures_are_errors_not_missing() {
 
 // ------------------------------------------------------------ test wiring
 
-async fn etcd() -> Option<EtcdStore> {
-    let endpoints = etcd_endpoints()?;
-    Some(
-        EtcdStore::connect(endpoints, EtcdConfig::default())
-            .await
-            .expect("connect to etcd"),
-    )
-}
+use drover_store_etcd::testing::shared_etcd as etcd;
 
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {

@@ -9,13 +9,12 @@ use std::time::Duration;
 use drover_labels::{LabelError, LabelType, Labeler, Labels, MatchEvent, Selector};
 use drover_store::embedded::EmbeddedStore;
 use drover_store::keys::{KeyError, Keys};
-use drover_store::testing::{etcd_endpoints, unique_prefix};
+use drover_store::testing::unique_prefix;
 use drover_store::{
     Compare, CompareOp, Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId,
     LeaseTimeToLive, Put, PutResponse, Revision, Store, StoreError, Txn, TxnOp, TxnResponse, Watch,
     WatchStream,
 };
-use drover_store_etcd::{EtcdConfig, EtcdStore};
 
 /// Generous bound on one awaited event; only catches hangs.
 const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -626,14 +625,7 @@ async fn store_failures_are_errors_not_empty(keys: Keys) {
 
 // ------------------------------------------------------------ test wiring
 
-async fn etcd() -> Option<EtcdStore> {
-    let endpoints = etcd_endpoints()?;
-    Some(
-        EtcdStore::connect(endpoints, EtcdConfig::default())
-            .await
-            .expect("connect to etcd"),
-    )
-}
+use drover_store_etcd::testing::shared_etcd as etcd;
 
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {

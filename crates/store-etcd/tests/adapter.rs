@@ -19,14 +19,7 @@ const UNKNOWN_LEASE: i64 = 0x0bad_cafe_0000_0001;
 /// only catches hangs.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
-async fn shared_store() -> Option<EtcdStore> {
-    let endpoints = etcd_endpoints()?;
-    Some(
-        EtcdStore::connect(endpoints, EtcdConfig::default())
-            .await
-            .expect("connect to the shared etcd"),
-    )
-}
+use drover_store_etcd::testing::shared_etcd as shared_store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crate_example_runs() {
