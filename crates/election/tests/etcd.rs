@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use drover_election::{Election, ElectionError, ElectorConfig, Observation, Term, TermEnd};
 use drover_store::testing::unique_prefix;
-use drover_store::{Get, Put, Store};
+use drover_store::{Compare, CompareOp, Get, Put, Store, Txn};
 use drover_store_etcd::EtcdStore;
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -542,4 +542,118 @@ async fn etcd_without_release_on_cancel_the_key_lapses_with_the_lease() {
         "a's key expired with its lease: {candidates:?}"
     );
     b.stop().await;
+}
+
+/// Set in the child process of the SIGKILL test: the election prefix the
+/// child campaigns in.
+const CHILD_PREFIX_VAR: &str = "DROVER_ELECTION_TEST_CHILD_PREFIX";
+const SIGKILL_TEST: &str = "a_sigkilled_leader_process_is_replaced_and_its_term_stays_fenced";
+
+/// The leader is a real process killed with SIGKILL (no resign, no revoke):
+/// the survivor takes over once etcd expires the lease, with a larger token,
+/// and a write guarded by the dead leader's term is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_leader_process_is_replaced_and_its_term_stays_fenced() {
+    if let Ok(prefix) = std::env::var(CHILD_PREFIX_VAR) {
+        return run_child_candidate(&prefix).await;
+    }
+    let Some(store) = etcd().await else {
+        return;
+    };
+    let prefix = unique_prefix("sigkill");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([SIGKILL_TEST, "--exact", "--nocapture"])
+        .env(CHILD_PREFIX_VAR, &prefix)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("re-run this test binary as the child candidate");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let leading = timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("CHILD LEADING ") {
+                return rest.to_owned();
+            }
+        }
+        panic!("the child exited without leading");
+    })
+    .await
+    .expect("the child leads within 20 s");
+    let mut fields = leading.split(' ');
+    let child_token: i64 = fields.next().unwrap().parse().unwrap();
+    let child_lease: i64 = fields.next().unwrap().parse().unwrap();
+    let child_key = fields.next().unwrap().to_owned();
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let survivor = spawn_candidate(store.clone(), &prefix, "survivor", config(), tx);
+    sleep(Duration::from_millis(500)).await;
+    assert!(!survivor.elector.is_leader(), "the live child still leads");
+
+    child.start_kill().unwrap(); // SIGKILL: no resign, no revoke.
+    child.wait().await.unwrap();
+    let (_, started) = next_event(&mut rx, Duration::from_secs(15), |ev| {
+        started_by(ev, "survivor")
+    })
+    .await
+    .expect("the survivor leads once etcd expires the killed leader's lease");
+    let Ev::Started { token, .. } = started else {
+        unreachable!()
+    };
+    assert!(
+        token > child_token,
+        "fencing tokens grow: {token} > {child_token}"
+    );
+
+    // What the killed leader would send if it came back: refused.
+    let fenced = Txn::new()
+        .when([
+            Compare::create_revision(child_key.as_str(), CompareOp::Equal, child_token),
+            Compare::lease(child_key.as_str(), CompareOp::Equal, child_lease),
+        ])
+        .and_then([Put::new(
+            format!("{}work", prefix.trim_end_matches('/')),
+            "from the dead leader",
+        )
+        .into()]);
+    assert!(!store.txn(fenced).await.unwrap().succeeded);
+    assert!(
+        store
+            .get(Get::key(child_key.as_str()))
+            .await
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+    survivor.stop().await;
+}
+
+/// The child's side: lead, announce the term, write fenced until killed
+/// (bounded: it gives up after 60 s if nobody kills it).
+async fn run_child_candidate(prefix: &str) {
+    let store = etcd().await.expect("the child needs the parent's etcd");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let _candidate = spawn_candidate_with(
+        store,
+        prefix,
+        "child",
+        config(),
+        tx,
+        |term: Term<EtcdStore>| async move {
+            println!(
+                "CHILD LEADING {} {} {}",
+                term.token(),
+                term.lease_id(),
+                term.key()
+            );
+            // Outside the election prefix: keys under it are candidates.
+            let key = format!("{}work", term.prefix().trim_end_matches('/'));
+            while !term.is_cancelled() {
+                let _ = term
+                    .commit_fenced([Put::new(key.as_str(), "child").into()])
+                    .await;
+                sleep(Duration::from_millis(100)).await;
+            }
+        },
+    );
+    sleep(Duration::from_secs(60)).await;
 }
