@@ -28,6 +28,7 @@ mod error;
 mod model;
 mod port;
 
+pub mod backoff;
 pub mod embedded;
 pub mod keys;
 pub mod lease;
