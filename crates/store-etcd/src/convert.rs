@@ -48,7 +48,13 @@ pub(crate) fn get_options(get: &Get) -> (Vec<u8>, etcd_client::GetOptions) {
         .with_limit(get.limit)
         .with_revision(get.revision)
         .with_sort(sort_target(get.sort_target), sort_order(get.sort_order))
-        .with_max_create_revision(get.max_create_revision);
+        .with_max_create_revision(get.max_create_revision)
+        .with_min_create_revision(get.min_create_revision)
+        .with_max_mod_revision(get.max_mod_revision)
+        .with_min_mod_revision(get.min_mod_revision);
+    if get.serializable {
+        options = options.with_serializable();
+    }
     if get.keys_only {
         options = options.with_keys_only();
     }
@@ -62,6 +68,12 @@ pub(crate) fn put_options(put: &Put) -> etcd_client::PutOptions {
     let mut options = etcd_client::PutOptions::new().with_lease(put.lease);
     if put.prev_kv {
         options = options.with_prev_key();
+    }
+    if put.ignore_value {
+        options = options.with_ignore_value();
+    }
+    if put.ignore_lease {
+        options = options.with_ignore_lease();
     }
     options
 }

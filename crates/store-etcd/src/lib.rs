@@ -413,6 +413,55 @@ impl EtcdStore {
     }
 }
 
+/// Every put of `ops` that keeps the current value or lease (so needs an
+/// existing key).
+fn keeping_puts(ops: &[TxnOp]) -> Vec<&[u8]> {
+    ops.iter()
+        .filter_map(|op| match op {
+            TxnOp::Put(p) if p.ignore_value || p.ignore_lease => Some(p.key.as_slice()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// etcd's put errors do not name the key; a single put knows it.
+fn name_key(err: StoreError, key: &str) -> StoreError {
+    match err {
+        StoreError::KeyNotFound { key: k } if k.is_empty() => {
+            StoreError::KeyNotFound { key: key.into() }
+        }
+        StoreError::ValueProvided { key: k } if k.is_empty() => {
+            StoreError::ValueProvided { key: key.into() }
+        }
+        StoreError::LeaseProvided { key: k } if k.is_empty() => {
+            StoreError::LeaseProvided { key: key.into() }
+        }
+        other => other,
+    }
+}
+
+impl EtcdStore {
+    /// Which key a txn's "key not found" is about: etcd does not say, so
+    /// name the first keeping put whose key is missing now (best effort).
+    async fn missing_txn_key(&self, txn: &Txn) -> String {
+        let candidates: Vec<&[u8]> = keeping_puts(&txn.success)
+            .into_iter()
+            .chain(keeping_puts(&txn.failure))
+            .collect();
+        for key in &candidates {
+            if let Ok(resp) = self.get(Get::key(key.to_vec()).count_only()).await
+                && resp.count == 0
+            {
+                return String::from_utf8_lossy(key).into_owned();
+            }
+        }
+        candidates
+            .first()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// The revision of the first get in `ops` that `bad` rejects.
 fn first_bad_read(ops: &[TxnOp], bad: impl Fn(Revision) -> bool) -> Option<Revision> {
     ops.iter().find_map(|op| match op {
@@ -444,9 +493,11 @@ impl Store for EtcdStore {
         let ctx = ErrorContext::new("put")
             .lease(req.lease)
             .size(put_size(&req));
+        let key = String::from_utf8_lossy(&req.key).into_owned();
         let resp = self
             .call(ctx, self.kv().put(req.key, req.value, Some(options)))
-            .await?;
+            .await
+            .map_err(|e| name_key(e, &key))?;
         Ok(convert::put_response(resp.0, 0))
     }
 
@@ -490,6 +541,11 @@ impl Store for EtcdStore {
                 return Err(StoreError::LeaseNotFound(
                     self.missing_txn_lease(&req).await,
                 ));
+            }
+            Err(StoreError::KeyNotFound { .. }) => {
+                return Err(StoreError::KeyNotFound {
+                    key: self.missing_txn_key(&req).await,
+                });
             }
             Err(err) => return Err(self.txn_read_revision_error(&req, err).await),
         };

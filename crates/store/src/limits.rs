@@ -86,32 +86,49 @@ fn op_size(op: &TxnOp) -> usize {
 fn check_op(op: &TxnOp) -> Result<()> {
     match op {
         TxnOp::Get(g) => validate_get(g),
-        TxnOp::Put(p) => check_key(&p.key),
+        TxnOp::Put(p) => check_put_fields(p),
         TxnOp::Delete(d) => check_range(&d.range),
     }
+}
+
+/// etcd's put checks, in its order: a key, and no value or lease next to
+/// the flags that keep the current ones.
+fn check_put_fields(put: &Put) -> Result<()> {
+    check_key(&put.key)?;
+    let key = || String::from_utf8_lossy(&put.key).into_owned();
+    if put.ignore_value && !put.value.is_empty() {
+        return Err(StoreError::ValueProvided { key: key() });
+    }
+    if put.ignore_lease && put.lease != 0 {
+        return Err(StoreError::LeaseProvided { key: key() });
+    }
+    Ok(())
+}
+
+fn check_not_negative(what: &str, value: i64) -> Result<()> {
+    if value < 0 {
+        return Err(StoreError::InvalidArgument(format!(
+            "{what} must not be negative, got {value}"
+        )));
+    }
+    Ok(())
 }
 
 /// Validate a range read.
 pub fn validate_get(get: &Get) -> Result<()> {
     check_range(&get.range)?;
-    if get.limit < 0 {
-        return Err(StoreError::InvalidArgument(format!(
-            "limit must not be negative, got {}",
-            get.limit
-        )));
-    }
-    if get.revision < 0 {
-        return Err(StoreError::InvalidArgument(format!(
-            "revision must not be negative, got {}",
-            get.revision
-        )));
-    }
+    check_not_negative("limit", get.limit)?;
+    check_not_negative("revision", get.revision)?;
+    check_not_negative("min_create_revision", get.min_create_revision)?;
+    check_not_negative("max_create_revision", get.max_create_revision)?;
+    check_not_negative("min_mod_revision", get.min_mod_revision)?;
+    check_not_negative("max_mod_revision", get.max_mod_revision)?;
     check_size(get_size(get))
 }
 
 /// Validate a put.
 pub fn validate_put(put: &Put) -> Result<()> {
-    check_key(&put.key)?;
+    check_put_fields(put)?;
     check_size(put_size(put))
 }
 

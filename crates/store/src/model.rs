@@ -114,10 +114,20 @@ pub struct Get {
     pub sort_order: SortOrder,
     /// Only keys whose create revision is at most this; 0 = no filter.
     pub max_create_revision: Revision,
+    /// Only keys whose create revision is at least this; 0 = no filter.
+    pub min_create_revision: Revision,
+    /// Only keys whose mod revision is at most this; 0 = no filter.
+    pub max_mod_revision: Revision,
+    /// Only keys whose mod revision is at least this; 0 = no filter.
+    pub min_mod_revision: Revision,
     /// Return keys and metadata without values.
     pub keys_only: bool,
     /// Return only the count.
     pub count_only: bool,
+    /// Allow a member-local read that may be stale (etcd's serializable
+    /// read). The embedded store is one node: its reads are always
+    /// linearizable, so the flag changes nothing there.
+    pub serializable: bool,
 }
 
 impl Get {
@@ -129,8 +139,12 @@ impl Get {
             sort_target: SortTarget::Key,
             sort_order: SortOrder::Ascend,
             max_create_revision: 0,
+            min_create_revision: 0,
+            max_mod_revision: 0,
+            min_mod_revision: 0,
             keys_only: false,
             count_only: false,
+            serializable: false,
         }
     }
     pub fn key(key: impl Into<Vec<u8>>) -> Self {
@@ -155,6 +169,38 @@ impl Get {
     pub fn with_max_create_revision(mut self, revision: Revision) -> Self {
         self.max_create_revision = revision;
         self
+    }
+    pub fn with_min_create_revision(mut self, revision: Revision) -> Self {
+        self.min_create_revision = revision;
+        self
+    }
+    pub fn with_max_mod_revision(mut self, revision: Revision) -> Self {
+        self.max_mod_revision = revision;
+        self
+    }
+    pub fn with_min_mod_revision(mut self, revision: Revision) -> Self {
+        self.min_mod_revision = revision;
+        self
+    }
+    /// A serializable (possibly stale, member-local) read.
+    pub fn serializable(mut self) -> Self {
+        self.serializable = true;
+        self
+    }
+    /// True if any of the revision filters is set.
+    pub fn has_revision_filters(&self) -> bool {
+        self.min_create_revision != 0
+            || self.max_create_revision != 0
+            || self.min_mod_revision != 0
+            || self.max_mod_revision != 0
+    }
+    /// Whether `kv` passes the revision filters (as etcd: applied after the
+    /// range read, so they do not change `count`).
+    pub fn passes_filters(&self, kv: &KeyValue) -> bool {
+        (self.max_mod_revision == 0 || kv.mod_revision <= self.max_mod_revision)
+            && (self.min_mod_revision == 0 || kv.mod_revision >= self.min_mod_revision)
+            && (self.max_create_revision == 0 || kv.create_revision <= self.max_create_revision)
+            && (self.min_create_revision == 0 || kv.create_revision >= self.min_create_revision)
     }
     pub fn keys_only(mut self) -> Self {
         self.keys_only = true;
@@ -194,6 +240,13 @@ pub struct Put {
     pub lease: LeaseId,
     /// Return the previous key-value.
     pub prev_kv: bool,
+    /// Keep the key's current value (`value` must be empty): a write that
+    /// only bumps the version or changes the lease. A missing key is
+    /// [`crate::StoreError::KeyNotFound`].
+    pub ignore_value: bool,
+    /// Keep the key's current lease (`lease` must be 0). A missing key is
+    /// [`crate::StoreError::KeyNotFound`].
+    pub ignore_lease: bool,
 }
 
 impl Put {
@@ -203,7 +256,19 @@ impl Put {
             value: value.into(),
             lease: 0,
             prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
         }
+    }
+    /// Keep the key's current value (etcd's `ignore_value`).
+    pub fn ignoring_value(mut self) -> Self {
+        self.ignore_value = true;
+        self
+    }
+    /// Keep the key's current lease (etcd's `ignore_lease`).
+    pub fn ignoring_lease(mut self) -> Self {
+        self.ignore_lease = true;
+        self
     }
     pub fn with_lease(mut self, lease: LeaseId) -> Self {
         self.lease = lease;

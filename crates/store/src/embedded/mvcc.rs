@@ -204,10 +204,11 @@ impl Mvcc {
             resp.count = live.count() as i64;
             return resp;
         }
+        // As etcd: `count` is the whole range, the filters apply after it.
         let mut kvs = Vec::new();
         for kv in live {
             resp.count += 1;
-            if get.max_create_revision == 0 || kv.create_revision <= get.max_create_revision {
+            if get.passes_filters(kv) {
                 kvs.push(kv.clone());
             }
         }
@@ -223,6 +224,11 @@ impl Mvcc {
         }
         resp.kvs = kvs;
         resp
+    }
+
+    /// The latest applied state of `key` (what a write sees).
+    pub(crate) fn current_kv(&self, key: &[u8]) -> Option<&KeyValue> {
+        self.keys.get(key).and_then(|h| live_at(h, self.current))
     }
 
     /// The state of `key` that readers see.
@@ -304,13 +310,22 @@ impl Mvcc {
                 TxnOp::Get(g) => responses.push(TxnOpResponse::Get(self.range_unchecked(g, now))),
                 TxnOp::Put(p) => {
                     let prev = self.keys.get(&p.key).and_then(|h| live_at(h, now)).cloned();
+                    // `ignore_*` puts were checked to name an existing key.
+                    let value = match (&prev, p.ignore_value) {
+                        (Some(prev), true) => prev.value.clone(),
+                        _ => p.value.clone(),
+                    };
+                    let lease = match (&prev, p.ignore_lease) {
+                        (Some(prev), true) => prev.lease,
+                        _ => p.lease,
+                    };
                     let kv = KeyValue {
                         key: p.key.clone(),
-                        value: p.value.clone(),
+                        value,
                         create_revision: prev.as_ref().map_or(rev, |kv| kv.create_revision),
                         mod_revision: rev,
                         version: prev.as_ref().map_or(1, |kv| kv.version + 1),
-                        lease: p.lease,
+                        lease,
                     };
                     let version = Version {
                         rev,

@@ -87,12 +87,18 @@ impl State {
         } else {
             &txn.failure
         };
+        // etcd's order per put: the lease exists, then (for puts keeping
+        // the value or lease) the key exists.
         for op in ops {
-            if let TxnOp::Put(p) = op
-                && p.lease != 0
-                && !self.leases.contains(p.lease)
-            {
-                return Err(StoreError::LeaseNotFound(p.lease));
+            if let TxnOp::Put(p) = op {
+                if p.lease != 0 && !self.leases.contains(p.lease) {
+                    return Err(StoreError::LeaseNotFound(p.lease));
+                }
+                if (p.ignore_value || p.ignore_lease) && self.mvcc.current_kv(&p.key).is_none() {
+                    return Err(StoreError::KeyNotFound {
+                        key: String::from_utf8_lossy(&p.key).into_owned(),
+                    });
+                }
             }
         }
         self.mvcc.check_ops(ops)?;

@@ -264,6 +264,11 @@ macro_rules! conformance_tests {
             case_get_limit_and_count_at_past_revision,
             case_get_sorted_by_value_and_version_with_limit,
             case_delete_range_prev_kvs_in_key_order,
+            case_get_revision_filters,
+            case_get_serializable,
+            case_get_negative_fields_are_invalid,
+            case_put_ignore_value_and_lease,
+            case_put_ignore_bad_requests,
             // txn
             case_txn_compare_value,
             case_txn_compare_version,
