@@ -337,7 +337,24 @@ impl EtcdStore {
                     a
                 }
             }
-            (None, None) => 0,
+            // The revision learnt afterwards moved past the bad read (others
+            // wrote meanwhile): the highest read is future if any is, the
+            // lowest compacted if any is.
+            (None, None) => {
+                let reads: Vec<Revision> = flatten(&txn.success)
+                    .into_iter()
+                    .chain(flatten(&txn.failure))
+                    .filter_map(|op| match op {
+                        TxnOp::Get(g) if g.revision > 0 => Some(g.revision),
+                        _ => None,
+                    })
+                    .collect();
+                match &err {
+                    StoreError::FutureRevision { .. } => reads.iter().copied().max(),
+                    _ => reads.iter().copied().min(),
+                }
+                .unwrap_or_default()
+            }
         };
         match err {
             StoreError::FutureRevision { current, .. } => {
@@ -373,7 +390,8 @@ impl EtcdStore {
     /// the first unknown lease of that branch.
     async fn missing_txn_lease(&self, txn: &Txn) -> LeaseId {
         let leases_of = |ops: &[TxnOp]| -> Vec<LeaseId> {
-            ops.iter()
+            flatten(ops)
+                .into_iter()
                 .filter_map(|op| match op {
                     TxnOp::Put(p) if p.lease != 0 => Some(p.lease),
                     _ => None,
@@ -413,10 +431,25 @@ impl EtcdStore {
     }
 }
 
+/// The ops of a branch and of every branch of its nested txns, depth first
+/// (which of them run is etcd's business; error attribution looks at all).
+fn flatten(ops: &[TxnOp]) -> Vec<&TxnOp> {
+    let mut all = Vec::with_capacity(ops.len());
+    for op in ops {
+        all.push(op);
+        if let TxnOp::Txn(t) = op {
+            all.extend(flatten(&t.success));
+            all.extend(flatten(&t.failure));
+        }
+    }
+    all
+}
+
 /// Every put of `ops` that keeps the current value or lease (so needs an
 /// existing key).
 fn keeping_puts(ops: &[TxnOp]) -> Vec<&[u8]> {
-    ops.iter()
+    flatten(ops)
+        .into_iter()
         .filter_map(|op| match op {
             TxnOp::Put(p) if p.ignore_value || p.ignore_lease => Some(p.key.as_slice()),
             _ => None,
@@ -464,7 +497,7 @@ impl EtcdStore {
 
 /// The revision of the first get in `ops` that `bad` rejects.
 fn first_bad_read(ops: &[TxnOp], bad: impl Fn(Revision) -> bool) -> Option<Revision> {
-    ops.iter().find_map(|op| match op {
+    flatten(ops).into_iter().find_map(|op| match op {
         TxnOp::Get(g) if bad(g.revision) => Some(g.revision),
         _ => None,
     })
@@ -515,23 +548,15 @@ impl Store for EtcdStore {
 
     async fn txn(&self, req: Txn) -> Result<TxnResponse> {
         limits::validate_txn(&req)?;
-        let txn = etcd_client::Txn::new()
-            .when(
-                req.compares
-                    .iter()
-                    .map(convert::compare)
-                    .collect::<Vec<_>>(),
-            )
-            .and_then(req.success.iter().map(convert::txn_op).collect::<Vec<_>>())
-            .or_else(req.failure.iter().map(convert::txn_op).collect::<Vec<_>>());
-        let size = req
-            .success
-            .iter()
-            .chain(&req.failure)
+        let txn = convert::txn(&req);
+        let size = flatten(&req.success)
+            .into_iter()
+            .chain(flatten(&req.failure))
             .map(|op| match op {
                 TxnOp::Put(p) => put_size(p),
                 TxnOp::Get(g) => g.range.start().len(),
                 TxnOp::Delete(d) => d.range.start().len(),
+                TxnOp::Txn(_) => 0,
             })
             .sum();
         let ctx = ErrorContext::new("txn").size(size);
@@ -550,17 +575,7 @@ impl Store for EtcdStore {
             Err(err) => return Err(self.txn_read_revision_error(&req, err).await),
         };
         let revision = convert::header_revision(resp.header.as_ref());
-        let responses = resp
-            .responses
-            .into_iter()
-            .filter_map(|op| op.response)
-            .filter_map(|op| convert::txn_op_response(op, revision))
-            .collect();
-        Ok(TxnResponse {
-            revision,
-            succeeded: resp.succeeded,
-            responses,
-        })
+        Ok(convert::txn_response(resp, revision))
     }
 
     async fn watch(&self, req: Watch) -> Result<WatchStream> {

@@ -345,9 +345,15 @@ pub enum CompareOp {
 
 /// One txn guard, evaluated as etcd does: a missing key has version,
 /// create_revision, mod_revision and lease 0, and fails every value compare.
+///
+/// With a `range_end` the compare covers `[key, range_end)` (`[0]` = every
+/// key from `key` on) and holds only if it holds for every key in the range;
+/// an empty range compares like one missing key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
     pub key: Vec<u8>,
+    /// End of the compared range; empty = only `key`.
+    pub range_end: Vec<u8>,
     pub op: CompareOp,
     pub target: CompareTarget,
 }
@@ -356,9 +362,20 @@ impl Compare {
     pub fn new(key: impl Into<Vec<u8>>, op: CompareOp, target: CompareTarget) -> Self {
         Compare {
             key: key.into(),
+            range_end: Vec::new(),
             op,
             target,
         }
+    }
+    /// Compare every key in `[key, end)` (`[0]`: every key from `key` on).
+    pub fn with_range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
+        self.range_end = end.into();
+        self
+    }
+    /// Compare every key starting with `key`.
+    pub fn over_prefix(mut self) -> Self {
+        self.range_end = prefix_end(&self.key);
+        self
     }
     pub fn value(key: impl Into<Vec<u8>>, op: CompareOp, value: impl Into<Vec<u8>>) -> Self {
         Compare::new(key, op, CompareTarget::Value(value.into()))
@@ -387,6 +404,17 @@ pub enum TxnOp {
     Get(Get),
     Put(Put),
     Delete(Delete),
+    /// A nested txn (etcd 3.3+). Its compares are evaluated, like every
+    /// compare of the request, against the store before the outer txn's
+    /// writes; its chosen branch runs in order with the outer ops, in the
+    /// same revision.
+    Txn(Txn),
+}
+
+impl From<Txn> for TxnOp {
+    fn from(t: Txn) -> Self {
+        TxnOp::Txn(t)
+    }
 }
 
 impl From<Get> for TxnOp {
@@ -438,6 +466,8 @@ pub enum TxnOpResponse {
     Get(GetResponse),
     Put(PutResponse),
     Delete(DeleteResponse),
+    /// A nested txn's result; its `revision` is the outer txn's.
+    Txn(TxnResponse),
 }
 
 /// Result of a [`Txn`].

@@ -285,6 +285,9 @@ macro_rules! conformance_tests {
             case_txn_too_many_ops,
             case_txn_cas_contention,
             case_txn_get_after_put_and_delete,
+            case_txn_compare_range,
+            case_txn_nested,
+            case_txn_nested_bad_requests,
             // leases
             case_lease_grant_and_time_to_live,
             case_lease_ttl_too_large,
