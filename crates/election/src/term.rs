@@ -3,8 +3,8 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
+use drover_store::backoff::Backoff;
 use drover_store::{
     Compare, CompareOp, Delete, LeaseId, Put, Revision, Store, StoreError, Txn, TxnOp, TxnResponse,
     Watch,
@@ -400,14 +400,11 @@ pub(crate) async fn validity_passed(mut validity: watch::Receiver<Instant>) {
     }
 }
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
 /// Resolves once `key` no longer exists with create revision `token`.
 /// Retries store failures; the caller bounds it by the lease's validity.
 pub(crate) async fn key_gone<S: Store>(store: &S, key: &str, token: Revision, from: Revision) {
     let mut from = from;
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(crate::election::STORE_RETRY);
     loop {
         match watch_until_gone(store, key, token, from + 1).await {
             Ok(()) => return,
@@ -428,13 +425,11 @@ pub(crate) async fn key_gone<S: Store>(store: &S, key: &str, token: Revision, fr
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "candidate key check failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff.wait().await;
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff.wait().await;
     }
 }
 
