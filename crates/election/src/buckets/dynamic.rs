@@ -23,7 +23,8 @@ use crate::election::Election;
 use crate::elector::TermSummary;
 use crate::leading::{grant_lease, lead_term, let_go};
 use crate::metrics::{ElectionMetrics, NoMetrics};
-use crate::term::{LeaseView, Term, TermEnd};
+use crate::term::{Term, TermEnd};
+use drover_store::lease::LeaseView;
 use crate::{ElectionError, Result};
 
 type BucketWork<S> = Arc<dyn Fn(Bucket, Term<S>) -> BoxFuture<'static, ()> + Send + Sync>;
