@@ -168,7 +168,9 @@ pub async fn key_gone<S: Store>(store: &S, fence: &Fence, confirmed: Revision) {
     loop {
         match watch_until_gone(store, fence, from + 1).await {
             Ok(()) => return,
-            Err(e) => tracing::debug!(error = %e, key = %fence.key, "ownership watch interrupted; re-checking"),
+            Err(e) => {
+                tracing::debug!(error = %e, key = %fence.key, "ownership watch interrupted; re-checking")
+            }
         }
         // Re-check the key, then watch again from the revision of the check.
         loop {
@@ -260,7 +262,10 @@ mod tests {
         assert!(!released.succeeded);
         let got = store.get(Get::key("/l/k")).await.unwrap();
         assert_eq!(got.kvs[0].value, b"successor");
-        assert!(matches!(released.responses.first(), None | Some(TxnOpResponse::Get(_))));
+        assert!(matches!(
+            released.responses.first(),
+            None | Some(TxnOpResponse::Get(_))
+        ));
     }
 
     #[tokio::test(start_paused = true)]

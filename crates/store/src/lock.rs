@@ -56,8 +56,8 @@ use crate::fence::{Fence, OwnershipLoss, watch_ownership};
 use crate::keys::Keys;
 use crate::lease::{Lease, LeaseView};
 use crate::{
-    Compare, CompareOp, EventKind, Get, Put, Result, Revision, Store, StoreError, Txn,
-    TxnOp, TxnOpResponse, TxnResponse, Watch,
+    Compare, CompareOp, EventKind, Get, Put, Result, Revision, Store, StoreError, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, Watch,
 };
 
 /// How [`Lock::acquire`] retries store failures while waiting.
@@ -174,9 +174,12 @@ impl<S: Store> Lock<S> {
         let view = LeaseView::of(lease);
         Ok(
             match Self::attempt(&store, &key, &view, holder.into()).await? {
-                Attempt::Won { token, revision } => {
-                    Some(Self::start(store, Fence::new(key, token, view.id()), view, revision))
-                }
+                Attempt::Won { token, revision } => Some(Self::start(
+                    store,
+                    Fence::new(key, token, view.id()),
+                    view,
+                    revision,
+                )),
                 Attempt::Held { .. } => None,
             },
         )
@@ -244,12 +247,7 @@ impl<S: Store> Lock<S> {
     }
 
     /// One atomic attempt: create the key if absent, else read it.
-    async fn attempt(
-        store: &S,
-        key: &str,
-        lease: &LeaseView,
-        holder: Vec<u8>,
-    ) -> Result<Attempt> {
+    async fn attempt(store: &S, key: &str, lease: &LeaseView, holder: Vec<u8>) -> Result<Attempt> {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([Put::new(key, holder).with_lease(lease.id()).into()])

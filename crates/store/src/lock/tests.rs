@@ -14,11 +14,16 @@ use crate::lease::LeaseConfig;
 #[tokio::test(start_paused = true)]
 async fn bad_ids_are_refused_and_nothing_is_written() {
     let store = EmbeddedStore::in_memory();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(5)).await.unwrap();
+    let lease = Lease::grant(store.clone(), LeaseConfig::new(5))
+        .await
+        .unwrap();
     let err = Lock::try_acquire(store.clone(), &Keys::default(), "rc", "a/b", &lease, "x")
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::InvalidArgument(ref m) if m.contains("lock id")), "{err}");
+    assert!(
+        matches!(err, StoreError::InvalidArgument(ref m) if m.contains("lock id")),
+        "{err}"
+    );
     assert_eq!(store.get(Get::prefix("/")).await.unwrap().count, 0);
 }
 
@@ -26,7 +31,9 @@ async fn bad_ids_are_refused_and_nothing_is_written() {
 async fn the_same_lease_gets_its_lock_back_with_its_token() {
     let store = EmbeddedStore::in_memory();
     let keys = Keys::default();
-    let lease = Lease::grant(store.clone(), LeaseConfig::new(5)).await.unwrap();
+    let lease = Lease::grant(store.clone(), LeaseConfig::new(5))
+        .await
+        .unwrap();
     let first = Lock::try_acquire(store.clone(), &keys, "rc", "web", &lease, "x")
         .await
         .unwrap()
@@ -43,12 +50,16 @@ async fn the_same_lease_gets_its_lock_back_with_its_token() {
 async fn a_waiter_fails_when_its_own_lease_is_lost() {
     let store = EmbeddedStore::in_memory();
     let keys = Keys::default();
-    let holder = Lease::grant(store.clone(), LeaseConfig::new(30)).await.unwrap();
+    let holder = Lease::grant(store.clone(), LeaseConfig::new(30))
+        .await
+        .unwrap();
     let _held = Lock::try_acquire(store.clone(), &keys, "rc", "web", &holder, "a")
         .await
         .unwrap()
         .unwrap();
-    let waiter = Lease::grant(store.clone(), LeaseConfig::new(2)).await.unwrap();
+    let waiter = Lease::grant(store.clone(), LeaseConfig::new(2))
+        .await
+        .unwrap();
     let id = waiter.id();
     let acquiring = Lock::acquire(store.clone(), &keys, "rc", "web", &waiter, "b");
     let _ = waiter.orphan();
@@ -56,7 +67,10 @@ async fn a_waiter_fails_when_its_own_lease_is_lost() {
         .await
         .expect("the waiter gives up once its lease lapsed")
         .unwrap_err();
-    assert!(matches!(err, StoreError::LeaseNotFound(l) if l == id), "{err}");
+    assert!(
+        matches!(err, StoreError::LeaseNotFound(l) if l == id),
+        "{err}"
+    );
 }
 
 /// One fenced write that the store accepted.
@@ -83,8 +97,14 @@ async fn two_lockers_never_both_hold() {
         holds_total += holds;
         refused_total += refused;
     }
-    assert!(holds_total > 32 * 2, "the lock changed hands: {holds_total}");
-    assert!(refused_total > 0, "some paused holders woke up and were refused");
+    assert!(
+        holds_total > 32 * 2,
+        "the lock changed hands: {holds_total}"
+    );
+    assert!(
+        refused_total > 0,
+        "some paused holders woke up and were refused"
+    );
 }
 
 async fn lock_run(seed: u64) -> (usize, usize) {
@@ -96,12 +116,18 @@ async fn lock_run(seed: u64) -> (usize, usize) {
     let lockers = rng.gen_range(2..=3);
     let mut tasks = Vec::new();
     for who in 0..lockers {
-        let (store, keys, history, refused) =
-            (store.clone(), keys.clone(), history.clone(), refused.clone());
+        let (store, keys, history, refused) = (
+            store.clone(),
+            keys.clone(),
+            history.clone(),
+            refused.clone(),
+        );
         let mut rng = StdRng::seed_from_u64(seed * 31 + who as u64);
         tasks.push(tokio::spawn(async move {
             for _round in 0..4 {
-                let lease = Lease::grant(store.clone(), LeaseConfig::new(2)).await.unwrap();
+                let lease = Lease::grant(store.clone(), LeaseConfig::new(2))
+                    .await
+                    .unwrap();
                 let lock = Lock::acquire(store.clone(), &keys, "rc", "shared", &lease, "x")
                     .await
                     .unwrap();
@@ -130,7 +156,9 @@ async fn lock_run(seed: u64) -> (usize, usize) {
                     let _ = lease.orphan();
                     tokio::time::sleep(Duration::from_millis(rng.gen_range(2500..6000))).await;
                     assert!(lock.scope().is_cancelled());
-                    let txn = lock.fence().txn([Put::new(format!("/data/{who}"), "late").into()]);
+                    let txn = lock
+                        .fence()
+                        .txn([Put::new(format!("/data/{who}"), "late").into()]);
                     let r = store.txn(txn).await.unwrap();
                     if r.succeeded {
                         history.lock().push(Write {

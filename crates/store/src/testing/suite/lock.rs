@@ -36,10 +36,17 @@ pub async fn case_lock_held_by_another_is_refused_then_awaited<S: Store>(
     );
     let waiter = tokio::spawn({
         let (store, keys) = (store.clone(), keys.clone());
-        async move { Lock::acquire(store, &keys, "rc", "web", &b, "b").await.map(|l| (l, b)) }
+        async move {
+            Lock::acquire(store, &keys, "rc", "web", &b, "b")
+                .await
+                .map(|l| (l, b))
+        }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiter.is_finished(), "the waiter waits while a holds the lock");
+    assert!(
+        !waiter.is_finished(),
+        "the waiter waits while a holds the lock"
+    );
     assert!(held.is_valid());
     held.release().await?;
     assert_eq!(held.end_reason(), Some(LockEnd::Released));
@@ -68,15 +75,22 @@ pub async fn case_lock_scope_fires_when_the_key_is_deleted<S: Store>(
         .await?
         .expect("free");
     let data = key(prefix, "data");
-    lock.commit_fenced([Put::new(data.as_str(), "1").into()]).await?;
+    lock.commit_fenced([Put::new(data.as_str(), "1").into()])
+        .await?;
     let stale = lock.fence().txn([Put::new(data.as_str(), "stale").into()]);
     store.delete(Delete::key(lock.key())).await?;
     tokio::time::timeout(WAIT, lock.scope().cancelled())
         .await
         .expect("the scope fires after the key's deletion");
     assert_eq!(lock.end_reason(), Some(LockEnd::KeyDeleted));
-    assert!(!store.txn(stale).await?.succeeded, "the store refuses the fenced txn");
-    match lock.commit_fenced([Put::new(data.as_str(), "2").into()]).await {
+    assert!(
+        !store.txn(stale).await?.succeeded,
+        "the store refuses the fenced txn"
+    );
+    match lock
+        .commit_fenced([Put::new(data.as_str(), "2").into()])
+        .await
+    {
         Err(StoreError::LockLost { token, reason, .. }) => {
             assert_eq!(token, lock.token());
             assert_eq!(reason, LockEnd::KeyDeleted);
@@ -116,7 +130,11 @@ pub async fn case_lock_scope_fires_before_the_lease_lapses<S: Store>(
     // already gone; either way the holder stops writing. Once the store
     // expired the lease, the fenced txn fails.
     eventually("the store expires the orphaned lease", || async {
-        get_one(store, lock.key()).await.ok()?.is_none().then_some(())
+        get_one(store, lock.key())
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
     })
     .await;
     assert!(!store.txn(stale).await?.succeeded);
