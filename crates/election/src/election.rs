@@ -6,7 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use drover_store::backoff::{Backoff, BackoffPolicy};
-use drover_store::lease::Lease;
+use drover_store::fence::Fence;
+use drover_store::lease::{Lease, LeaseView};
 use drover_store::{
     Compare, CompareOp, Delete, EventKind, Get, KeyValue, LeaseId, Put, Revision, SortOrder,
     SortTarget, Store, StoreError, Txn, TxnOpResponse, Watch,
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::observe::Observer;
-use crate::term::{LeaseView, Term};
+use crate::term::Term;
 use crate::{ElectionError, Result};
 
 /// The current leader of an election (or a candidate): its key, lease,
@@ -175,13 +176,13 @@ impl<S: Store> Election<S> {
         value: Vec<u8>,
         cancel: &CancellationToken,
     ) -> Result<Term<S>> {
-        let key = self.candidate_key(view.id);
+        let key = self.candidate_key(view.id());
         let span = tracing::debug_span!("campaign", prefix = %self.prefix, key = %key);
         async {
             if !view.is_valid() {
-                return Err(ElectionError::LeaseLost { lease: view.id });
+                return Err(ElectionError::LeaseLost { lease: view.id() });
             }
-            let token = self.create_candidate(&key, &value, view.id).await?;
+            let token = self.create_candidate(&key, &value, view.id()).await?;
             let mut withdraw = WithdrawOnDrop {
                 store: Some(self.store.clone()),
                 key: key.clone(),
@@ -283,10 +284,7 @@ impl<S: Store> Election<S> {
             }
             // One atomic read: is my key still mine, and who is just ahead?
             let probe = Txn::new()
-                .when([
-                    Compare::create_revision(key, CompareOp::Equal, token),
-                    Compare::lease(key, CompareOp::Equal, lease.id),
-                ])
+                .fenced(&Fence::new(key, token, lease.id()))
                 .and_then([Get::prefix(self.prefix.as_str())
                     .sorted(SortTarget::CreateRevision, SortOrder::Descend)
                     .with_max_create_revision(token - 1)
@@ -296,7 +294,7 @@ impl<S: Store> Election<S> {
             let response = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(ElectionError::Cancelled),
-                _ = lease.lost.cancelled() => return Err(ElectionError::LeaseLost { lease: lease.id }),
+                _ = lease.lost().cancelled() => return Err(ElectionError::LeaseLost { lease: lease.id() }),
                 r = self.store.txn(probe) => r,
             };
             let response = match response {
@@ -309,8 +307,8 @@ impl<S: Store> Election<S> {
                 Err(e) => return Err(e.into()),
             };
             if !response.succeeded {
-                return Err(if lease.lost.is_cancelled() {
-                    ElectionError::LeaseLost { lease: lease.id }
+                return Err(if lease.lost().is_cancelled() {
+                    ElectionError::LeaseLost { lease: lease.id() }
                 } else {
                     ElectionError::CandidacyLost {
                         key: key.to_owned(),
@@ -323,7 +321,7 @@ impl<S: Store> Election<S> {
             };
             let Some(predecessor) = predecessor else {
                 if !lease.is_valid() {
-                    return Err(ElectionError::LeaseLost { lease: lease.id });
+                    return Err(ElectionError::LeaseLost { lease: lease.id() });
                 }
                 return Ok(response.revision);
             };
@@ -331,9 +329,9 @@ impl<S: Store> Election<S> {
             let outcome = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(ElectionError::Cancelled),
-                _ = lease.lost.cancelled() => return Err(ElectionError::LeaseLost { lease: lease.id }),
-                _ = crate::term::validity_passed(lease.validity.clone()) => {
-                    return Err(ElectionError::LeaseLost { lease: lease.id })
+                _ = lease.lost().cancelled() => return Err(ElectionError::LeaseLost { lease: lease.id() }),
+                _ = lease.validity_passed() => {
+                    return Err(ElectionError::LeaseLost { lease: lease.id() })
                 }
                 o = self.wait_for_change(predecessor, key, response.revision + 1) => o,
             };
@@ -362,7 +360,7 @@ impl<S: Store> Election<S> {
     ) -> Result<()> {
         tokio::select! {
             _ = cancel.cancelled() => Err(ElectionError::Cancelled),
-            _ = lease.lost.cancelled() => Err(ElectionError::LeaseLost { lease: lease.id }),
+            _ = lease.lost().cancelled() => Err(ElectionError::LeaseLost { lease: lease.id() }),
             _ = tokio::time::sleep(delay) => Ok(()),
         }
     }

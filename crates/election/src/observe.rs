@@ -1,17 +1,19 @@
 //! [`Observer`]: a trustworthy stream of an election's leadership.
 //!
-//! It lists the prefix at one revision and watches it from the next, so it
-//! sees every change exactly once and in order. After a gap (compaction, a
-//! broken stream) it lists again and reports the state it finds: it never
-//! reports a leader it did not read, and it reports [`Observation::NoLeader`]
-//! when the election is empty.
+//! It follows the prefix with [`drover_store::reflector`]: a listing at one
+//! revision, then a watch from the next, so it sees every change exactly once
+//! and in order; a broken stream resumes from the last revision seen, and
+//! after a compaction it lists again and reports the state it finds. It
+//! never reports a leader it did not read, and it reports
+//! [`Observation::NoLeader`] when the election is empty.
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use drover_store::{EventKind, Get, KeyValue, Revision, Store, StoreError, Watch, WatchStream};
+use drover_store::reflector::{Codec, Reflector, ReflectorError, ReflectorEvent};
+use drover_store::{KeyValue, Revision, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -77,8 +79,23 @@ impl futures::Stream for Observer {
     }
 }
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Election candidates for a [`Reflector`]: every key under the prefix is a
+/// candidate, kept whole (its create revision orders it).
+struct CandidateCodec;
+
+impl Codec for CandidateCodec {
+    type Id = Vec<u8>;
+    type Value = KeyValue;
+    type Error = Infallible;
+
+    fn id(&self, key: &[u8]) -> std::result::Result<Vec<u8>, Infallible> {
+        Ok(key.to_vec())
+    }
+
+    fn decode(&self, kv: &KeyValue) -> std::result::Result<(Vec<u8>, KeyValue), Infallible> {
+        Ok((kv.key.clone(), kv.clone()))
+    }
+}
 
 /// The candidates of one election, ordered by create revision.
 #[derive(Default)]
@@ -88,7 +105,7 @@ struct Candidates {
 }
 
 impl Candidates {
-    fn from_list(kvs: Vec<KeyValue>) -> Self {
+    fn from_list(kvs: impl IntoIterator<Item = KeyValue>) -> Self {
         let mut c = Candidates::default();
         for kv in kvs {
             c.put(kv);
@@ -118,104 +135,50 @@ impl Candidates {
     }
 }
 
-enum Gap {
-    /// The receiver is gone: stop.
-    Closed,
-    /// The watch stream ended: re-list after a pause.
-    StreamEnded,
-    /// The store failed: re-list after a pause if retryable.
-    Retry(StoreError),
-}
-
+/// Follows the election through a reflector (list, then watch; re-list after
+/// a compaction) and sends the state after each complete revision, never a
+/// state in the middle of one (a txn or a lease expiry changes several keys
+/// at once), and only when it changed.
 async fn observe<S: Store>(store: S, prefix: String, tx: mpsc::Sender<Result<Observation>>) {
+    let mut reflector = Reflector::prefix(store, prefix.as_str(), CandidateCodec);
+    let mut candidates = Candidates::default();
     let mut last: Option<Observation> = None;
-    let mut backoff = FIRST_BACKOFF;
     loop {
-        match observe_once(&store, &prefix, &tx, &mut last, &mut backoff).await {
-            Gap::Closed => return,
-            Gap::Retry(StoreError::Compacted { .. }) => {
-                tracing::debug!("watch compacted; listing again");
+        let event = tokio::select! {
+            _ = tx.closed() => return,
+            event = reflector.next() => event,
+        };
+        match event {
+            Ok(ReflectorEvent::Initial { objects, .. })
+            | Ok(ReflectorEvent::Restarted { objects, .. }) => {
+                candidates = Candidates::from_list(objects.into_values());
+            }
+            Ok(ReflectorEvent::Applied { object, .. }) => candidates.put(object),
+            Ok(ReflectorEvent::Deleted { id, .. }) => candidates.delete(&id),
+            Err(ReflectorError::Corrupt { source, .. }) => match source {},
+            Err(ReflectorError::Store { source, .. }) if source.is_retryable() => {
+                // The reflector retried already; it resumes from the last
+                // revision delivered on the next call.
+                tracing::debug!(error = %source, "observe interrupted; resuming");
                 continue;
             }
-            Gap::StreamEnded => tracing::debug!("watch ended; listing again"),
-            Gap::Retry(e) if e.is_retryable() => {
-                tracing::debug!(error = %e, "observe interrupted; listing again");
-            }
-            Gap::Retry(e) => {
+            Err(ReflectorError::Store { source, .. }) => {
                 // Not retryable (store shut down, invalid prefix): hand it to
                 // the consumer and stop.
-                let _ = tx.send(Err(ElectionError::Store(e))).await;
+                let _ = tx.send(Err(ElectionError::Store(source))).await;
                 return;
             }
         }
-        tokio::select! {
-            _ = tx.closed() => return,
-            _ = tokio::time::sleep(backoff) => {}
+        if !reflector.revision_complete() {
+            continue;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-async fn emit(
-    tx: &mpsc::Sender<Result<Observation>>,
-    last: &mut Option<Observation>,
-    now: Observation,
-) -> std::result::Result<(), Gap> {
-    if last.as_ref() == Some(&now) {
-        return Ok(());
-    }
-    *last = Some(now.clone());
-    tx.send(Ok(now)).await.map_err(|_| Gap::Closed)
-}
-
-async fn observe_once<S: Store>(
-    store: &S,
-    prefix: &str,
-    tx: &mpsc::Sender<Result<Observation>>,
-    last: &mut Option<Observation>,
-    backoff: &mut Duration,
-) -> Gap {
-    let listed = match store.get(Get::prefix(prefix)).await {
-        Ok(listed) => listed,
-        Err(e) => return Gap::Retry(e),
-    };
-    let mut candidates = Candidates::from_list(listed.kvs);
-    if let Err(gap) = emit(tx, last, candidates.state(prefix)).await {
-        return gap;
-    }
-    let mut stream: WatchStream = match store
-        .watch(Watch::prefix(prefix).from_revision(listed.revision + 1))
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return Gap::Retry(e),
-    };
-    *backoff = FIRST_BACKOFF;
-    loop {
-        let batch = tokio::select! {
-            _ = tx.closed() => return Gap::Closed,
-            b = stream.next_batch() => b,
-        };
-        let batch = match batch {
-            Some(Ok(batch)) => batch,
-            Some(Err(e)) => return Gap::Retry(e),
-            None => return Gap::StreamEnded,
-        };
-        // Report the state after each revision, never a state in the middle
-        // of one (a txn or a lease expiry changes several keys at once).
-        let mut events = batch.events.into_iter().peekable();
-        while let Some(event) = events.next() {
-            let revision = event.kv.mod_revision;
-            match event.kind {
-                EventKind::Put => candidates.put(event.kv),
-                EventKind::Delete => candidates.delete(&event.kv.key),
-            }
-            let revision_done = events
-                .peek()
-                .is_none_or(|next| next.kv.mod_revision != revision);
-            if revision_done && let Err(gap) = emit(tx, last, candidates.state(prefix)).await {
-                return gap;
-            }
+        let now = candidates.state(&prefix);
+        if last.as_ref() == Some(&now) {
+            continue;
+        }
+        last = Some(now.clone());
+        if tx.send(Ok(now)).await.is_err() {
+            return;
         }
     }
 }

@@ -4,13 +4,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use drover_store::backoff::Backoff;
-use drover_store::{
-    Compare, CompareOp, Delete, LeaseId, Put, Revision, Store, StoreError, Txn, TxnOp, TxnResponse,
-    Watch,
-};
+use drover_store::fence::{Fence, OwnershipLoss, watch_ownership};
+use drover_store::lease::LeaseView;
+use drover_store::{Compare, LeaseId, Put, Revision, Store, Txn, TxnOp, TxnResponse};
 use parking_lot::Mutex;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -65,33 +62,6 @@ impl fmt::Display for TermEnd {
     }
 }
 
-/// What a [`Term`] needs from a lease: its id, its validity and its loss
-/// signal (so a term works with a lease on any store wrapper).
-#[derive(Clone, Debug)]
-pub(crate) struct LeaseView {
-    pub(crate) id: LeaseId,
-    pub(crate) validity: watch::Receiver<Instant>,
-    pub(crate) lost: CancellationToken,
-}
-
-impl LeaseView {
-    pub(crate) fn of<L: Store>(lease: &drover_store::lease::Lease<L>) -> Self {
-        LeaseView {
-            id: lease.id(),
-            validity: lease.subscribe_validity(),
-            lost: lease.lost_token(),
-        }
-    }
-
-    pub(crate) fn valid_until(&self) -> Instant {
-        *self.validity.borrow()
-    }
-
-    pub(crate) fn is_valid(&self) -> bool {
-        !self.lost.is_cancelled() && Instant::now() < self.valid_until()
-    }
-}
-
 /// One term of leadership.
 ///
 /// A term is a cheap, cloneable handle. It carries
@@ -114,8 +84,7 @@ pub struct Term<S: Store> {
 struct TermInner<S: Store> {
     store: S,
     prefix: String,
-    key: String,
-    token: Revision,
+    fence: Fence,
     lease: LeaseView,
     value: Mutex<Vec<u8>>,
     started_at: Instant,
@@ -127,9 +96,9 @@ struct TermInner<S: Store> {
 impl<S: Store> fmt::Debug for Term<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Term")
-            .field("key", &self.inner.key)
-            .field("token", &self.inner.token)
-            .field("lease", &format_args!("{:x}", self.inner.lease.id))
+            .field("key", &self.inner.fence.key())
+            .field("token", &self.inner.fence.token())
+            .field("lease", &format_args!("{:x}", self.inner.lease.id()))
             .field("valid_until", &self.valid_until())
             .field("ended", &self.end_reason())
             .finish()
@@ -168,11 +137,11 @@ impl<S: Store> Term<S> {
     ) -> Self {
         let scope = CancellationToken::new();
         let end = Arc::new(Mutex::new(None));
+        let fence = Fence::new(key.clone(), token, lease.id());
         let inner = Arc::new(TermInner {
             store: store.clone(),
             prefix,
-            key: key.clone(),
-            token,
+            fence: fence.clone(),
             lease: lease.clone(),
             value: Mutex::new(value),
             started_at: Instant::now(),
@@ -182,7 +151,7 @@ impl<S: Store> Term<S> {
         });
         let span = tracing::debug_span!("term_monitor", key = %key, token);
         let monitor = tokio::spawn(
-            monitor(store, key, token, confirmed_revision, lease, scope, end).instrument(span),
+            monitor(store, fence, confirmed_revision, lease, scope, end).instrument(span),
         );
         *inner.monitor.lock() = Some(monitor);
         Term { inner }
@@ -192,12 +161,18 @@ impl<S: Store> Term<S> {
     /// external systems, which must reject writes carrying a smaller token
     /// than one they have already seen.
     pub fn token(&self) -> Revision {
-        self.inner.token
+        self.inner.fence.token()
+    }
+
+    /// The term's ownership of its candidate key, for [`Txn::fenced`] on
+    /// any txn (the same [`Fence`] locks use).
+    pub fn fence(&self) -> &Fence {
+        &self.inner.fence
     }
 
     /// The candidate key (`<prefix><lease id in hex>`).
     pub fn key(&self) -> &str {
-        &self.inner.key
+        self.inner.fence.key()
     }
 
     /// The election prefix.
@@ -207,7 +182,7 @@ impl<S: Store> Term<S> {
 
     /// The lease the candidate key is bound to.
     pub fn lease_id(&self) -> LeaseId {
-        self.inner.lease.id
+        self.inner.lease.id()
     }
 
     /// The store this term writes to.
@@ -262,31 +237,24 @@ impl<S: Store> Term<S> {
     pub fn info(&self) -> LeaderInfo {
         LeaderInfo::new(
             &self.inner.prefix,
-            self.inner.key.clone(),
-            self.inner.lease.id,
+            self.inner.fence.key().to_owned(),
+            self.inner.lease.id(),
             self.inner.value.lock().clone(),
-            self.inner.token,
+            self.inner.fence.token(),
         )
     }
 
     /// The compares that hold only while this term's candidate key exists
-    /// with this term's create revision and lease. Add them to any txn whose
-    /// writes must only happen "as leader".
+    /// with this term's create revision and lease ([`Fence::compares`]). Add
+    /// them to any txn whose writes must only happen "as leader".
     pub fn guard(&self) -> Vec<Compare> {
-        vec![
-            Compare::create_revision(self.inner.key.clone(), CompareOp::Equal, self.inner.token),
-            Compare::lease(
-                self.inner.key.clone(),
-                CompareOp::Equal,
-                self.inner.lease.id,
-            ),
-        ]
+        self.inner.fence.compares()
     }
 
     /// A txn that runs `ops` only while this term leads (the store decides,
     /// atomically). Extend it with more compares or an else-branch if needed.
     pub fn fenced_txn(&self, ops: impl IntoIterator<Item = TxnOp>) -> Txn {
-        Txn::new().when(self.guard()).and_then(ops)
+        self.inner.fence.txn(ops)
     }
 
     /// Runs `ops` as leader: refused locally once the term has ended
@@ -307,7 +275,7 @@ impl<S: Store> Term<S> {
     pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
         let value = value.into();
         self.check_live()?;
-        let put = Put::new(self.inner.key.clone(), value.clone()).with_lease(self.inner.lease.id);
+        let put = Put::new(self.key(), value.clone()).with_lease(self.inner.lease.id());
         let response = self.inner.store.txn(self.fenced_txn([put.into()])).await?;
         if !response.succeeded {
             self.end(TermEnd::KeyDeleted);
@@ -322,28 +290,21 @@ impl<S: Store> Term<S> {
     /// it after the term ended for another reason still removes the key.
     pub async fn resign(&self) -> Result<()> {
         self.end(TermEnd::Resigned);
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.inner.key.clone(),
-                CompareOp::Equal,
-                self.inner.token,
-            )])
-            .and_then([Delete::key(self.inner.key.clone()).into()]);
-        self.inner.store.txn(txn).await?;
+        self.inner.store.txn(self.inner.fence.release_txn()).await?;
         Ok(())
     }
 
     fn check_live(&self) -> Result<()> {
         if let Some(reason) = self.end_reason() {
             return Err(ElectionError::TermEnded {
-                token: self.inner.token,
+                token: self.token(),
                 reason,
             });
         }
         if Instant::now() >= self.valid_until() {
             self.end(TermEnd::ValidityExpired);
             return Err(ElectionError::TermEnded {
-                token: self.inner.token,
+                token: self.token(),
                 reason: self.end_reason().unwrap_or(TermEnd::ValidityExpired),
             });
         }
@@ -353,17 +314,17 @@ impl<S: Store> Term<S> {
     fn not_leader(&self) -> ElectionError {
         ElectionError::NotLeader {
             prefix: self.inner.prefix.clone(),
-            token: self.inner.token,
+            token: self.token(),
         }
     }
 }
 
-/// Ends the term on the first of: lease lost, validity passed, candidate
-/// key gone. Stops when the term ends for any other reason.
+/// Ends the term on the first sign of lost ownership (lease lost,
+/// validity passed, candidate key gone); stops when the term ends for any
+/// other reason.
 async fn monitor<S: Store>(
     store: S,
-    key: String,
-    token: Revision,
+    fence: Fence,
     confirmed_revision: Revision,
     lease: LeaseView,
     scope: CancellationToken,
@@ -371,87 +332,18 @@ async fn monitor<S: Store>(
 ) {
     let reason = tokio::select! {
         _ = scope.cancelled() => return,
-        _ = lease.lost.cancelled() => TermEnd::LeaseLost,
-        _ = validity_passed(lease.validity.clone()) => TermEnd::ValidityExpired,
-        _ = key_gone(&store, &key, token, confirmed_revision) => TermEnd::KeyDeleted,
+        loss = watch_ownership(&store, &fence, confirmed_revision, &lease) => TermEnd::from(loss),
     };
     tracing::info!(%reason, "term ended");
     end_with(&end, &scope, reason);
 }
 
-/// Resolves once the lease's `valid_until` has passed without being extended.
-pub(crate) async fn validity_passed(mut validity: watch::Receiver<Instant>) {
-    loop {
-        let until = *validity.borrow_and_update();
-        tokio::select! {
-            _ = tokio::time::sleep_until(until) => {
-                if *validity.borrow() <= until {
-                    return;
-                }
-            }
-            changed = validity.changed() => {
-                if changed.is_err() {
-                    // The lease is gone: nothing can extend the validity.
-                    tokio::time::sleep_until(until).await;
-                    return;
-                }
-            }
+impl From<OwnershipLoss> for TermEnd {
+    fn from(loss: OwnershipLoss) -> Self {
+        match loss {
+            OwnershipLoss::LeaseLost => TermEnd::LeaseLost,
+            OwnershipLoss::ValidityExpired => TermEnd::ValidityExpired,
+            OwnershipLoss::KeyDeleted => TermEnd::KeyDeleted,
         }
     }
-}
-
-/// Resolves once `key` no longer exists with create revision `token`.
-/// Retries store failures; the caller bounds it by the lease's validity.
-pub(crate) async fn key_gone<S: Store>(store: &S, key: &str, token: Revision, from: Revision) {
-    let mut from = from;
-    let mut backoff = Backoff::new(crate::election::STORE_RETRY);
-    loop {
-        match watch_until_gone(store, key, token, from + 1).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "candidate key watch interrupted; re-checking");
-            }
-        }
-        // Re-check the key, then watch again from the revision of the check.
-        loop {
-            match store.get(drover_store::Get::key(key)).await {
-                Ok(got) => {
-                    match got.first() {
-                        Some(kv) if kv.create_revision == token => {}
-                        _ => return,
-                    }
-                    from = got.revision;
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "candidate key check failed; retrying");
-                    backoff.wait().await;
-                }
-            }
-        }
-        backoff.wait().await;
-    }
-}
-
-/// Watches `key` from `start` and returns `Ok` at its deletion (or
-/// re-creation under another create revision); `Err` when the watch fails
-/// or ends.
-async fn watch_until_gone<S: Store>(
-    store: &S,
-    key: &str,
-    token: Revision,
-    start: Revision,
-) -> std::result::Result<(), StoreError> {
-    let mut stream = store.watch(Watch::key(key).from_revision(start)).await?;
-    while let Some(batch) = stream.next_batch().await {
-        let batch = batch?;
-        for event in batch.events {
-            match event.kind {
-                drover_store::EventKind::Delete => return Ok(()),
-                drover_store::EventKind::Put if event.kv.create_revision != token => return Ok(()),
-                drover_store::EventKind::Put => {}
-            }
-        }
-    }
-    Err(StoreError::Closed)
 }

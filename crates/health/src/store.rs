@@ -3,10 +3,8 @@
 //! Agents write each result as JSON bound to their lease, so a dead node's
 //! results vanish with its lease and it reads as missing (unknown).
 
-use std::collections::VecDeque;
-
 use drover_store::keys::{KeyError, Keys};
-use drover_store::list_watch::{KvChange, KvMirror, ListWatch, ListWatchEvent};
+use drover_store::reflector::{Codec, Reflector, ReflectorError, ReflectorEvent};
 use drover_store::{Delete, Get, KeyValue, LeaseId, Put, Revision, Store, StoreError};
 
 use crate::aggregate::PodHealth;
@@ -159,14 +157,13 @@ impl<S: Store> HealthStore<S> {
     /// Watches `pod`'s health on every node (see [`HealthWatch`]).
     pub fn watch_pod(&self, pod: &str) -> Result<HealthWatch<S>> {
         let prefix = self.pod_prefix(pod)?;
-        Ok(HealthWatch {
+        let codec = HealthCodec {
             keys: self.keys.clone(),
             pod: pod.to_owned(),
-            list_watch: ListWatch::prefix(self.store.clone(), prefix.as_str()),
-            prefix,
+        };
+        Ok(HealthWatch {
+            reflector: Reflector::prefix(self.store.clone(), prefix.as_str(), codec),
             current: PodHealth::new(pod)?,
-            mirror: KvMirror::new(),
-            pending: VecDeque::new(),
         })
     }
 }
@@ -209,27 +206,51 @@ pub enum HealthChange {
     Removed { node: String, revision: Revision },
 }
 
+/// Decodes one pod's `health/<pod>/<node>` records for a [`Reflector`],
+/// keyed by node.
+#[derive(Debug)]
+struct HealthCodec {
+    keys: Keys,
+    pod: String,
+}
+
+impl Codec for HealthCodec {
+    type Id = String;
+    type Value = HealthResult;
+    type Error = HealthError;
+
+    fn id(&self, key: &[u8]) -> Result<String> {
+        match self.keys.parse_health(key) {
+            Some((_, node)) => Ok(node.to_owned()),
+            None => Err(HealthError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "not a health key of the layout".to_owned(),
+            }),
+        }
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Result<(String, HealthResult)> {
+        let result = decode(&self.keys, &self.pod, kv)?;
+        Ok((result.node.clone(), result))
+    }
+}
+
 /// A pod's health across nodes, kept current by a store watch (no polling).
 ///
 /// The first [`HealthWatch::next`] lists the pod and yields
 /// [`HealthChange::Initial`]; later calls yield one change per result
 /// written or removed. When the resume revision was compacted it re-lists
-/// and yields the differences. The list-then-watch cycle, its retries and
-/// the re-list diff are [`drover_store::list_watch`]'s. A store failure that
-/// outlasts the retries returns `Err`, and the next call resumes from the
-/// last revision seen. A corrupt record in the first listing returns
-/// `Err(Corrupt)` and the next call lists again; a corrupt record later
-/// returns `Err(Corrupt)` and leaves that node's state unchanged.
+/// and yields the differences. The list-then-watch cycle, its retries, the
+/// re-list diff and the corrupt-record policy are
+/// [`drover_store::reflector`]'s. A store failure that outlasts the retries
+/// returns `Err`, and the next call resumes from the last revision seen. A
+/// corrupt record in the first listing returns `Err(Corrupt)` and the next
+/// call lists again; a corrupt record later returns `Err(Corrupt)` and
+/// leaves that node's state unchanged.
 #[derive(Debug)]
-pub struct HealthWatch<S> {
-    keys: Keys,
-    pod: String,
-    prefix: String,
-    list_watch: ListWatch<S>,
-    /// The raw keys seen, to diff re-lists against.
-    mirror: KvMirror,
+pub struct HealthWatch<S: Store> {
+    reflector: Reflector<S, HealthCodec>,
     current: PodHealth,
-    pending: VecDeque<Result<HealthChange>>,
 }
 
 impl<S: Store> HealthWatch<S> {
@@ -250,78 +271,52 @@ impl<S: Store> HealthWatch<S> {
     /// The next change. Cancel-safe while waiting for a change.
     pub async fn next(&mut self) -> Result<HealthChange> {
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                return item;
-            }
-            let event = self
-                .list_watch
-                .next()
-                .await
-                .map_err(store_err(&self.prefix))?;
-            if let ListWatchEvent::Listed { revision, kvs } = &event {
-                let listed = kvs
-                    .iter()
-                    .map(|kv| decode(&self.keys, &self.pod, kv))
-                    .collect::<Result<Vec<_>>>()
-                    .and_then(|results| PodHealth::from_results(&self.pod, results));
-                let fresh = match listed {
-                    Ok(fresh) => fresh,
-                    Err(e) => {
-                        // Nothing was reported yet: list again next time.
-                        self.list_watch.reset();
-                        return Err(e);
-                    }
-                };
-                for result in fresh.results().values() {
-                    self.current.record(result.clone())?;
-                }
-                self.mirror = KvMirror::new();
-                self.mirror.apply(&event);
-                return Ok(HealthChange::Initial {
-                    revision: *revision,
-                    health: self.current.clone(),
-                });
-            }
-            for change in self.mirror.apply(&event) {
-                self.apply(change);
-            }
-        }
-    }
-
-    /// Queues the health change that one key's change makes.
-    fn apply(&mut self, change: KvChange) {
-        let revision = change.revision();
-        match change {
-            KvChange::Added { kv, .. } | KvChange::Modified { kv, .. } => {
-                match decode(&self.keys, &self.pod, &kv) {
-                    Ok(result) => {
-                        if self.current.result(&result.node) != Some(&result) {
-                            // decode checked the pod and ids, so record succeeds.
-                            if let Err(e) = self.current.record(result.clone()) {
-                                self.pending.push_back(Err(e));
-                                return;
-                            }
-                            self.pending
-                                .push_back(Ok(HealthChange::Updated { result, revision }));
+            let event = self.reflector.next().await.map_err(|e| match e {
+                ReflectorError::Store { range, source } => HealthError::Store {
+                    context: range,
+                    source,
+                },
+                ReflectorError::Corrupt { source, .. } => source,
+            })?;
+            match event {
+                ReflectorEvent::Initial { revision, objects } => {
+                    let pod = self.current.pod().to_owned();
+                    let fresh = match PodHealth::from_results(&pod, objects.into_values()) {
+                        Ok(fresh) => fresh,
+                        Err(e) => {
+                            // Nothing was reported yet: list again next time.
+                            self.reflector.reset();
+                            return Err(e);
                         }
+                    };
+                    for result in fresh.results().values() {
+                        self.current.record(result.clone())?;
                     }
-                    Err(e) => self.pending.push_back(Err(e)),
-                }
-            }
-            KvChange::Deleted { prev, .. } => {
-                let Some((_, node)) = self.keys.parse_health(&prev.key) else {
-                    self.pending.push_back(Err(HealthError::Corrupt {
-                        key: prev.key_str().into_owned(),
-                        reason: "not a health key of the layout".to_owned(),
-                    }));
-                    return;
-                };
-                if self.current.forget(node).is_some() {
-                    self.pending.push_back(Ok(HealthChange::Removed {
-                        node: node.to_owned(),
+                    return Ok(HealthChange::Initial {
                         revision,
-                    }));
+                        health: self.current.clone(),
+                    });
                 }
+                ReflectorEvent::Applied {
+                    object: result,
+                    revision,
+                    ..
+                } => {
+                    if self.current.result(&result.node) != Some(&result) {
+                        // The codec checked the pod and ids, so record succeeds.
+                        self.current.record(result.clone())?;
+                        return Ok(HealthChange::Updated { result, revision });
+                    }
+                }
+                ReflectorEvent::Deleted {
+                    id: node, revision, ..
+                } => {
+                    if self.current.forget(&node).is_some() {
+                        return Ok(HealthChange::Removed { node, revision });
+                    }
+                }
+                // Its differences came just before it.
+                ReflectorEvent::Restarted { .. } => {}
             }
         }
     }

@@ -80,6 +80,15 @@ pub enum StoreError {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
+    /// A [`crate::lock::Lock`]'s ownership is gone: its write was refused,
+    /// locally (the lock had ended) or by the store (the key is gone).
+    #[error("lock {key} (fencing token {token}) is no longer held: {reason}")]
+    LockLost {
+        key: String,
+        token: Revision,
+        reason: crate::lock::LockEnd,
+    },
+
     /// The store has been shut down.
     #[error("store is closed")]
     Closed,

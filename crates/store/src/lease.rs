@@ -510,6 +510,71 @@ impl<S: Store> KeepAlive<S> {
     }
 }
 
+/// What a holder of ownership (an election term, a [`crate::lock::Lock`])
+/// needs from a lease: its id, its validity and its loss signal. Cheap to
+/// clone; it does not keep the lease alive, and it works with a lease on any
+/// store type (wrappers included).
+#[derive(Clone, Debug)]
+pub struct LeaseView {
+    id: LeaseId,
+    validity: watch::Receiver<Instant>,
+    lost: CancellationToken,
+}
+
+impl LeaseView {
+    /// A view of `lease`.
+    pub fn of<L: Store>(lease: &Lease<L>) -> Self {
+        LeaseView {
+            id: lease.id(),
+            validity: lease.subscribe_validity(),
+            lost: lease.lost_token(),
+        }
+    }
+
+    pub fn id(&self) -> LeaseId {
+        self.id
+    }
+
+    /// The lease's [`Lease::valid_until`].
+    pub fn valid_until(&self) -> Instant {
+        *self.validity.borrow()
+    }
+
+    /// True while the lease is not lost and `valid_until` is in the future.
+    pub fn is_valid(&self) -> bool {
+        !self.lost.is_cancelled() && Instant::now() < self.valid_until()
+    }
+
+    /// The lease's [`Lease::lost_token`].
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// Resolves once `valid_until` has passed without being extended: the
+    /// instant after which the store could expire the lease. A timer, so it
+    /// fires even when the store hangs.
+    pub async fn validity_passed(&self) {
+        let mut validity = self.validity.clone();
+        loop {
+            let until = *validity.borrow_and_update();
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {
+                    if *validity.borrow() <= until {
+                        return;
+                    }
+                }
+                changed = validity.changed() => {
+                    if changed.is_err() {
+                        // The lease is gone: nothing can extend the validity.
+                        tokio::time::sleep_until(until).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn secs(s: i64) -> Duration {
     Duration::from_secs(s.max(0).unsigned_abs())
 }

@@ -30,10 +30,13 @@ mod port;
 
 pub mod backoff;
 pub mod embedded;
+pub mod fence;
 pub mod keys;
 pub mod lease;
 pub mod limits;
 pub mod list_watch;
+pub mod lock;
+pub mod reflector;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -204,6 +204,15 @@ impl<S: Store> ListWatch<S> {
         self.delivered
     }
 
+    /// True when every event of the revision last delivered has been handed
+    /// out (a txn or a lease expiry changes several keys in one revision;
+    /// they arrive in one batch).
+    pub fn revision_complete(&self) -> bool {
+        self.pending
+            .front()
+            .is_none_or(|next| next.kv.mod_revision != self.delivered)
+    }
+
     /// Starts over: the next call lists afresh and yields
     /// [`ListWatchEvent::Listed`]. For a consumer that could not use the
     /// first snapshot (for example a corrupt record) and wants it again.

@@ -1,14 +1,17 @@
 //! [`BucketElector`]: balanced bucket ownership on one shared lease.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use drover_store::backoff::{Backoff, BackoffPolicy};
 use drover_store::lease::Lease;
-use drover_store::{EventKind, Get, Put, Store, Watch};
+use drover_store::reflector::{Codec, Reflector, ReflectorError};
+use drover_store::{KeyValue, Put, Store};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -23,8 +26,9 @@ use crate::election::Election;
 use crate::elector::TermSummary;
 use crate::leading::{grant_lease, lead_term, let_go};
 use crate::metrics::{ElectionMetrics, NoMetrics};
-use crate::term::{LeaseView, Term, TermEnd};
+use crate::term::{Term, TermEnd};
 use crate::{ElectionError, Result};
+use drover_store::lease::LeaseView;
 
 type BucketWork<S> = Arc<dyn Fn(Bucket, Term<S>) -> BoxFuture<'static, ()> + Send + Sync>;
 type ReleasedHook = Arc<dyn Fn(&Bucket, &TermSummary) + Send + Sync>;
@@ -567,43 +571,53 @@ async fn lead_bucket<S: Store>(
     let _ = events.send(Event::Released(bucket.index, summary)).await;
 }
 
-/// Keeps `tx` set to the number of keys under the membership prefix.
+/// Membership keys for a [`Reflector`]: one member per key; values unused.
+struct MemberCodec;
+
+impl Codec for MemberCodec {
+    type Id = Vec<u8>;
+    type Value = ();
+    type Error = Infallible;
+
+    fn id(&self, key: &[u8]) -> std::result::Result<Vec<u8>, Infallible> {
+        Ok(key.to_vec())
+    }
+
+    fn decode(&self, kv: &KeyValue) -> std::result::Result<(Vec<u8>, ()), Infallible> {
+        Ok((kv.key.clone(), ()))
+    }
+}
+
+/// How long the member count waits after a store failure that outlasted the
+/// reflector's own retries.
+const MEMBERS_BACKOFF: BackoffPolicy =
+    BackoffPolicy::new(Duration::from_millis(50), Duration::from_secs(1));
+
+/// Keeps `tx` set to the number of keys under the membership prefix, after
+/// each complete revision. A store failure is logged and retried (the count
+/// keeps its last value meanwhile); the reflector resumes without a gap.
 async fn count_members<S: Store>(store: S, prefix: String, tx: watch::Sender<usize>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut members = Reflector::prefix(store, prefix.as_str(), MemberCodec);
+    let cache = members.cache();
+    let mut backoff = Backoff::new(MEMBERS_BACKOFF);
     loop {
-        let listed = match store.get(Get::prefix(prefix.as_str()).keys_only()).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "listing members failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+        match members.next().await {
+            Ok(_) => backoff.reset(),
+            Err(ReflectorError::Corrupt { source, .. }) => match source {},
+            Err(ReflectorError::Store { source, .. }) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    error = %source,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "watching bucket members failed; the count keeps its last value"
+                );
+                tokio::time::sleep(delay).await;
                 continue;
             }
-        };
-        let mut members: BTreeSet<Vec<u8>> = listed.kvs.into_iter().map(|kv| kv.key).collect();
-        tx.send_replace(members.len());
-        let mut stream = match store
-            .watch(Watch::prefix(prefix.as_str()).from_revision(listed.revision + 1))
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, "watching members failed; retrying");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(50);
-        while let Some(Ok(batch)) = stream.next_batch().await {
-            for event in batch.events {
-                match event.kind {
-                    EventKind::Put => members.insert(event.kv.key),
-                    EventKind::Delete => members.remove(&event.kv.key),
-                };
-            }
-            tx.send_replace(members.len());
         }
-        tokio::time::sleep(backoff).await;
+        if members.revision_complete() {
+            tx.send_replace(cache.len());
+        }
     }
 }
 

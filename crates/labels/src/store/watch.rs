@@ -1,8 +1,8 @@
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use drover_store::keys::{Keys, LabelType};
-use drover_store::list_watch::{KvChange, KvMirror, ListWatch, ListWatchEvent};
-use drover_store::{Revision, Store};
+use drover_store::reflector::{Codec, Reflector, ReflectorError, ReflectorEvent};
+use drover_store::{KeyValue, Revision, Store};
 
 use super::decode_kv;
 use crate::error::{LabelError, Result};
@@ -56,6 +56,32 @@ impl LabelIndex<String> {
     }
 }
 
+/// Decodes `labels/<type>/<id>` records for a [`Reflector`].
+#[derive(Debug)]
+struct LabelCodec {
+    keys: Keys,
+}
+
+impl Codec for LabelCodec {
+    type Id = String;
+    type Value = Labels;
+    type Error = LabelError;
+
+    fn id(&self, key: &[u8]) -> Result<String> {
+        match self.keys.parse_labels(key) {
+            Some((_, id)) => Ok(id.to_owned()),
+            None => Err(LabelError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "not a label key of the layout".to_owned(),
+            }),
+        }
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Result<(String, Labels)> {
+        decode_kv(&self.keys, kv).map(|(id, labels)| (id.to_owned(), labels))
+    }
+}
+
 /// The matching set of a selector over one label type, kept current by a
 /// store watch (no polling).
 ///
@@ -64,8 +90,9 @@ impl LabelIndex<String> {
 /// one event per change of the matching set. When the watch's start
 /// revision was compacted away it re-lists and yields the difference to what
 /// it had reported, so a consumer applying the events always ends up with
-/// the store's matching set. The list-then-watch cycle, its retries and the
-/// re-list diff are [`drover_store::list_watch`]'s.
+/// the store's matching set. The list-then-watch cycle, its retries, the
+/// re-list diff and the corrupt-record policy are
+/// [`drover_store::reflector`]'s.
 ///
 /// Errors: a store failure that outlasts the retries returns `Err`; the next
 /// call resumes from the last revision seen (re-listing if that was
@@ -75,29 +102,20 @@ impl LabelIndex<String> {
 /// change (or re-list) returns `Err(Corrupt)` and leaves that object's
 /// reported state unchanged; the watch goes on.
 #[derive(Debug)]
-pub struct MatchWatch<S> {
-    keys: Keys,
+pub struct MatchWatch<S: Store> {
     selector: Selector,
-    prefix: String,
-    list_watch: ListWatch<S>,
-    /// The raw keys seen, to diff re-lists against.
-    mirror: KvMirror,
+    reflector: Reflector<S, LabelCodec>,
     /// What the consumer has been told matches.
     matched: BTreeMap<String, Labels>,
-    pending: VecDeque<Result<MatchEvent>>,
 }
 
 impl<S: Store> MatchWatch<S> {
     pub(super) fn new(store: S, keys: Keys, label_type: LabelType, selector: Selector) -> Self {
         let prefix = keys.labels_type_prefix(label_type);
         MatchWatch {
-            list_watch: ListWatch::prefix(store, prefix.as_str()),
-            keys,
+            reflector: Reflector::prefix(store, prefix.as_str(), LabelCodec { keys }),
             selector,
-            prefix,
-            mirror: KvMirror::new(),
             matched: BTreeMap::new(),
-            pending: VecDeque::new(),
         }
     }
 
@@ -113,73 +131,48 @@ impl<S: Store> MatchWatch<S> {
     /// The next event. Cancel-safe while waiting for a change.
     pub async fn next(&mut self) -> Result<MatchEvent> {
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                return item;
-            }
-            let event = self
-                .list_watch
-                .next()
-                .await
-                .map_err(|source| LabelError::Store {
-                    context: self.prefix.clone(),
+            let event = self.reflector.next().await.map_err(|e| match e {
+                ReflectorError::Store { range, source } => LabelError::Store {
+                    context: range,
                     source,
-                })?;
-            if let ListWatchEvent::Listed { revision, kvs } = &event {
-                let mut matches = BTreeMap::new();
-                for kv in kvs {
-                    match decode_kv(&self.keys, kv) {
-                        Ok((id, labels)) if self.selector.matches(&labels) => {
-                            matches.insert(id.to_owned(), labels);
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            // Nothing was reported yet: list again next time.
-                            self.list_watch.reset();
-                            return Err(e);
-                        }
-                    }
+                },
+                ReflectorError::Corrupt { source, .. } => source,
+            })?;
+            let (id, now, revision) = match event {
+                ReflectorEvent::Initial { revision, objects } => {
+                    let matches: BTreeMap<String, Labels> = objects
+                        .into_iter()
+                        .filter(|(_, labels)| self.selector.matches(labels))
+                        .collect();
+                    self.matched = matches.clone();
+                    return Ok(MatchEvent::Initial { revision, matches });
                 }
-                self.mirror = KvMirror::new();
-                self.mirror.apply(&event);
-                self.matched = matches.clone();
-                return Ok(MatchEvent::Initial {
-                    revision: *revision,
-                    matches,
-                });
-            }
-            for change in self.mirror.apply(&event) {
-                self.apply(change);
+                ReflectorEvent::Applied {
+                    id,
+                    object,
+                    revision,
+                    ..
+                } => {
+                    let now = Some(object).filter(|l| self.selector.matches(l));
+                    (id, now, revision)
+                }
+                ReflectorEvent::Deleted { id, revision, .. } => (id, None, revision),
+                // Its differences came just before it.
+                ReflectorEvent::Restarted { .. } => continue,
+            };
+            if let Some(event) = self.change(id, now, revision) {
+                return Ok(event);
             }
         }
     }
 
-    /// Queues the change of the matching set that one key's change makes.
-    fn apply(&mut self, change: KvChange) {
-        let revision = change.revision();
-        let (id, now) = match &change {
-            KvChange::Added { kv, .. } | KvChange::Modified { kv, .. } => {
-                match decode_kv(&self.keys, kv) {
-                    Ok((id, labels)) => (
-                        id.to_owned(),
-                        Some(labels).filter(|l| self.selector.matches(l)),
-                    ),
-                    Err(e) => {
-                        self.pending.push_back(Err(e));
-                        return;
-                    }
-                }
-            }
-            KvChange::Deleted { prev, .. } => match self.keys.parse_labels(&prev.key) {
-                Some((_, id)) => (id.to_owned(), None),
-                None => {
-                    self.pending.push_back(Err(LabelError::Corrupt {
-                        key: prev.key_str().into_owned(),
-                        reason: "not a label key of the layout".to_owned(),
-                    }));
-                    return;
-                }
-            },
-        };
+    /// The change of the matching set that one object's change makes.
+    fn change(
+        &mut self,
+        id: String,
+        now: Option<Labels>,
+        revision: Revision,
+    ) -> Option<MatchEvent> {
         let event = match (self.matched.get(&id), now) {
             (None, Some(labels)) => MatchEvent::Added {
                 id: id.clone(),
@@ -195,7 +188,7 @@ impl<S: Store> MatchWatch<S> {
                 id: id.clone(),
                 revision,
             },
-            _ => return,
+            _ => return None,
         };
         match &event {
             MatchEvent::Added { labels, .. } | MatchEvent::Changed { labels, .. } => {
@@ -205,6 +198,6 @@ impl<S: Store> MatchWatch<S> {
                 self.matched.remove(&id);
             }
         }
-        self.pending.push_back(Ok(event));
+        Some(event)
     }
 }

@@ -57,12 +57,14 @@ use crate::{Compare, Get, KeyValue, Put, Result, Revision, Store, StoreError, Tx
 
 mod kv;
 mod lease;
+mod lock;
 mod txn;
 mod util;
 mod watch;
 
 pub use kv::*;
 pub use lease::*;
+pub use lock::*;
 pub use txn::*;
 pub use watch::*;
 
@@ -305,6 +307,9 @@ macro_rules! conformance_tests {
             case_lease_handle_keeps_alive,
             case_lease_handle_lost_and_drop,
             case_lease_small_ttl_is_raised,
+            case_lock_held_by_another_is_refused_then_awaited,
+            case_lock_scope_fires_when_the_key_is_deleted,
+            case_lock_scope_fires_before_the_lease_lapses,
             // watch
             case_watch_key_put_and_delete,
             case_watch_replay_with_prev_kv,
