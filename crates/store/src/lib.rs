@@ -34,6 +34,7 @@ pub mod keys;
 pub mod lease;
 pub mod limits;
 pub mod list_watch;
+pub mod metered;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
