@@ -80,8 +80,8 @@ use crate::limits::{
 };
 use crate::{
     Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
-    PutResponse, Result, Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, TxnResponse,
-    Watch, WatchStream,
+    PutResponse, Result, Revision, Store, StoreError, StoreStatus, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, Watch, WatchStream,
 };
 use durable::Durable;
 use leases::Leases;
@@ -469,10 +469,55 @@ impl Store for EmbeddedStore {
 
     async fn lease_grant(&self, ttl_secs: i64) -> Result<LeaseGrant> {
         validate_lease_ttl(ttl_secs)?;
-        match self.submit(WriteOp::LeaseGrant(ttl_secs)).await? {
+        self.lease_grant_with_id(0, ttl_secs).await
+    }
+
+    async fn lease_grant_with_id(&self, id: LeaseId, ttl_secs: i64) -> Result<LeaseGrant> {
+        validate_lease_ttl(ttl_secs)?;
+        match self
+            .submit(WriteOp::LeaseGrant { id, ttl: ttl_secs })
+            .await?
+        {
             WriteReply::Lease(grant) => Ok(grant),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        self.check_open()?;
+        Ok(self.shared.core.state.read().leases.ids(Instant::now()))
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        self.check_open()?;
+        let (revision, compact_revision, in_memory) = {
+            let state = self.shared.core.state.read();
+            (
+                state.mvcc.visible(),
+                state.mvcc.compacted(),
+                state.mvcc.size_estimate(),
+            )
+        };
+        let in_memory = i64::try_from(in_memory).unwrap_or(i64::MAX);
+        let db_size_bytes = match &self.shared.data_dir {
+            Some(dir) => {
+                let path = dir.join(durable::FILE_NAME);
+                let meta = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|e| StoreError::Storage {
+                        message: format!("reading the size of {}", path.display()),
+                        source: Some(Box::new(e)),
+                    })?;
+                i64::try_from(meta.len()).unwrap_or(i64::MAX)
+            }
+            None => in_memory,
+        };
+        Ok(StoreStatus {
+            revision,
+            compact_revision,
+            db_size_bytes,
+            db_size_in_use_bytes: in_memory.min(db_size_bytes),
+        })
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {

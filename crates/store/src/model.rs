@@ -488,6 +488,22 @@ pub struct LeaseGrant {
     pub ttl: i64,
 }
 
+/// The store's state as etcd's `Maintenance.Status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StoreStatus {
+    /// The current revision.
+    pub revision: Revision,
+    /// The compaction point (0 when nothing was compacted or the backend
+    /// cannot tell; etcd does not report it, the etcd backend asks for it
+    /// best effort).
+    pub compact_revision: Revision,
+    /// Size of the backend's database (the embedded store's file; in memory,
+    /// an estimate of what it holds).
+    pub db_size_bytes: i64,
+    /// The part of the database in use (at most `db_size_bytes`).
+    pub db_size_in_use_bytes: i64,
+}
+
 /// Remaining time of a lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseTimeToLive {

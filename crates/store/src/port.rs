@@ -7,7 +7,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::{
     Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
-    PutResponse, Result, Revision, StoreError, Txn, TxnResponse, Watch, WatchBatch,
+    PutResponse, Result, Revision, StoreError, StoreStatus, Txn, TxnResponse, Watch, WatchBatch,
 };
 
 /// The store port. Implemented by the embedded backend and by the etcd
@@ -38,6 +38,24 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Grant a lease with a TTL in seconds.
     fn lease_grant(&self, ttl_secs: i64) -> impl Future<Output = Result<LeaseGrant>> + Send;
+
+    /// Grant a lease with a client-chosen id (etcd's `LeaseGrant` with an
+    /// `ID`): 0 lets the store choose (as [`Store::lease_grant`]); an id in
+    /// use is [`StoreError::LeaseExists`]. As etcd, any other id, negative
+    /// ones included, is accepted.
+    fn lease_grant_with_id(
+        &self,
+        id: LeaseId,
+        ttl_secs: i64,
+    ) -> impl Future<Output = Result<LeaseGrant>> + Send;
+
+    /// The ids of every live lease (etcd's `LeaseLeases`), in no particular
+    /// order.
+    fn lease_list(&self) -> impl Future<Output = Result<Vec<LeaseId>>> + Send;
+
+    /// Revision, compaction point and database size (etcd's
+    /// `Maintenance.Status`).
+    fn status(&self) -> impl Future<Output = Result<StoreStatus>> + Send;
 
     /// Renew a lease once; returns the TTL it was renewed to, in seconds.
     /// An expired or unknown lease is `Err(StoreError::LeaseNotFound)`.

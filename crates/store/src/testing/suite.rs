@@ -269,6 +269,7 @@ macro_rules! conformance_tests {
             case_get_negative_fields_are_invalid,
             case_put_ignore_value_and_lease,
             case_put_ignore_bad_requests,
+            case_status,
             // txn
             case_txn_compare_value,
             case_txn_compare_version,
@@ -305,6 +306,8 @@ macro_rules! conformance_tests {
             case_lease_handle_keeps_alive,
             case_lease_handle_lost_and_drop,
             case_lease_small_ttl_is_raised,
+            case_lease_grant_with_id_and_list,
+            case_lease_list_drops_expired,
             // watch
             case_watch_key_put_and_delete,
             case_watch_replay_with_prev_kv,
