@@ -111,7 +111,15 @@ pub struct EmbeddedConfig {
     /// Most write requests persisted in one group commit. Writes beyond it
     /// wait (unapplied) until the next commit starts. Default 4096.
     pub max_group_commit: usize,
+    /// How often a watch created with [`crate::Watch::progress_notify`] gets
+    /// a progress notification when it delivered nothing in between.
+    /// Default 10 minutes, as etcd.
+    pub progress_notify_interval: std::time::Duration,
 }
+
+/// etcd's default progress notification interval.
+pub const DEFAULT_PROGRESS_NOTIFY_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(600);
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
@@ -120,6 +128,7 @@ impl Default for EmbeddedConfig {
             min_lease_ttl_secs: 1,
             watch_buffer: 64,
             max_group_commit: 4096,
+            progress_notify_interval: DEFAULT_PROGRESS_NOTIFY_INTERVAL,
         }
     }
 }
@@ -139,6 +148,10 @@ impl EmbeddedConfig {
     }
     pub fn with_max_group_commit(mut self, requests: usize) -> Self {
         self.max_group_commit = requests;
+        self
+    }
+    pub fn with_progress_notify_interval(mut self, interval: std::time::Duration) -> Self {
+        self.progress_notify_interval = interval;
         self
     }
 }
@@ -454,7 +467,7 @@ impl Store for EmbeddedStore {
             sender,
             span: KeySpan::new(&req.range),
             next,
-            prev_kv: req.prev_kv,
+            request: req.clone(),
         };
         static WATCH_IDS: AtomicU64 = AtomicU64::new(1);
         let span = tracing::debug_span!(

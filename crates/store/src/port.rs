@@ -1,8 +1,9 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::{
@@ -86,6 +87,7 @@ pub trait Store: Clone + Send + Sync + 'static {
 #[derive(Debug)]
 pub struct WatchStream {
     rx: mpsc::Receiver<Result<WatchBatch>>,
+    progress: Arc<Notify>,
     _cancel_on_drop: DropGuard,
 }
 
@@ -94,6 +96,7 @@ pub struct WatchStream {
 pub struct WatchSender {
     tx: mpsc::Sender<Result<WatchBatch>>,
     cancel: CancellationToken,
+    progress: Arc<Notify>,
 }
 
 impl WatchStream {
@@ -101,16 +104,32 @@ impl WatchStream {
     pub fn channel(capacity: usize) -> (WatchSender, WatchStream) {
         let (tx, rx) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
+        let progress = Arc::new(Notify::new());
         (
             WatchSender {
                 tx,
                 cancel: cancel.clone(),
+                progress: progress.clone(),
             },
             WatchStream {
                 rx,
+                progress,
                 _cancel_on_drop: cancel.drop_guard(),
             },
         )
+    }
+
+    /// Ask the backend for a progress notification now (etcd's
+    /// `WatchProgressRequest`): an empty [`WatchBatch`] whose revision R
+    /// says every event in the range up to R was delivered before it. It
+    /// comes after whatever the watch still has to deliver.
+    /// `Err(StoreError::Closed)` once the watch has ended.
+    pub fn request_progress(&self) -> Result<()> {
+        if self.rx.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        self.progress.notify_one();
+        Ok(())
     }
 
     /// The next batch; `None` once the watch has ended.
@@ -132,6 +151,13 @@ impl WatchSender {
             _ = self.cancel.cancelled() => {}
             _ = self.tx.closed() => {}
         }
+    }
+
+    /// Resolves when the consumer asked for a progress notification
+    /// ([`WatchStream::request_progress`]); requests made while nobody
+    /// waits are kept (several count as one).
+    pub async fn progress_requested(&self) {
+        self.progress.notified().await
     }
 
     /// True once the receiver is gone.

@@ -321,6 +321,8 @@ macro_rules! conformance_tests {
             case_watch_fan_out,
             case_watch_slow_consumer_catches_up,
             case_watch_from_future_revision,
+            case_watch_filters,
+            case_watch_request_progress,
         );
     };
     (@each $attrs:tt $setup:expr; $($case:ident),* $(,)?) => {
