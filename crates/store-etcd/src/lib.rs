@@ -64,7 +64,8 @@ use std::time::Duration;
 use drover_store::limits;
 use drover_store::{
     Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
-    PutResponse, Result, Revision, Store, StoreError, Txn, TxnOp, TxnResponse, Watch, WatchStream,
+    PutResponse, Result, Revision, Store, StoreError, StoreStatus, Txn, TxnOp, TxnResponse, Watch,
+    WatchStream,
 };
 use etcd_client::{Client, ConnectOptions, LeaseTimeToLiveOptions};
 
@@ -595,14 +596,63 @@ impl Store for EtcdStore {
     }
 
     async fn lease_grant(&self, ttl_secs: i64) -> Result<LeaseGrant> {
+        self.lease_grant_with_id(0, ttl_secs).await
+    }
+
+    async fn lease_grant_with_id(&self, id: LeaseId, ttl_secs: i64) -> Result<LeaseGrant> {
         limits::validate_lease_ttl(ttl_secs)?;
-        let ctx = ErrorContext::new("lease grant").ttl(ttl_secs);
+        let ctx = ErrorContext::new("lease grant").ttl(ttl_secs).lease(id);
+        let options = etcd_client::LeaseGrantOptions::new().with_id(id);
         let resp = self
-            .call(ctx, self.inner.client.lease_client().grant(ttl_secs, None))
+            .call(
+                ctx,
+                self.inner
+                    .client
+                    .lease_client()
+                    .grant(ttl_secs, Some(options)),
+            )
             .await?;
         Ok(LeaseGrant {
             id: resp.id(),
             ttl: resp.ttl(),
+        })
+    }
+
+    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        let resp = self
+            .call(
+                ErrorContext::new("lease list"),
+                self.inner.client.lease_client().leases(),
+            )
+            .await?;
+        Ok(resp.leases().iter().map(|l| l.id()).collect())
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        let resp = self
+            .call(
+                ErrorContext::new("status"),
+                self.inner.client.maintenance_client().status(),
+            )
+            .await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+        // etcd's status does not report the compaction point: a read at
+        // revision 1 fails only when history was compacted, and that error
+        // is completed with the compact revision (best effort).
+        let compact_revision = match self
+            .get(Get::key(vec![0u8]).at_revision(1).count_only())
+            .await
+        {
+            Err(StoreError::Compacted {
+                compact_revision, ..
+            }) => compact_revision,
+            _ => 0,
+        };
+        Ok(StoreStatus {
+            revision,
+            compact_revision,
+            db_size_bytes: resp.db_size(),
+            db_size_in_use_bytes: resp.raft_used_db_size(),
         })
     }
 

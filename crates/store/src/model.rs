@@ -488,6 +488,22 @@ pub struct LeaseGrant {
     pub ttl: i64,
 }
 
+/// The store's state as etcd's `Maintenance.Status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StoreStatus {
+    /// The current revision.
+    pub revision: Revision,
+    /// The compaction point (0 when nothing was compacted or the backend
+    /// cannot tell; etcd does not report it, the etcd backend asks for it
+    /// best effort).
+    pub compact_revision: Revision,
+    /// Size of the backend's database (the embedded store's file; in memory,
+    /// an estimate of what it holds).
+    pub db_size_bytes: i64,
+    /// The part of the database in use (at most `db_size_bytes`).
+    pub db_size_in_use_bytes: i64,
+}
+
 /// Remaining time of a lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseTimeToLive {
@@ -508,22 +524,33 @@ pub struct Watch {
     pub start_revision: Revision,
     /// Include each event's previous key-value.
     pub prev_kv: bool,
+    /// Leave out put events (etcd's `NOPUT` filter).
+    pub filter_puts: bool,
+    /// Leave out delete events (etcd's `NODELETE` filter).
+    pub filter_deletes: bool,
+    /// Ask for periodic progress notifications: empty [`WatchBatch`]es whose
+    /// revision R says every event up to R in the range was delivered (the
+    /// embedded store: every `EmbeddedConfig::progress_notify_interval`;
+    /// etcd: its `--experimental-watch-progress-notify-interval`).
+    pub progress_notify: bool,
 }
 
 impl Watch {
-    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+    pub fn new(range: KeyRange) -> Self {
         Watch {
-            range: KeyRange::Key(key.into()),
+            range,
             start_revision: 0,
             prev_kv: false,
+            filter_puts: false,
+            filter_deletes: false,
+            progress_notify: false,
         }
     }
+    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+        Watch::new(KeyRange::Key(key.into()))
+    }
     pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
-        Watch {
-            range: KeyRange::Prefix(prefix.into()),
-            start_revision: 0,
-            prev_kv: false,
-        }
+        Watch::new(KeyRange::Prefix(prefix.into()))
     }
     pub fn from_revision(mut self, revision: Revision) -> Self {
         self.start_revision = revision;
@@ -532,6 +559,28 @@ impl Watch {
     pub fn with_prev_kv(mut self) -> Self {
         self.prev_kv = true;
         self
+    }
+    /// Leave out put events.
+    pub fn without_puts(mut self) -> Self {
+        self.filter_puts = true;
+        self
+    }
+    /// Leave out delete events.
+    pub fn without_deletes(mut self) -> Self {
+        self.filter_deletes = true;
+        self
+    }
+    /// Ask for periodic progress notifications.
+    pub fn with_progress_notify(mut self) -> Self {
+        self.progress_notify = true;
+        self
+    }
+    /// Whether the filters let `kind` through.
+    pub fn passes(&self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::Put => !self.filter_puts,
+            EventKind::Delete => !self.filter_deletes,
+        }
     }
 }
 
@@ -553,6 +602,10 @@ pub struct Event {
 
 /// A batch of events delivered by a watch, in revision order. Events of one
 /// revision (one txn, one lease expiry) are never split across batches.
+///
+/// A batch without events is a progress notification (asked for with
+/// [`Watch::progress_notify`] or [`crate::WatchStream::request_progress`]):
+/// every event in the range up to `revision` was delivered before it.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct WatchBatch {
     /// Store revision when the batch was sent (at least every event's revision).

@@ -250,6 +250,25 @@ impl Mvcc {
         resp
     }
 
+    /// Roughly how many bytes the retained versions take (keys, values and
+    /// per-version metadata), for the store's status.
+    pub(crate) fn size_estimate(&self) -> u64 {
+        const PER_VERSION: u64 = 48;
+        self.keys
+            .iter()
+            .map(|(key, history)| {
+                history
+                    .iter()
+                    .map(|v| {
+                        key.len() as u64
+                            + v.kv.as_ref().map_or(0, |kv| kv.value.len() as u64)
+                            + PER_VERSION
+                    })
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// The latest applied state of `key` (what a write sees).
     pub(crate) fn current_kv(&self, key: &[u8]) -> Option<&KeyValue> {
         self.keys.get(key).and_then(|h| live_at(h, self.current))

@@ -166,12 +166,19 @@ impl State {
         (responses, revision)
     }
 
-    pub(crate) fn grant(&mut self, ttl: i64, now: Instant, journal: &mut Journal) -> LeaseGrant {
-        let grant = self.leases.grant(ttl, now);
+    /// Grant a lease (`id` 0: choose the id).
+    pub(crate) fn grant(
+        &mut self,
+        id: LeaseId,
+        ttl: i64,
+        now: Instant,
+        journal: &mut Journal,
+    ) -> Result<LeaseGrant> {
+        let grant = self.leases.grant_with_id(id, ttl, now)?;
         if journal.enabled {
             journal.granted.push((grant.id, grant.ttl));
         }
-        grant
+        Ok(grant)
     }
 
     /// Revoke a lease, deleting its keys in one revision (none if it has no
@@ -243,7 +250,7 @@ mod tests {
         let mut s = state();
         let mut j = Journal::new(true);
         let now = Instant::now();
-        let lease = s.grant(5, now, &mut j);
+        let lease = s.grant(0, 5, now, &mut j).unwrap();
         let txn = Txn::new().and_then([
             Put::new("a", "1").with_lease(lease.id).into(),
             Put::new("b", "1").with_lease(lease.id).into(),

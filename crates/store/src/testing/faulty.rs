@@ -261,6 +261,23 @@ impl<S: Store> Store for FaultyStore<S> {
     fn lease_grant(&self, ttl_secs: i64) -> impl Future<Output = Result<LeaseGrant>> + Send {
         gated!(self, Kind::Other, self.inner.lease_grant(ttl_secs))
     }
+    fn lease_grant_with_id(
+        &self,
+        id: LeaseId,
+        ttl_secs: i64,
+    ) -> impl Future<Output = Result<LeaseGrant>> + Send {
+        gated!(
+            self,
+            Kind::Other,
+            self.inner.lease_grant_with_id(id, ttl_secs)
+        )
+    }
+    fn lease_list(&self) -> impl Future<Output = Result<Vec<LeaseId>>> + Send {
+        gated!(self, Kind::Other, self.inner.lease_list())
+    }
+    fn status(&self) -> impl Future<Output = Result<crate::StoreStatus>> + Send {
+        gated!(self, Kind::Other, self.inner.status())
+    }
     fn lease_keep_alive(&self, id: LeaseId) -> impl Future<Output = Result<i64>> + Send {
         self.faults.keep_alive_calls.fetch_add(1, Ordering::SeqCst);
         let faults = self.faults.clone();

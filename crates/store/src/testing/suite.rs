@@ -271,6 +271,7 @@ macro_rules! conformance_tests {
             case_get_negative_fields_are_invalid,
             case_put_ignore_value_and_lease,
             case_put_ignore_bad_requests,
+            case_status,
             // txn
             case_txn_compare_value,
             case_txn_compare_version,
@@ -310,6 +311,8 @@ macro_rules! conformance_tests {
             case_lock_held_by_another_is_refused_then_awaited,
             case_lock_scope_fires_when_the_key_is_deleted,
             case_lock_scope_fires_before_the_lease_lapses,
+            case_lease_grant_with_id_and_list,
+            case_lease_list_drops_expired,
             // watch
             case_watch_key_put_and_delete,
             case_watch_replay_with_prev_kv,
@@ -323,6 +326,8 @@ macro_rules! conformance_tests {
             case_watch_fan_out,
             case_watch_slow_consumer_catches_up,
             case_watch_from_future_revision,
+            case_watch_filters,
+            case_watch_request_progress,
         );
     };
     (@each $attrs:tt $setup:expr; $($case:ident),* $(,)?) => {

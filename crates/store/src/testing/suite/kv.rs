@@ -393,6 +393,8 @@ pub async fn case_get_compacted_revision<S: Store>(store: &S, prefix: &str) -> R
     }
     let at_r2 = store.get(Get::key(k.as_str()).at_revision(r2)).await?;
     assert_eq!(at_r2.kvs[0].value, b"v2");
+    let status = store.status().await?;
+    assert!(status.compact_revision >= r2, "{status:?}");
     // Compaction keeps the current state.
     assert_eq!(get_one(store, &k).await?.expect("kept").version, 2);
     Ok(())
@@ -904,5 +906,27 @@ pub async fn case_put_ignore_bad_requests<S: Store>(store: &S, prefix: &str) -> 
         None,
         "the failed txns wrote nothing"
     );
+    Ok(())
+}
+
+/// The status reports a revision covering every acknowledged write, a
+/// compaction point not beyond it, and a non-empty database.
+pub async fn case_status<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let r1 = put(store, &key(prefix, "a"), &"x".repeat(4096)).await?;
+    let s1 = store.status().await?;
+    assert!(s1.revision >= r1, "{s1:?} vs {r1}");
+    assert!(
+        s1.compact_revision >= 0 && s1.compact_revision <= s1.revision,
+        "{s1:?}"
+    );
+    assert!(s1.db_size_bytes > 0, "{s1:?}");
+    assert!(
+        s1.db_size_in_use_bytes > 0 && s1.db_size_in_use_bytes <= s1.db_size_bytes,
+        "{s1:?}"
+    );
+    let r2 = put(store, &key(prefix, "b"), "y").await?;
+    let s2 = store.status().await?;
+    assert!(s2.revision >= r2 && s2.revision > s1.revision.min(r2 - 1));
+    assert!(s2.compact_revision >= s1.compact_revision);
     Ok(())
 }
