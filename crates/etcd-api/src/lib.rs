@@ -61,6 +61,8 @@ mod kv;
 mod lease;
 mod maintenance;
 mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod watch;
 
 use std::sync::Arc;
