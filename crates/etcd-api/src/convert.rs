@@ -34,11 +34,6 @@ pub(crate) fn get(req: etcd::RangeRequest) -> Result<Get, Status> {
         .map_err(|_| Status::invalid_argument(INVALID_SORT_OPTION))?;
     let target = WireTarget::try_from(req.sort_target)
         .map_err(|_| Status::invalid_argument(INVALID_SORT_OPTION))?;
-    if req.min_mod_revision != 0 || req.max_mod_revision != 0 || req.min_create_revision != 0 {
-        return Err(Status::unimplemented(
-            "etcdserver: min/max mod revision and min create revision filters are not served yet",
-        ));
-    }
     let mut get = Get::new(key_range(req.key, req.range_end));
     get.limit = req.limit;
     get.revision = req.revision;
@@ -56,20 +51,21 @@ pub(crate) fn get(req: etcd::RangeRequest) -> Result<Get, Status> {
         WireTarget::Value => SortTarget::Value,
     };
     get.max_create_revision = req.max_create_revision;
+    get.min_create_revision = req.min_create_revision;
+    get.max_mod_revision = req.max_mod_revision;
+    get.min_mod_revision = req.min_mod_revision;
+    get.serializable = req.serializable;
     get.keys_only = req.keys_only;
     get.count_only = req.count_only;
     Ok(get)
 }
 
-pub(crate) fn put(req: etcd::PutRequest) -> Result<Put, Status> {
-    if req.ignore_value || req.ignore_lease {
-        return Err(Status::unimplemented(
-            "etcdserver: ignore_value and ignore_lease are not served yet",
-        ));
-    }
+pub(crate) fn put(req: etcd::PutRequest) -> Put {
     let mut put = Put::new(req.key, req.value).with_lease(req.lease);
     put.prev_kv = req.prev_kv;
-    Ok(put)
+    put.ignore_value = req.ignore_value;
+    put.ignore_lease = req.ignore_lease;
+    put
 }
 
 pub(crate) fn delete(req: etcd::DeleteRangeRequest) -> Delete {
@@ -93,11 +89,6 @@ fn compare(c: etcd::Compare) -> Result<Compare, Status> {
             )));
         }
     };
-    if !c.range_end.is_empty() {
-        return Err(Status::unimplemented(
-            "etcdserver: compares over a key range are not served yet",
-        ));
-    }
     // etcd reads the union member the target names; a missing or different
     // member compares against the target's zero value.
     let number =
@@ -130,18 +121,16 @@ fn compare(c: etcd::Compare) -> Result<Compare, Status> {
             )));
         }
     };
-    Ok(Compare::new(c.key, op, target))
+    Ok(Compare::new(c.key, op, target).with_range_end(c.range_end))
 }
 
 fn txn_op(op: etcd::RequestOp) -> Result<TxnOp, Status> {
     use etcd::request_op::Request;
     match op.request {
         Some(Request::RequestRange(r)) => Ok(TxnOp::Get(get(r)?)),
-        Some(Request::RequestPut(p)) => Ok(TxnOp::Put(put(p)?)),
+        Some(Request::RequestPut(p)) => Ok(TxnOp::Put(put(p))),
         Some(Request::RequestDeleteRange(d)) => Ok(TxnOp::Delete(delete(d))),
-        Some(Request::RequestTxn(_)) => Err(Status::unimplemented(
-            "etcdserver: nested txns are not served yet",
-        )),
+        Some(Request::RequestTxn(t)) => Ok(TxnOp::Txn(txn(t)?)),
         // etcd answers an empty op this way.
         None => Err(Status::invalid_argument(KEY_NOT_FOUND)),
     }
@@ -229,6 +218,7 @@ pub(crate) trait Headers {
                     TxnOpResponse::Delete(d) => {
                         Response::ResponseDeleteRange(self.delete_response(d))
                     }
+                    TxnOpResponse::Txn(t) => Response::ResponseTxn(self.txn_response(t)),
                 }),
             })
             .collect();

@@ -43,7 +43,7 @@ impl<S: Store> etcd::kv_server::Kv for KvService<S> {
         &self,
         request: Request<etcd::PutRequest>,
     ) -> Result<Response<etcd::PutResponse>, Status> {
-        let put = convert::put(request.into_inner())?;
+        let put = convert::put(request.into_inner());
         let done = self
             .shared
             .store

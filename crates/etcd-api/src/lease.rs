@@ -36,15 +36,10 @@ impl<S: Store> etcd::lease_server::Lease for LeaseService<S> {
         request: Request<etcd::LeaseGrantRequest>,
     ) -> Result<Response<etcd::LeaseGrantResponse>, Status> {
         let req = request.into_inner();
-        if req.id != 0 {
-            return Err(Status::unimplemented(
-                "etcdserver: granting a lease with a chosen ID is not served yet",
-            ));
-        }
         let grant = self
             .shared
             .store
-            .lease_grant(req.ttl)
+            .lease_grant_with_id(req.id, req.ttl)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(etcd::LeaseGrantResponse {
@@ -145,8 +140,16 @@ impl<S: Store> etcd::lease_server::Lease for LeaseService<S> {
         &self,
         _request: Request<etcd::LeaseLeasesRequest>,
     ) -> Result<Response<etcd::LeaseLeasesResponse>, Status> {
-        Err(Status::unimplemented(
-            "etcdserver: listing leases is not served yet",
-        ))
+        let mut ids = self
+            .shared
+            .store
+            .lease_list()
+            .await
+            .map_err(|e| to_status(&e))?;
+        ids.sort_unstable();
+        Ok(Response::new(etcd::LeaseLeasesResponse {
+            header: Some(self.shared.current_header().await?),
+            leases: ids.into_iter().map(|id| etcd::LeaseStatus { id }).collect(),
+        }))
     }
 }

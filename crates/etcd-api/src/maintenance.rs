@@ -46,11 +46,17 @@ impl<S: Store> etcd::maintenance_server::Maintenance for MaintenanceService<S> {
         &self,
         _request: Request<etcd::StatusRequest>,
     ) -> Result<Response<etcd::StatusResponse>, Status> {
-        let header = self.shared.current_header().await?;
+        let status = self
+            .shared
+            .store
+            .status()
+            .await
+            .map_err(|e| crate::to_status(&e))?;
+        let header = self.shared.header(status.revision);
         let revision = u64::try_from(header.revision).unwrap_or_default();
         Ok(Response::new(etcd::StatusResponse {
             version: ETCD_VERSION.to_string(),
-            db_size: 0,
+            db_size: status.db_size_bytes,
             leader: header.member_id,
             // There is no raft log; the revision is the closest thing to an
             // applied index that only grows.
@@ -58,7 +64,7 @@ impl<S: Store> etcd::maintenance_server::Maintenance for MaintenanceService<S> {
             raft_term: RAFT_TERM,
             raft_applied_index: revision,
             errors: Vec::new(),
-            db_size_in_use: 0,
+            db_size_in_use: status.db_size_in_use_bytes,
             is_learner: false,
             storage_version: String::new(),
             db_size_quota: 0,

@@ -9,6 +9,9 @@ use tonic::{Code, Status};
 
 pub(crate) const EMPTY_KEY: &str = "etcdserver: key is not provided";
 pub(crate) const KEY_NOT_FOUND: &str = "etcdserver: key not found";
+pub(crate) const VALUE_PROVIDED: &str = "etcdserver: value is provided";
+pub(crate) const LEASE_PROVIDED: &str = "etcdserver: lease is provided";
+pub(crate) const LEASE_EXISTS: &str = "etcdserver: lease already exists";
 pub(crate) const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
 pub(crate) const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
 pub(crate) const INVALID_SORT_OPTION: &str = "etcdserver: invalid sort option";
@@ -27,6 +30,10 @@ pub fn to_status(err: &StoreError) -> Status {
         StoreError::TooManyOps { .. } => Status::invalid_argument(TOO_MANY_OPS),
         StoreError::DuplicateKey { .. } => Status::invalid_argument(DUPLICATE_KEY),
         StoreError::LeaseNotFound(_) => Status::not_found(LEASE_NOT_FOUND),
+        StoreError::LeaseExists(_) => Status::failed_precondition(LEASE_EXISTS),
+        StoreError::KeyNotFound { .. } => Status::invalid_argument(KEY_NOT_FOUND),
+        StoreError::ValueProvided { .. } => Status::invalid_argument(VALUE_PROVIDED),
+        StoreError::LeaseProvided { .. } => Status::invalid_argument(LEASE_PROVIDED),
         StoreError::LeaseTtlTooLarge { .. } => Status::out_of_range(LEASE_TTL_TOO_LARGE),
         StoreError::Compacted { .. } => Status::out_of_range(COMPACTED),
         StoreError::FutureRevision { .. } => Status::out_of_range(FUTURE_REV),
@@ -108,6 +115,26 @@ mod tests {
                 StoreError::Closed,
                 Code::Unavailable,
                 "etcdserver: server stopped",
+            ),
+            (
+                StoreError::LeaseExists(3),
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                StoreError::KeyNotFound { key: "k".into() },
+                Code::InvalidArgument,
+                "etcdserver: key not found",
+            ),
+            (
+                StoreError::ValueProvided { key: "k".into() },
+                Code::InvalidArgument,
+                "etcdserver: value is provided",
+            ),
+            (
+                StoreError::LeaseProvided { key: "k".into() },
+                Code::InvalidArgument,
+                "etcdserver: lease is provided",
             ),
         ];
         for (err, code, message) in cases {

@@ -15,7 +15,7 @@ use drover_store::{Store, StoreError, Watch, WatchStream};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -27,6 +27,10 @@ use crate::status::COMPACTED;
 
 /// etcd's id for responses that belong to no single watch.
 pub const INVALID_WATCH_ID: i64 = -1;
+
+/// How long a progress request waits for every watch of the stream to
+/// catch up with the revision current when it was asked.
+const PROGRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// etcd's cancel reason for a client-chosen id already in use on the stream.
 pub const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
@@ -74,6 +78,8 @@ struct Entry {
     /// Every event of the watch up to this revision has been queued for the
     /// client (what a progress response may promise).
     delivered: Arc<AtomicI64>,
+    /// Asks the watch task for a progress notification from the store.
+    progress: Arc<Notify>,
 }
 
 type Watches = Arc<Mutex<HashMap<i64, Entry>>>;
@@ -172,10 +178,14 @@ impl<S: Store> Session<S> {
         } else {
             create.key
         };
+        use etcd::watch_create_request::FilterType;
         let watch = Watch {
             range: key_range(key, create.range_end),
             start_revision: create.start_revision,
             prev_kv: create.prev_kv,
+            filter_puts: create.filters.contains(&(FilterType::Noput as i32)),
+            filter_deletes: create.filters.contains(&(FilterType::Nodelete as i32)),
+            progress_notify: create.progress_notify,
         };
         let stream = match self.shared.store.watch(watch).await {
             Ok(stream) => stream,
@@ -194,6 +204,7 @@ impl<S: Store> Session<S> {
         let entry = Entry {
             cancel: self.ended.child_token(),
             delivered: Arc::new(AtomicI64::new(start)),
+            progress: Arc::new(Notify::new()),
         };
         let task = WatchTask {
             shared: self.shared.clone(),
@@ -201,14 +212,10 @@ impl<S: Store> Session<S> {
             out: self.out.clone(),
             cancel: entry.cancel.clone(),
             delivered: entry.delivered.clone(),
+            progress: entry.progress.clone(),
             watches: self.watches.clone(),
             fragment: create.fragment,
-            filter_puts: create
-                .filters
-                .contains(&(etcd::watch_create_request::FilterType::Noput as i32)),
-            filter_deletes: create
-                .filters
-                .contains(&(etcd::watch_create_request::FilterType::Nodelete as i32)),
+            progress_notify: create.progress_notify,
             start_revision: create.start_revision,
         };
         self.watches.lock().insert(id, entry);
@@ -244,27 +251,49 @@ impl<S: Store> Session<S> {
         .await
     }
 
-    /// Answers a progress request with the highest revision every watch of
-    /// the stream has delivered all its events up to.
+    /// Answers a progress request (etcd's `RequestProgressAll`): asks every
+    /// watch's store stream for progress, then (off the request loop)
+    /// answers with the highest revision every watch of the stream has
+    /// delivered all its events up to, once that reaches the revision
+    /// current now, or after [`PROGRESS_WAIT`] with what it is then.
     async fn progress(&mut self) -> bool {
-        let Some(mut header) = self.header().await else {
+        let Some(header) = self.header().await else {
             return false;
         };
-        let delivered = self
+        let target = header.revision;
+        let delivered: Vec<Arc<AtomicI64>> = self
             .watches
             .lock()
             .values()
-            .map(|w| w.delivered.load(Ordering::Acquire))
-            .min();
-        if let Some(revision) = delivered {
-            header.revision = revision.min(header.revision);
-        }
-        self.send(etcd::WatchResponse {
-            header: Some(header),
-            watch_id: INVALID_WATCH_ID,
-            ..Default::default()
-        })
-        .await
+            .map(|w| {
+                w.progress.notify_one();
+                w.delivered.clone()
+            })
+            .collect();
+        let out = self.out.clone();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + PROGRESS_WAIT;
+            let revision = loop {
+                let low = delivered
+                    .iter()
+                    .map(|d| d.load(Ordering::Acquire))
+                    .min()
+                    .unwrap_or(target);
+                if low >= target || tokio::time::Instant::now() >= deadline {
+                    break low;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            };
+            let _ = out
+                .send(Ok(etcd::WatchResponse {
+                    header: Some(shared.header(revision)),
+                    watch_id: INVALID_WATCH_ID,
+                    ..Default::default()
+                }))
+                .await;
+        });
+        true
     }
 }
 
@@ -275,10 +304,10 @@ struct WatchTask<S> {
     out: Outbound,
     cancel: CancellationToken,
     delivered: Arc<AtomicI64>,
+    progress: Arc<Notify>,
     watches: Watches,
     fragment: bool,
-    filter_puts: bool,
-    filter_deletes: bool,
+    progress_notify: bool,
     start_revision: i64,
 }
 
@@ -295,6 +324,13 @@ impl<S: Store> WatchTask<S> {
         let stop = loop {
             let item = tokio::select! {
                 () = self.cancel.cancelled() => break Stop::Quiet,
+                () = self.progress.notified() => {
+                    if stream.request_progress().is_err() {
+                        // The store ended the watch; the next item says why.
+                        tracing::debug!(watch = self.id, "progress asked of an ended watch");
+                    }
+                    continue;
+                }
                 item = stream.next() => item,
             };
             let batch = match item {
@@ -323,16 +359,11 @@ impl<S: Store> WatchTask<S> {
                 }
             };
             let revision = batch.revision;
-            let events: Vec<_> = batch
-                .events
-                .into_iter()
-                .filter(|e| match e.kind {
-                    drover_store::EventKind::Put => !self.filter_puts,
-                    drover_store::EventKind::Delete => !self.filter_deletes,
-                })
-                .map(convert::event)
-                .collect();
-            if !events.is_empty() {
+            let events: Vec<_> = batch.events.into_iter().map(convert::event).collect();
+            // An empty batch is the store's progress notification: the
+            // client hears of it only if this watch asked for them (a
+            // stream-wide progress request is answered by the session).
+            if !events.is_empty() || self.progress_notify {
                 let response = etcd::WatchResponse {
                     header: Some(self.shared.header(revision)),
                     watch_id: self.id,

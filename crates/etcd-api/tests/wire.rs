@@ -555,3 +555,156 @@ async fn malformed_protobuf_is_refused_and_changes_nothing() {
         .into_inner();
     assert_eq!(all.count, 0);
 }
+
+#[tokio::test]
+async fn etcd_34_features_reach_the_store_through_the_wire() {
+    use etcd::compare::{CompareResult, CompareTarget, TargetUnion};
+    let (_server, channel) = start(EtcdApiConfig::default()).await;
+    kv(&channel).put(put("n/a", "1")).await.unwrap();
+    kv(&channel).put(put("n/b", "1")).await.unwrap();
+    // A range compare holds only if it holds for every key in the range;
+    // a nested txn runs its own branch in the same revision.
+    let every_value_is_1 = etcd::Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Value as i32,
+        key: b"n/".to_vec(),
+        range_end: b"n0".to_vec(),
+        target_union: Some(TargetUnion::Value(b"1".to_vec())),
+    };
+    let nested = etcd::TxnRequest {
+        compare: vec![etcd::Compare {
+            key: b"n/zzz".to_vec(),
+            target: CompareTarget::Create as i32,
+            target_union: Some(TargetUnion::CreateRevision(0)),
+            ..Default::default()
+        }],
+        success: vec![etcd::RequestOp {
+            request: Some(etcd::request_op::Request::RequestPut(put("n/c", "nested"))),
+        }],
+        failure: vec![],
+    };
+    let done = kv(&channel)
+        .txn(etcd::TxnRequest {
+            compare: vec![every_value_is_1],
+            success: vec![etcd::RequestOp {
+                request: Some(etcd::request_op::Request::RequestTxn(nested)),
+            }],
+            failure: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.succeeded);
+    match &done.responses[0].response {
+        Some(etcd::response_op::Response::ResponseTxn(inner)) => {
+            assert!(inner.succeeded);
+            assert_eq!(inner.responses.len(), 1);
+        }
+        other => panic!("expected a nested txn response, got {other:?}"),
+    }
+    assert_eq!(count(&channel, "n/").await, 3);
+
+    // ignore_value keeps the value; on a missing key it is etcd's error.
+    kv(&channel)
+        .put(etcd::PutRequest {
+            ignore_value: true,
+            ..put("n/a", "")
+        })
+        .await
+        .unwrap();
+    let a = kv(&channel)
+        .range(etcd::RangeRequest {
+            key: b"n/a".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (a.kvs[0].value.as_slice(), a.kvs[0].version),
+        (&b"1"[..], 2)
+    );
+    let err = kv(&channel)
+        .put(etcd::PutRequest {
+            ignore_value: true,
+            ..put("n/missing", "")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "etcdserver: key not found");
+    let err = kv(&channel)
+        .put(etcd::PutRequest {
+            ignore_value: true,
+            ..put("n/a", "x")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "etcdserver: value is provided");
+
+    // Revision filters.
+    let filtered = kv(&channel)
+        .range(etcd::RangeRequest {
+            min_mod_revision: a.kvs[0].mod_revision,
+            ..prefix("n/")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<&[u8]> = filtered.kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, [&b"n/a"[..]]);
+
+    // A chosen lease id; the same id again is etcd's "lease already exists".
+    let mut leases = LeaseClient::new(channel.clone());
+    let chosen = 0x7777;
+    let granted = leases
+        .lease_grant(etcd::LeaseGrantRequest {
+            ttl: 60,
+            id: chosen,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.id, chosen);
+    let err = leases
+        .lease_grant(etcd::LeaseGrantRequest {
+            ttl: 60,
+            id: chosen,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), "etcdserver: lease already exists");
+    let listed = leases
+        .lease_leases(etcd::LeaseLeasesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.leases.iter().any(|l| l.id == chosen), "{listed:?}");
+}
+
+#[tokio::test]
+async fn watch_filters_leave_out_what_was_asked() {
+    let (_server, channel) = start(EtcdApiConfig::default()).await;
+    let mut watch = RawWatch::open(&channel).await;
+    watch
+        .create(etcd::WatchCreateRequest {
+            filters: vec![etcd::watch_create_request::FilterType::Noput as i32],
+            ..watch_key("nf/k")
+        })
+        .await;
+    assert!(watch.next().await.created);
+    kv(&channel).put(put("nf/k", "1")).await.unwrap();
+    kv(&channel)
+        .delete_range(etcd::DeleteRangeRequest {
+            key: b"nf/k".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let only = watch.next().await;
+    assert_eq!(only.events.len(), 1, "{only:?}");
+    assert_eq!(
+        only.events[0].r#type,
+        drover_etcd_api::pb::mvccpb::event::EventType::Delete as i32
+    );
+}
