@@ -30,7 +30,8 @@ fn check_range(range: &KeyRange) -> Result<()> {
         KeyRange::Prefix(_) => Ok(()),
         KeyRange::Range { start, end } => {
             check_key(start)?;
-            if !end.is_empty() && end.as_slice() <= start.as_slice() {
+            // `\0` is etcd's "every key from `start` on", not an upper bound.
+            if !end.is_empty() && end.as_slice() != [0] && end.as_slice() <= start.as_slice() {
                 return Err(StoreError::InvalidArgument(format!(
                     "range end {:?} must be greater than its start {:?}",
                     String::from_utf8_lossy(end),
@@ -394,5 +395,25 @@ mod tests {
             Err(StoreError::InvalidArgument(_))
         ));
         assert!(validate_get(&Get::prefix("")).is_ok());
+    }
+
+    #[test]
+    fn a_nul_range_end_means_from_the_key_on() {
+        let from_key = |start: &str| {
+            Get::new(KeyRange::Range {
+                start: start.as_bytes().to_vec(),
+                end: vec![0],
+            })
+        };
+        assert!(validate_get(&from_key("a")).is_ok());
+        assert!(validate_get(&from_key("\0")).is_ok());
+        let backwards = Get::new(KeyRange::Range {
+            start: b"b".to_vec(),
+            end: b"a".to_vec(),
+        });
+        assert!(matches!(
+            validate_get(&backwards),
+            Err(StoreError::InvalidArgument(_))
+        ));
     }
 }

@@ -47,6 +47,10 @@ impl KeyRange {
         match self {
             KeyRange::Key(k) => k.as_slice() == key,
             KeyRange::Prefix(p) => key.starts_with(p),
+            // etcd's conventions: an empty end is the single key `start`,
+            // `\0` is every key from `start` on.
+            KeyRange::Range { start, end } if end.is_empty() => key == start.as_slice(),
+            KeyRange::Range { start, end } if end.as_slice() == [0] => key >= start.as_slice(),
             KeyRange::Range { start, end } => key >= start.as_slice() && key < end.as_slice(),
         }
     }
