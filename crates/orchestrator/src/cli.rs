@@ -54,11 +54,11 @@ pub(crate) struct ServeArgs {
     pub(crate) shutdown_grace: std::time::Duration,
 }
 
-/// Exactly one store; the embedded store in `./drover-data` by default.
+/// Exactly one store; the embedded store in `.drover-data` (in the working directory) by default.
 #[derive(Debug, Args)]
 #[group(multiple = false)]
 pub(crate) struct StoreArgs {
-    /// Embedded store, durable in this directory [default: ./drover-data].
+    /// Embedded store, durable in this directory [default: .drover-data].
     #[arg(long, value_name = "PATH")]
     pub(crate) data_dir: Option<PathBuf>,
 
@@ -79,7 +79,9 @@ pub(crate) enum StoreChoice {
     Etcd(Vec<String>),
 }
 
-pub(crate) const DEFAULT_DATA_DIR: &str = "./drover-data";
+/// The embedded store's default data directory, relative to the working
+/// directory. `cargo xtask run`, README and .gitignore use the same name.
+pub(crate) const DEFAULT_DATA_DIR: &str = ".drover-data";
 
 impl StoreArgs {
     pub(crate) fn choice(&self) -> anyhow::Result<StoreChoice> {
