@@ -10,6 +10,10 @@
 //!   end-to-end `drover-tests` is a gRPC client; `drover-api-codegen` and
 //!   `xtask` generate code; `drover-store-etcd` reads the `tonic::Status`
 //!   inside etcd-client's errors).
+//! - Controllers (election, and the agent, rc-farm, replication and runtime
+//!   crates as they arrive) see the store only through the `Store` trait:
+//!   they may use `drover-store-etcd` as a dev-dependency (tests against a
+//!   real etcd), never as a normal or build dependency.
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +57,16 @@ const GRPC_ALLOWED: &[&str] = &[
     "xtask",
 ];
 
+/// Controllers: packages that must reach etcd only through the `Store` trait.
+/// Names of crates that do not exist yet are skipped.
+const CONTROLLERS: &[&str] = &[
+    "drover-election",
+    "drover-agent",
+    "drover-rc-farm",
+    "drover-replication",
+    "drover-runtime",
+];
+
 pub(crate) fn check(root: &Path) -> Result<()> {
     let mut violations = Vec::new();
 
@@ -80,6 +94,10 @@ pub(crate) fn check(root: &Path) -> Result<()> {
     }
 
     for package in workspace_members()? {
+        if CONTROLLERS.contains(&package.as_str()) {
+            let shipped = direct_dependencies_of_kinds(&package, "normal,build")?;
+            violations.extend(controller_violation(&package, &shipped));
+        }
         let direct = direct_dependencies(&package)?;
         if package != ETCD_CLIENT_OWNER && direct.iter().any(|d| d == ETCD_CLIENT) {
             violations.push(format!(
@@ -96,7 +114,9 @@ pub(crate) fn check(root: &Path) -> Result<()> {
             }
         }
     }
-    println!("checked direct dependencies on {ETCD_CLIENT} and protobuf/tonic crates");
+    println!(
+        "checked direct dependencies on {ETCD_CLIENT}, protobuf/tonic crates, and controllers' on {ETCD_CLIENT_OWNER}"
+    );
 
     if violations.is_empty() {
         println!("layering: ok");
@@ -170,19 +190,26 @@ fn parse_packages(tree: &str) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
+/// Why a controller's normal or build dependencies (`shipped`) break the
+/// layering, if they do.
+fn controller_violation(package: &str, shipped: &[String]) -> Option<String> {
+    shipped.iter().any(|d| d == ETCD_CLIENT_OWNER).then(|| {
+        format!(
+            "controller {package} depends on {ETCD_CLIENT_OWNER}; controllers see the store only through the Store trait (a dev-dependency for tests is fine)"
+        )
+    })
+}
+
 /// `package`'s direct dependencies of every kind (normal, build, dev).
 fn direct_dependencies(package: &str) -> Result<Vec<String>> {
+    direct_dependencies_of_kinds(package, "normal,build,dev")
+}
+
+/// `package`'s direct dependencies of the given `cargo tree -e` kinds.
+fn direct_dependencies_of_kinds(package: &str, kinds: &str) -> Result<Vec<String>> {
     let mut tree = cmd::cargo();
     tree.args([
-        "tree",
-        "-p",
-        package,
-        "-e",
-        "normal,build,dev",
-        "--depth",
-        "1",
-        "--prefix",
-        "none",
+        "tree", "-p", package, "-e", kinds, "--depth", "1", "--prefix", "none",
     ]);
     let names = crate_names(&stdout_of(&mut tree)?);
     // The first line is the package itself.
@@ -266,6 +293,37 @@ mod tests {
                     .any(|f| f.starts_with("depends on drover-store")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn controllers_may_not_ship_the_etcd_adapter() {
+        let shipped = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let found = controller_violation(
+            "drover-election",
+            &shipped(&["drover-store", "drover-store-etcd", "tokio"]),
+        )
+        .expect("a normal dependency on the adapter is a violation");
+        assert!(
+            found.contains("drover-election") && found.contains("drover-store-etcd"),
+            "{found}"
+        );
+        assert_eq!(
+            controller_violation("drover-election", &shipped(&["drover-store", "tokio"])),
+            None
+        );
+    }
+
+    /// Election has drover-store-etcd as a dev-dependency only: the kinds
+    /// the check reads leave it out, the full list has it.
+    #[test]
+    fn dev_dependencies_are_not_shipped() {
+        let shipped = direct_dependencies_of_kinds("drover-election", "normal,build").unwrap();
+        assert!(
+            !shipped.iter().any(|d| d == ETCD_CLIENT_OWNER),
+            "{shipped:?}"
+        );
+        let all = direct_dependencies("drover-election").unwrap();
+        assert!(all.iter().any(|d| d == ETCD_CLIENT_OWNER), "{all:?}");
     }
 
     /// The real workspace obeys its own rules (runs `cargo tree`, no build).

@@ -66,6 +66,7 @@ fn serve_args(root: &Path, args: &Args) -> Vec<String> {
         let dir = args
             .data_dir
             .clone()
+            // The same name as `orchestrator serve`'s default data dir.
             .unwrap_or_else(|| root.join(".drover-data"));
         out.push("--data-dir".into());
         out.push(dir.display().to_string());

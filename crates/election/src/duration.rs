@@ -2,6 +2,18 @@
 //! "1m30s", "1.5h", "250ms"), because knative and client-go configuration
 //! maps use that syntax. Negative durations are rejected: no election timing
 //! can be negative.
+//!
+//! # Why not Drover's own grammar
+//!
+//! Everywhere else (manifests, CLI flags) Drover reads durations with
+//! humantime (`drover_manifest::units`). This map is different: the same
+//! `config-leader-election` map is read by knative and client-go services
+//! written in Go, so a value must mean the same to both readers. humantime
+//! accepts values Go's `time.ParseDuration` rejects (`5d`, `2weeks`,
+//! `1 minute`, `1m 30s` with a space), so a map Drover accepted could stop
+//! the Go services reading it; and humantime writes `1m 30s` where Go writes
+//! `1m30s`. Hence this small parser of exactly Go's grammar, and a formatter
+//! that writes what Go writes.
 
 use std::time::Duration;
 

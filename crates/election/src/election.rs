@@ -130,7 +130,7 @@ impl<S: Store> Election<S> {
 
     /// The candidate key for a lease: `<prefix><lease id in lowercase hex>`.
     pub fn candidate_key(&self, lease: LeaseId) -> String {
-        format!("{}{lease:x}", self.prefix)
+        drover_store::keys::election::lease_key(&self.prefix, lease)
     }
 
     /// Campaigns with `lease` until this candidate leads, and returns the

@@ -10,7 +10,10 @@
 //! * **Durations** (`termination_grace_period`, `restart_backoff`): a number
 //!   with a unit, read by [`humantime`]: `500ms`, `30s`, `2m`, `1h`, and
 //!   combinations (`1m 30s`). A bare number is refused because its unit would
-//!   be a guess.
+//!   be a guess. This is Drover's one duration grammar for its own files and
+//!   flags: the CLI reads flags with [`parse_flag_duration`], which also takes
+//!   a bare number of seconds. (Only the election crate's knative/client-go
+//!   config map keeps Go's syntax, for Go readers of the same map.)
 //!
 //! Each type has one canonical spelling (its `Display`), used in the
 //! canonical form and by `to_yaml`, so `1024M` and `1G` are the same manifest.
@@ -197,6 +200,21 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{input:?} is not a duration ({e}); write e.g. \"30s\" or \"2m\""))
 }
 
+/// Parses a duration given as a command-line flag: the grammar of
+/// [`parse_duration`] (`10s`, `500ms`, `1m30s`, `1m 30s`), and a bare whole
+/// number as seconds (`--shutdown-grace 10`), as `sleep` and `timeout` read
+/// it. Errors quote the trimmed input.
+pub fn parse_flag_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{s:?} is too many seconds"));
+    }
+    parse_duration(s)
+}
+
 /// The canonical spelling of a duration, which [`parse_duration`] reads back.
 pub fn format_duration(duration: Duration) -> String {
     if duration.is_zero() {
@@ -279,6 +297,18 @@ mod tests {
         assert_eq!(Cpus::from_millis(1250).to_string(), "1.25");
         assert_eq!(Cpus::from_millis(1).to_string(), "0.001");
         assert_eq!(Cpus::from_millis(3000).to_string(), "3");
+    }
+
+    #[test]
+    fn flag_durations_share_the_grammar_and_take_bare_seconds() {
+        assert_eq!(parse_flag_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_flag_duration(" 1m 30s "), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_flag_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_flag_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "ten", "1.5", "-3s", "99999999999999999999"] {
+            let err = parse_flag_duration(bad).unwrap_err();
+            assert!(err.contains(&format!("{:?}", bad.trim())), "{err}");
+        }
     }
 
     #[test]

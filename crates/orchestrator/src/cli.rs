@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+// Drover's one duration grammar for flags and files (humantime; a bare
+// number is seconds): `10s`, `500ms`, `1m30s`, `1h`, `10`.
+use drover_manifest::units::parse_flag_duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,15 +58,15 @@ pub(crate) struct ServeArgs {
     pub(crate) no_etcd_api: bool,
 
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_flag_duration)]
     pub(crate) shutdown_grace: std::time::Duration,
 }
 
-/// Exactly one store; the embedded store in `./drover-data` by default.
+/// Exactly one store; the embedded store in `.drover-data` (in the working directory) by default.
 #[derive(Debug, Args)]
 #[group(multiple = false)]
 pub(crate) struct StoreArgs {
-    /// Embedded store, durable in this directory [default: ./drover-data].
+    /// Embedded store, durable in this directory [default: .drover-data].
     #[arg(long, value_name = "PATH")]
     pub(crate) data_dir: Option<PathBuf>,
 
@@ -84,7 +87,9 @@ pub(crate) enum StoreChoice {
     Etcd(Vec<String>),
 }
 
-pub(crate) const DEFAULT_DATA_DIR: &str = "./drover-data";
+/// The embedded store's default data directory, relative to the working
+/// directory. `cargo xtask run`, README and .gitignore use the same name.
+pub(crate) const DEFAULT_DATA_DIR: &str = ".drover-data";
 
 impl StoreArgs {
     pub(crate) fn choice(&self) -> anyhow::Result<StoreChoice> {
@@ -117,33 +122,11 @@ pub(crate) struct InfoArgs {
     pub(crate) server: String,
 }
 
-/// `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
-    match unit {
-        "ms" => Ok(std::time::Duration::from_millis(n)),
-        "s" => Ok(std::time::Duration::from_secs(n)),
-        "m" | "h" => n
-            .checked_mul(if unit == "m" { 60 } else { 3600 })
-            .map(std::time::Duration::from_secs)
-            .ok_or_else(|| format!("{text:?} is too long")),
-        _ => Err(format!(
-            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use drover_manifest::units::parse_flag_duration as parse_duration;
 
     fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
         let mut argv = vec!["orchestrator", "serve"];
@@ -169,6 +152,22 @@ mod tests {
         assert_eq!(args.listen, "127.0.0.1:7400".parse().unwrap());
         assert!(!args.no_etcd_api, "the etcd API is served by default");
         assert!(serve(&["--no-etcd-api"]).unwrap().no_etcd_api);
+    }
+
+    #[test]
+    fn shutdown_grace_reads_the_manifest_duration_grammar() {
+        assert_eq!(
+            serve(&["--shutdown-grace", "1m30s"])
+                .unwrap()
+                .shutdown_grace,
+            std::time::Duration::from_secs(90)
+        );
+        assert_eq!(
+            serve(&[]).unwrap().shutdown_grace,
+            std::time::Duration::from_secs(10)
+        );
+        let err = serve(&["--shutdown-grace", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("\"soon\""), "{err}");
     }
 
     #[test]
@@ -241,7 +240,17 @@ mod tests {
             parse_duration("1h"),
             Ok(std::time::Duration::from_secs(3600))
         );
-        assert!(parse_duration("5d").is_err());
+        // One grammar with manifests (humantime): days are a unit now, and
+        // units combine.
+        assert_eq!(
+            parse_duration("5d"),
+            Ok(std::time::Duration::from_secs(5 * 86_400))
+        );
+        assert_eq!(
+            parse_duration("1m30s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration(&format!("{}m", u64::MAX / 2)).is_err());
     }

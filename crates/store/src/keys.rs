@@ -214,6 +214,33 @@ pub fn validate_segment(field: &'static str, value: &str) -> Result<(), KeyError
     })
 }
 
+/// Keys of an election under a raw prefix, as etcd's `concurrency` package
+/// and `etcdctl elect NAME` (prefix `NAME/`) lay them out. The election
+/// crate takes any raw prefix so Go and `etcdctl` candidates can share an
+/// election; [`Keys::election_prefix`] is the prefix Drover's own elections use.
+pub mod election {
+    use crate::LeaseId;
+
+    /// `<prefix><lease id in lowercase hex>`: a candidate's key, as
+    /// `concurrency` writes it (`fmt.Sprintf("%s%x", pfx, lease)`). Bucket
+    /// membership keys use the same shape under their members prefix.
+    pub fn lease_key(prefix: &str, lease: LeaseId) -> String {
+        format!("{prefix}{lease:x}")
+    }
+
+    /// `<root><bucket>/`: the election of one bucket of a bucket set.
+    pub fn bucket_prefix(root: &str, bucket: &str) -> String {
+        format!("{root}{bucket}/")
+    }
+
+    /// `<root><group>.members/`: where the members of a bucket set register
+    /// (one [`lease_key`] each, bound to the member's lease). The `.members`
+    /// suffix keeps it apart from every bucket's election prefix.
+    pub fn bucket_members_prefix(root: &str, group: &str) -> String {
+        format!("{root}{group}.members/")
+    }
+}
+
 fn is_segment(value: &str) -> bool {
     validate_segment("", value).is_ok()
 }
@@ -415,9 +442,7 @@ impl Keys {
         if lease <= 0 {
             return Err(KeyError::InvalidLeaseId(lease));
         }
-        let mut key = self.election_prefix(name)?;
-        key.push_str(&format!("{lease:x}"));
-        Ok(key)
+        Ok(election::lease_key(&self.election_prefix(name)?, lease))
     }
 
     // ---- audit/<id> ----

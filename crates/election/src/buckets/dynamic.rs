@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use drover_store::backoff::{Backoff, BackoffPolicy};
+use drover_store::keys;
 use drover_store::lease::Lease;
 use drover_store::reflector::{Codec, Reflector, ReflectorError};
 use drover_store::{KeyValue, Put, Store};
@@ -100,11 +101,14 @@ impl<S: Store> BucketElectorBuilder<S> {
     pub fn build(self) -> Result<BucketElector<S>> {
         self.config.validate()?;
         let work = self.work.ok_or(ElectionError::MissingLeaderWork)?;
-        let members_prefix = format!("{}{}.members/", self.root, self.set.group());
+        let members_prefix = keys::election::bucket_members_prefix(&self.root, self.set.group());
         let elections = self
             .set
             .buckets()
-            .map(|b| Election::with_prefix(self.store.clone(), format!("{}{}/", self.root, b.name)))
+            .map(|b| {
+                let prefix = keys::election::bucket_prefix(&self.root, &b.name);
+                Election::with_prefix(self.store.clone(), prefix)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(BucketElector {
             inner: Arc::new(Inner {
@@ -285,7 +289,7 @@ impl<S: Store> BucketElector<S> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let member_key = format!("{}{:x}", self.inner.members_prefix, lease.id());
+            let member_key = keys::election::lease_key(&self.inner.members_prefix, lease.id());
             let registered = self
                 .inner
                 .store

@@ -292,3 +292,24 @@ proptest! {
         prop_assert!(k.audit(&with_control).is_err());
     }
 }
+
+#[test]
+fn raw_election_keys_follow_the_concurrency_layout() {
+    use super::election::{bucket_members_prefix, bucket_prefix, lease_key};
+    assert_eq!(
+        lease_key("web/", 0x694d77f5b3a4e00c),
+        "web/694d77f5b3a4e00c"
+    );
+    assert_eq!(
+        Keys::default().election_candidate("db", 0x1f).unwrap(),
+        lease_key("/drover/election/db/", 0x1f)
+    );
+    let root = "/drover/election/";
+    assert_eq!(bucket_prefix(root, "svc-00"), "/drover/election/svc-00/");
+    assert_eq!(
+        bucket_members_prefix(root, "svc"),
+        "/drover/election/svc.members/"
+    );
+    // The members prefix never falls under a bucket's election prefix.
+    assert!(!bucket_members_prefix(root, "svc").starts_with(&bucket_prefix(root, "svc")));
+}
