@@ -103,7 +103,8 @@ impl<S: Store> ElectorBuilder<S> {
         self
     }
 
-    /// Where measurements go (default: nowhere).
+    /// Where measurements go (default: nowhere). `RegistryMetrics` exports
+    /// them through a `drover_metrics::MetricsRegistry`.
     pub fn metrics(mut self, metrics: Arc<dyn ElectionMetrics>) -> Self {
         self.metrics = metrics;
         self

@@ -84,6 +84,6 @@ pub use duration::{format_duration, parse_duration};
 pub use election::{Election, LeaderInfo};
 pub use elector::{Elector, ElectorBuilder, TermSummary};
 pub use error::{ElectionError, Result};
-pub use metrics::{AtomicMetrics, ElectionMetrics, MetricsSnapshot, NoMetrics};
+pub use metrics::{ElectionMetrics, MetricsSnapshot, NoMetrics, RegistryMetrics};
 pub use observe::{Observation, Observer};
 pub use term::{Term, TermEnd};

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use drover_election::buckets::{Bucket, BucketElector, BucketSet};
 use drover_election::{
-    AtomicMetrics, ElectionError, ElectorConfig, OnLoss, Term, TermEnd, TermSummary,
+    ElectionError, ElectorConfig, OnLoss, RegistryMetrics, Term, TermEnd, TermSummary,
 };
+use drover_metrics::MetricsRegistry;
 use drover_store::embedded::EmbeddedStore;
 use drover_store::{Get, Put, Store};
 use parking_lot::Mutex;
@@ -364,7 +365,8 @@ async fn bucket_metrics_count_terms_and_keep_alives() {
     let view = FaultyStore::new(shared);
     view.faults.delay_keep_alives(Duration::from_millis(30));
     let set = BucketSet::new("ctl", "queue", 3).unwrap();
-    let metrics = Arc::new(AtomicMetrics::new());
+    let registry = MetricsRegistry::new();
+    let metrics = Arc::new(RegistryMetrics::new(&registry));
     let member =
         BucketElector::builder(view, ROOT, set)
             .config(config("m"))
@@ -385,6 +387,23 @@ async fn bucket_metrics_count_terms_and_keep_alives() {
     assert!(tokens.contains(&held.last_token), "{held:?} {tokens:?}");
     assert!(held.keep_alives >= 2, "{held:?}");
     assert_eq!(held.last_keep_alive_rtt, Duration::from_millis(30));
+    // Exported per bucket: each bucket's election leads, with one term.
+    let scrape = drover_metrics::testing::parse(&registry.encode().unwrap());
+    for i in 0..3 {
+        let election = member.term(i).unwrap().prefix().to_string();
+        let exported =
+            |name| drover_metrics::testing::value(&scrape, name, &[("election", &election)]);
+        assert_eq!(
+            exported("drover_election_is_leader"),
+            Some(1.0),
+            "{election}"
+        );
+        assert_eq!(
+            exported("drover_election_terms_total"),
+            Some(1.0),
+            "{election}"
+        );
+    }
     shutdown.cancel();
     run.await.unwrap().unwrap();
     assert!(!metrics.snapshot().is_leader);

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use drover_election::{
-    AtomicMetrics, Election, ElectionError, Elector, ElectorConfig, OnLoss, Term, TermEnd,
+    Election, ElectionError, Elector, ElectorConfig, OnLoss, RegistryMetrics, Term, TermEnd,
 };
+use drover_metrics::MetricsRegistry;
 use drover_store::embedded::EmbeddedStore;
 use drover_store::{Get, KeyRange, Put, Store};
 use rand::rngs::StdRng;
@@ -548,7 +549,8 @@ async fn cancelled_campaign_withdraws_its_key() {
 async fn new_leader_events_arrive_in_order_and_metrics_count() {
     let store = EmbeddedStore::in_memory();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let metrics = Arc::new(AtomicMetrics::new());
+    let registry = MetricsRegistry::new();
+    let metrics = Arc::new(RegistryMetrics::new(&registry));
     let election = Election::with_prefix(store.clone(), PREFIX).unwrap();
     let watcher = {
         let tx = tx.clone();
@@ -588,6 +590,16 @@ async fn new_leader_events_arrive_in_order_and_metrics_count() {
     let snapshot = metrics.snapshot();
     assert!(snapshot.is_leader);
     assert_eq!(snapshot.terms, 1);
+    // The same numbers are exported, labelled by election.
+    let scrape = drover_metrics::testing::parse(&registry.encode().unwrap());
+    let exported = |name| drover_metrics::testing::value(&scrape, name, &[("election", PREFIX)]);
+    assert_eq!(exported("drover_election_is_leader"), Some(1.0));
+    assert_eq!(exported("drover_election_terms_total"), Some(1.0));
+    assert_eq!(
+        exported("drover_election_last_token"),
+        Some(watcher.current_term().unwrap().token() as f64)
+    );
+    assert!(exported("drover_election_keep_alive_rtt_seconds_count") > Some(0.0));
     watcher_stop.cancel();
     watcher_run.await.unwrap().unwrap();
     assert!(!metrics.snapshot().is_leader);
@@ -917,7 +929,7 @@ async fn metrics_report_terms_acquire_latency_and_keep_alive_round_trips() {
 
     let view = FaultyStore::new(shared.clone());
     view.faults.delay_keep_alives(Duration::from_millis(40));
-    let metrics = Arc::new(AtomicMetrics::new());
+    let metrics = Arc::new(RegistryMetrics::new(&MetricsRegistry::new()));
     let b = Elector::builder(Election::with_prefix(view.clone(), PREFIX).unwrap())
         .config(config().with_identity("b"))
         .metrics(metrics.clone())

@@ -36,6 +36,7 @@ pub mod lease;
 pub mod limits;
 pub mod list_watch;
 pub mod lock;
+pub mod metered;
 pub mod reflector;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -65,10 +65,21 @@ pub trait Store: Clone + Send + Sync + 'static {
 ///
 /// Backends create it with [`WatchStream::channel`], feed the sender from a
 /// task, and stop that task when [`WatchSender::cancelled`] fires.
-#[derive(Debug)]
 pub struct WatchStream {
     rx: mpsc::Receiver<Result<WatchBatch>>,
     _cancel_on_drop: DropGuard,
+    /// Values a wrapper attached with [`WatchStream::attach`], dropped with
+    /// the stream.
+    attached: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("rx", &self.rx)
+            .field("attached", &self.attached.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The backend's side of a [`WatchStream`].
@@ -91,8 +102,17 @@ impl WatchStream {
             WatchStream {
                 rx,
                 _cancel_on_drop: cancel.drop_guard(),
+                attached: Vec::new(),
             },
         )
+    }
+
+    /// Keeps `value` alive until the stream is dropped, so a wrapping
+    /// [`Store`] can observe the stream's end (e.g. an open-streams gauge
+    /// guard in [`crate::metered::Metered`]) without forwarding its batches.
+    pub fn attach(mut self, value: impl Send + Sync + 'static) -> Self {
+        self.attached.push(Box::new(value));
+        self
     }
 
     /// The next batch; `None` once the watch has ended.

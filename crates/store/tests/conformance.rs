@@ -20,3 +20,14 @@ mod durable {
         },
     }
 }
+
+/// The metrics wrapper changes no behaviour: the whole suite through it.
+mod metered {
+    drover_store::conformance_tests! {
+        time = paused,
+        store = drover_store::metered::Metered::new(
+            drover_store::embedded::EmbeddedStore::in_memory(),
+            &drover_metrics::MetricsRegistry::new(),
+        ),
+    }
+}
