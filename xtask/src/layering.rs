@@ -9,6 +9,10 @@
 //!   end-to-end `drover-tests` is a gRPC client; `drover-api-codegen` and
 //!   `xtask` generate code; `drover-store-etcd` reads the `tonic::Status`
 //!   inside etcd-client's errors).
+//! - Controllers and the runtime see the store only through the `Store`
+//!   trait: `drover-store-etcd` is at most their dev-dependency. The runtime
+//!   also knows no controller's domain (manifests, labels, health, election)
+//!   and no API.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +28,23 @@ const PURE: &[(&str, &str)] = &[
 ];
 /// Nothing in a pure crate's normal dependency graph may be one of these.
 const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "drover-store"];
+
+/// Crates generic over `S: Store`, and what their normal dependency graph
+/// must not contain (dev-dependencies are not checked: tests run on etcd).
+const CONFINED: &[(&str, &[&str])] = &[
+    (
+        "drover-runtime",
+        &[
+            "drover-store-etcd",
+            "drover-manifest",
+            "drover-labels",
+            "drover-health",
+            "drover-election",
+            "drover-api",
+        ],
+    ),
+    ("drover-election", &["drover-store-etcd"]),
+];
 
 const ETCD_CLIENT: &str = "etcd-client";
 const ETCD_CLIENT_OWNER: &str = "drover-store-etcd";
@@ -76,6 +97,14 @@ pub(crate) fn check(root: &Path) -> Result<()> {
         );
     }
 
+    for (package, forbidden) in CONFINED {
+        let found = forbidden_dependencies(package, forbidden, false)?;
+        if found.is_empty() {
+            println!("ok: {package} has no {}", forbidden.join(" / "));
+        }
+        violations.extend(found.into_iter().map(|why| format!("{package} {why}")));
+    }
+
     for package in workspace_members()? {
         let direct = direct_dependencies(&package)?;
         if package != ETCD_CLIENT_OWNER && direct.iter().any(|d| d == ETCD_CLIENT) {
@@ -106,6 +135,16 @@ pub(crate) fn check(root: &Path) -> Result<()> {
 /// The forbidden crates in `package`'s normal dependency graph, each with
 /// the `cargo tree -i` path that pulls it in.
 fn impure_dependencies(package: &str, no_default_features: bool) -> Result<Vec<String>> {
+    forbidden_dependencies(package, FORBIDDEN_IN_PURE, no_default_features)
+}
+
+/// The `forbidden` crates in `package`'s normal dependency graph, each with
+/// the `cargo tree -i` path that pulls it in.
+fn forbidden_dependencies(
+    package: &str,
+    forbidden_crates: &[&str],
+    no_default_features: bool,
+) -> Result<Vec<String>> {
     let mut tree = cmd::cargo();
     tree.args(["tree", "-p", package, "-e", "normal", "--prefix", "none"]);
     if no_default_features {
@@ -113,7 +152,7 @@ fn impure_dependencies(package: &str, no_default_features: bool) -> Result<Vec<S
     }
     let names = crate_names(&stdout_of(&mut tree)?);
     let mut found = Vec::new();
-    for forbidden in FORBIDDEN_IN_PURE {
+    for forbidden in forbidden_crates {
         if names.iter().any(|n| n == forbidden) {
             let mut why = cmd::cargo();
             why.args(["tree", "-p", package, "-e", "normal", "-i", forbidden]);
@@ -261,6 +300,25 @@ mod tests {
                 && found
                     .iter()
                     .any(|f| f.starts_with("depends on drover-store")),
+            "{found:?}"
+        );
+    }
+
+    /// The confinement check sees normal dependencies and ignores
+    /// dev-dependencies: drover-election tests on etcd (a dev-dependency)
+    /// and is still confined; its store dependency is found.
+    #[test]
+    fn confinement_counts_normal_dependencies_only() {
+        assert!(
+            forbidden_dependencies("drover-election", &["drover-store-etcd"], false)
+                .unwrap()
+                .is_empty()
+        );
+        let found = forbidden_dependencies("drover-runtime", &["drover-store"], false).unwrap();
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("depends on drover-store")),
             "{found:?}"
         );
     }
