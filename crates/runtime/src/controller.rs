@@ -301,6 +301,9 @@ impl<S: Store, R: Reconciler<S>> Controller<S, R> {
         let mut running: HashMap<Id, R::Key> = HashMap::new();
         let mut resync_at = resync.as_ref().map(|(every, _)| Instant::now() + *every);
         let mut drain_deadline: Option<Instant> = None;
+        // False once every trigger sender (watch tasks, Trigger handles) is
+        // gone, so a closed channel is not polled in a loop.
+        let mut triggers_open = true;
         loop {
             let now = Instant::now();
             let stopping = shutdown.is_cancelled();
@@ -387,9 +390,10 @@ impl<S: Store, R: Reconciler<S>> Controller<S, R> {
                     is_ready = true;
                     tracing::debug!(queued = queue.depth(), "caches ready; reconciling");
                 }
-                key = trigger_rx.recv(), if !stopping => {
-                    if let Some(key) = key {
-                        queue.add(key, Instant::now());
+                key = trigger_rx.recv(), if !stopping && triggers_open => {
+                    match key {
+                        Some(key) => queue.add(key, Instant::now()),
+                        None => triggers_open = false,
                     }
                 }
                 _ = sleep_until_opt(next_due), if next_due.is_some() => {}
@@ -445,8 +449,23 @@ async fn follow<S, C, M, I, K>(
                 }
             }
             Err(ReflectorError::Corrupt { key, source }) => {
-                let error: &(dyn std::error::Error + 'static) = &source;
-                tracing::warn!(controller = %name, key, error, "skipping a corrupt record");
+                let error: &(dyn std::error::Error + Send + Sync + 'static) = &source;
+                if reflector.cache().is_ready() {
+                    tracing::warn!(controller = %name, key, error, "skipping a corrupt record");
+                    continue;
+                }
+                // The first listing is retried until it reads whole (a
+                // half-read range must not look complete): not in a tight
+                // loop.
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    controller = %name,
+                    key,
+                    error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "corrupt record in the first listing; the controller stays not ready"
+                );
+                tokio::time::sleep(delay).await;
             }
             Err(ReflectorError::Store { range, source }) => {
                 let delay = backoff.next_delay();

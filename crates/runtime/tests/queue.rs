@@ -399,3 +399,24 @@ async fn bad_settings_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("concurrency"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_controller_without_trigger_sources_still_resyncs_and_stops() {
+    let reconciler = Scripted::taking(0);
+    let shutdown = CancellationToken::new();
+    // No Trigger handle is kept and nothing is watched: the trigger
+    // channel is closed from the start.
+    let task = tokio::spawn(
+        controller(reconciler.clone())
+            .resync(Duration::from_secs(10), || vec!["only".to_owned()])
+            .run(shutdown.clone()),
+    );
+    sleep(Duration::from_secs(25)).await;
+    assert_eq!(reconciler.start_times("only").len(), 2);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+}
