@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use drover_store::backoff::{Backoff, BackoffPolicy};
 use drover_store::fence::Fence;
 use drover_store::lease::{Lease, LeaseView};
 use drover_store::{
@@ -91,8 +92,9 @@ impl<S: Store> fmt::Debug for Election<S> {
     }
 }
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How campaigns and terms retry a failed store call: 50 ms doubling to 1 s.
+pub(crate) const STORE_RETRY: BackoffPolicy =
+    BackoffPolicy::new(Duration::from_millis(50), Duration::from_secs(1));
 
 impl<S: Store> Election<S> {
     /// An election on a raw key prefix, used exactly as given: candidate keys
@@ -275,7 +277,7 @@ impl<S: Store> Election<S> {
         lease: &LeaseView,
         cancel: &CancellationToken,
     ) -> Result<Revision> {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(STORE_RETRY);
         loop {
             if cancel.is_cancelled() {
                 return Err(ElectionError::Cancelled);
@@ -299,8 +301,7 @@ impl<S: Store> Election<S> {
                 Ok(r) => r,
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(error = %e, "campaign probe failed; retrying");
-                    self.pause(backoff, lease, cancel).await?;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    self.pause(backoff.next_delay(), lease, cancel).await?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -335,7 +336,7 @@ impl<S: Store> Election<S> {
                 o = self.wait_for_change(predecessor, key, response.revision + 1) => o,
             };
             match outcome {
-                Ok(Change::PredecessorGone) => backoff = FIRST_BACKOFF,
+                Ok(Change::PredecessorGone) => backoff.reset(),
                 Ok(Change::OwnKeyGone) => {
                     return Err(ElectionError::CandidacyLost {
                         key: key.to_owned(),
@@ -345,8 +346,7 @@ impl<S: Store> Election<S> {
                     // Compacted, a broken stream or an unreachable store:
                     // probe again (the probe re-validates everything).
                     tracing::debug!(error = %e, "campaign watch interrupted; probing again");
-                    self.pause(backoff, lease, cancel).await?;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    self.pause(backoff.next_delay(), lease, cancel).await?;
                 }
             }
         }

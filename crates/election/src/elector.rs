@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::config::{ElectorConfig, OnLoss};
@@ -256,7 +257,7 @@ impl<S: Store> Elector<S> {
         // Also when the run future is dropped mid-term: nothing leads then.
         let _current = ForgetTermOnDrop(&self.inner.current);
         let observer = self.spawn_observer();
-        let _observer = AbortOnDrop(observer);
+        let _observer = AbortOnDropHandle::new(observer);
         let span = tracing::info_span!(
             "elector",
             election = %self.inner.label,
@@ -443,14 +444,6 @@ impl<S: Store> Drop for ForgetTermOnDrop<'_, S> {
         if let Some(term) = self.0.lock().take() {
             term.end(TermEnd::Dropped);
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -10,7 +10,6 @@ use drover_health::{
 };
 use drover_store::embedded::EmbeddedStore;
 use drover_store::keys::Keys;
-use drover_store::testing::unique_prefix;
 use drover_store::{Delete, Get, LeaseId, Put, Store, StoreError};
 
 /// Generous bound on one awaited event; only catches hangs.
@@ -340,32 +339,7 @@ async fn embedded_store_failures_are_errors_not_missing() {
 
 // ------------------------------------------------------------ test wiring
 
-use drover_store_etcd::testing::shared_etcd as etcd;
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::EmbeddedStore::in_memory(), super::Keys::default()).await
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(store) = super::etcd().await else { return };
-                    let keys = super::Keys::new(super::unique_prefix(stringify!($name))).unwrap();
-                    super::$name(store, keys).await
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+drover_store_etcd::on_both_backends!(
     put_and_read,
     results_live_and_die_with_the_lease,
     bad_input_changes_nothing,

@@ -3,18 +3,13 @@
 #![cfg(feature = "store")]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use drover_labels::{LabelError, LabelType, Labeler, Labels, MatchEvent, Selector};
 use drover_store::embedded::EmbeddedStore;
 use drover_store::keys::{KeyError, Keys};
-use drover_store::testing::unique_prefix;
-use drover_store::{
-    Compare, CompareOp, Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId,
-    LeaseTimeToLive, Put, PutResponse, Revision, Store, StoreError, Txn, TxnOp, TxnResponse, Watch,
-    WatchStream,
-};
+use drover_store::testing::FaultyStore;
+use drover_store::{Compare, CompareOp, Delete, Get, Put, Store, StoreError, Txn, TxnOp};
 
 /// Generous bound on one awaited event; only catches hangs.
 const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -532,59 +527,14 @@ async fn watch_relists_after_compaction<S: Store>(store: S, keys: Keys) {
     assert!(matches!(next_event(&mut w).await, MatchEvent::Removed { ref id, .. } if id == "n4"));
 }
 
-// ------------------------------------------------- a store that loses races
-
-/// Wraps a real store and lets a rival writer change `key` right before
-/// every txn, so every CAS loses (exercises the bounded retry).
-#[derive(Clone, Debug)]
-struct Rival<S> {
-    inner: S,
-    key: String,
-}
-
-/// Store methods a wrapper passes straight to `self.inner`.
-macro_rules! delegate {
-    ($($method:ident($arg:ident: $ty:ty) -> $out:ty;)*) => {
-        $(
-            fn $method(&self, $arg: $ty) -> impl Future<Output = drover_store::Result<$out>> + Send {
-                self.inner.$method($arg)
-            }
-        )*
-    };
-}
-
-impl<S: Store> Store for Rival<S> {
-    fn backend_name(&self) -> &'static str {
-        "rival"
-    }
-    async fn txn(&self, req: Txn) -> drover_store::Result<TxnResponse> {
-        self.inner
-            .put(Put::new(self.key.as_str(), r#"{"rival":"wins"}"#))
-            .await?;
-        self.inner.txn(req).await
-    }
-    delegate! {
-        get(req: Get) -> GetResponse;
-        put(req: Put) -> PutResponse;
-        delete(req: Delete) -> DeleteResponse;
-        watch(req: Watch) -> WatchStream;
-        lease_grant(ttl: i64) -> LeaseGrant;
-        lease_keep_alive(id: LeaseId) -> i64;
-        lease_revoke(id: LeaseId) -> ();
-        lease_time_to_live(id: LeaseId) -> LeaseTimeToLive;
-        compact(rev: Revision) -> ();
-    }
-    fn current_revision(&self) -> impl Future<Output = drover_store::Result<Revision>> + Send {
-        self.inner.current_revision()
-    }
-}
-
 async fn lost_races_give_up_with_conflict<S: Store>(store: S, keys: Keys) {
     let key = keys.labels(LabelType::Node, "n1").unwrap();
-    let rival = Rival {
-        inner: store.clone(),
-        key: key.clone(),
-    };
+    // A rival writer changes the key right before every txn, so every CAS
+    // loses (exercises the bounded retry).
+    let rival = FaultyStore::new(store.clone());
+    rival
+        .faults
+        .rival_put_before_txn(Some(Put::new(key.as_str(), r#"{"rival":"wins"}"#)));
     let labeler = Labeler::with_keys(rival, keys).with_max_attempts(3);
     match labeler.set(LabelType::Node, "n1", "zone", "a").await {
         Err(LabelError::Conflict { key: k, attempts }) => {
@@ -625,32 +575,7 @@ async fn store_failures_are_errors_not_empty(keys: Keys) {
 
 // ------------------------------------------------------------ test wiring
 
-use drover_store_etcd::testing::shared_etcd as etcd;
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(drover_store::embedded::EmbeddedStore::in_memory(), super::Keys::default()).await
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(store) = super::etcd().await else { return };
-                    let keys = super::Keys::new(super::unique_prefix(stringify!($name))).unwrap();
-                    super::$name(store, keys).await
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+drover_store_etcd::on_both_backends!(
     set_get_remove,
     list_and_match,
     bad_input_changes_nothing,

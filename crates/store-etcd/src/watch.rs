@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use drover_store::backoff::{Backoff, BackoffPolicy};
 use drover_store::{Revision, StoreError, Watch, WatchBatch, WatchSender, WatchStream};
 use etcd_client::proto::PbWatchResponse;
 use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponseStream};
@@ -255,8 +256,12 @@ impl WatchTask {
     /// failed attempt. `None` when the caller went away or the watch cannot
     /// be re-created (the caller has been told why).
     async fn reconnect(&mut self) -> Option<Conn> {
-        let mut delay = self.config.watch_retry_min;
+        let mut backoff = Backoff::new(BackoffPolicy::new(
+            self.config.watch_retry_min,
+            self.config.watch_retry_max.max(self.config.watch_retry_min),
+        ));
         loop {
+            let delay = backoff.next_delay();
             tokio::select! {
                 _ = self.sender.cancelled() => return None,
                 _ = tokio::time::sleep(delay) => {}
@@ -275,7 +280,6 @@ impl WatchTask {
                 }
                 Err(err) if err.is_retryable() => {
                     tracing::debug!(error = %err, ?delay, "re-creating the etcd watch failed; retrying");
-                    delay = (delay * 2).min(self.config.watch_retry_max);
                 }
                 Err(err) => {
                     let _ = self.sender.send(Err(err)).await;

@@ -54,6 +54,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backoff::{Backoff, BackoffPolicy};
 use crate::{LeaseId, Result, Store, StoreError};
 
 /// The smallest default safety margin.
@@ -408,7 +409,10 @@ enum Attempt {
 impl<S: Store> KeepAlive<S> {
     async fn run(self) {
         let mut next = Instant::now() + self.interval;
-        let mut retry_delay = FIRST_RETRY_DELAY;
+        let mut retry = Backoff::new(BackoffPolicy::new(
+            FIRST_RETRY_DELAY,
+            self.interval.max(FIRST_RETRY_DELAY),
+        ));
         loop {
             let deadline = *self.shared.validity.borrow();
             tokio::select! {
@@ -423,12 +427,11 @@ impl<S: Store> KeepAlive<S> {
             }
             match self.attempt(deadline).await {
                 Attempt::Renewed => {
-                    retry_delay = FIRST_RETRY_DELAY;
+                    retry.reset();
                     next = Instant::now() + self.interval;
                 }
                 Attempt::Failed => {
-                    next = Instant::now() + retry_delay;
-                    retry_delay = (retry_delay * 2).min(self.interval);
+                    next = Instant::now() + retry.next_delay();
                 }
                 Attempt::Lost(reason) => {
                     self.lose(reason);

@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+use crate::backoff::{Backoff, BackoffPolicy};
 use crate::{
     Event, Get, KeyRange, KeyValue, Result, Revision, Store, StoreError, Watch, WatchStream,
 };
@@ -86,7 +87,7 @@ impl ListWatchEvent {
 
 /// How [`ListWatch`] retries retryable failures: `max_attempts` tries in a
 /// row, waiting `initial_backoff` after the first failure and doubling up to
-/// `max_backoff`.
+/// `max_backoff` (a [`Backoff`] following [`RetryPolicy::backoff_policy`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Tries of one step (list, watch) before the error is returned; at least 1.
@@ -106,12 +107,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The workspace backoff these fields describe: doubling from
+    /// `initial_backoff` to `max_backoff`, no jitter.
+    pub fn backoff_policy(&self) -> BackoffPolicy {
+        BackoffPolicy::new(self.initial_backoff, self.max_backoff)
+    }
+
     /// The wait after the `failures`-th failure in a row (1-based).
     pub fn backoff(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        self.initial_backoff
-            .saturating_mul(1u32 << doublings)
-            .min(self.max_backoff)
+        self.backoff_policy().delay_after(failures)
     }
 }
 
@@ -144,8 +148,9 @@ pub struct ListWatch<S> {
     delivered: Revision,
     /// Events of a received batch not yet handed out.
     pending: VecDeque<Event>,
-    /// Retryable failures in a row of the current step.
-    failures: u32,
+    /// Retryable failures in a row of the current step, and the wait
+    /// before the next try.
+    backoff: Backoff,
     span: tracing::Span,
 }
 
@@ -165,7 +170,7 @@ impl<S: Store> ListWatch<S> {
             next_revision: 0,
             delivered: 0,
             pending: VecDeque::new(),
-            failures: 0,
+            backoff: Backoff::new(RetryPolicy::default().backoff_policy()),
             span,
         }
     }
@@ -181,6 +186,7 @@ impl<S: Store> ListWatch<S> {
             max_attempts: policy.max_attempts.max(1),
             ..policy
         };
+        self.backoff = Backoff::new(self.retry.backoff_policy());
         self
     }
 
@@ -213,7 +219,7 @@ impl<S: Store> ListWatch<S> {
     pub fn reset(&mut self) {
         self.phase = Phase::List { restart: false };
         self.pending.clear();
-        self.failures = 0;
+        self.backoff.reset();
     }
 
     /// The next snapshot or change. See the [module docs](self) for the
@@ -234,7 +240,7 @@ impl<S: Store> ListWatch<S> {
                     let restart = *restart;
                     match self.store.get(Get::new(self.range.clone())).await {
                         Ok(resp) => {
-                            self.failures = 0;
+                            self.backoff.reset();
                             self.next_revision = resp.revision + 1;
                             self.phase = Phase::Watch;
                             self.delivered = resp.revision;
@@ -264,7 +270,7 @@ impl<S: Store> ListWatch<S> {
                 }
                 Phase::Streaming(stream) => match stream.next_batch().await {
                     Some(Ok(batch)) => {
-                        self.failures = 0;
+                        self.backoff.reset();
                         if let Some(last) = batch.events.last() {
                             self.next_revision = self.next_revision.max(last.kv.mod_revision + 1);
                         }
@@ -308,18 +314,17 @@ impl<S: Store> ListWatch<S> {
             return Ok(());
         }
         if !error.is_retryable() {
-            self.failures = 0;
+            self.backoff.reset();
             return Err(error);
         }
-        self.failures += 1;
-        if self.failures >= self.retry.max_attempts {
-            self.failures = 0;
+        let backoff = self.backoff.next_delay();
+        if self.backoff.failures() >= self.retry.max_attempts {
+            self.backoff.reset();
             return Err(error);
         }
-        let backoff = self.retry.backoff(self.failures);
         tracing::warn!(
             error = %error,
-            attempt = self.failures,
+            attempt = self.backoff.failures(),
             backoff_ms = backoff.as_millis() as u64,
             "list-watch step failed; retrying"
         );

@@ -15,9 +15,9 @@ use drover_store::{KeyValue, Put, Store};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::{Bucket, BucketSet, fair_share, fnv1a, mix};
@@ -336,7 +336,7 @@ impl<S: Store> BucketElector<S> {
             )
             .in_current_span(),
         );
-        let _counter = AbortOnDrop(counter);
+        let _counter = AbortOnDropHandle::new(counter);
         let (events_tx, mut events_rx) = mpsc::channel::<Event<S>>(n as usize * 2 + 4);
         let mut slots: Vec<Slot> = (0..n)
             .map(|_| Slot::Idle {
@@ -625,13 +625,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -1,175 +1,22 @@
-//! Shared test support: a fault-injecting store wrapper, an elector harness
-//! that records lifecycle events, and a history checker for fenced writes.
+//! Shared test support: an elector harness that records lifecycle events,
+//! and a history checker for fenced writes (the fault-injecting store is
+//! drover-store's `testing::FaultyStore`).
 #![allow(dead_code, unreachable_pub)] // each test binary uses a subset; items are shared by path
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use drover_election::{Election, Elector, ElectorConfig, Term, TermEnd, TermSummary};
-use drover_store::{
-    Delete, DeleteResponse, Get, GetResponse, KeyRange, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
-    PutResponse, Revision, Store, Txn, TxnResponse, Watch, WatchStream,
-};
+use drover_store::{Revision, Store};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Faults one process can suffer, switched on and off by the test.
-#[derive(Debug, Default)]
-pub struct Faults {
-    /// Keep-alives hang (a partition between this process and the store,
-    /// or a paused process whose keep-alive loop cannot run).
-    stall_keep_alives: AtomicBool,
-    /// Every request hangs (a crashed or frozen process: nothing it sends
-    /// reaches the store).
-    frozen: AtomicBool,
-    /// New watches hang until released (a slow watch set-up, during which
-    /// the store moves on and compacts).
-    hold_watches: AtomicBool,
-    /// Every keep-alive answers this much later (a slow link).
-    keep_alive_delay: Mutex<Duration>,
-    /// What this process watched, in order.
-    watched: Mutex<Vec<KeyRange>>,
-    changed: Notify,
-}
-
-/// Which kind of request a gate is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    KeepAlive,
-    Watch,
-    Other,
-}
-
-impl Faults {
-    pub fn stall_keep_alives(&self, on: bool) {
-        self.stall_keep_alives.store(on, Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
-    pub fn freeze(&self, on: bool) {
-        self.frozen.store(on, Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
-    pub fn hold_watches(&self, on: bool) {
-        self.hold_watches.store(on, Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
-    /// Every watch this process opened so far.
-    pub fn watched(&self) -> Vec<KeyRange> {
-        self.watched.lock().clone()
-    }
-
-    pub fn delay_keep_alives(&self, delay: Duration) {
-        *self.keep_alive_delay.lock() = delay;
-    }
-
-    async fn gate(&self, kind: Kind) {
-        loop {
-            let notified = self.changed.notified();
-            let blocked = self.frozen.load(Ordering::SeqCst)
-                || (kind == Kind::KeepAlive && self.stall_keep_alives.load(Ordering::SeqCst))
-                || (kind == Kind::Watch && self.hold_watches.load(Ordering::SeqCst));
-            if !blocked {
-                break;
-            }
-            notified.await;
-        }
-        let delay = *self.keep_alive_delay.lock();
-        if kind == Kind::KeepAlive && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-    }
-}
-
-/// The view one process has of a shared store, with injectable faults.
-#[derive(Clone, Debug)]
-pub struct FaultyStore<S> {
-    inner: S,
-    pub faults: Arc<Faults>,
-}
-
-impl<S: Store> FaultyStore<S> {
-    pub fn new(inner: S) -> Self {
-        FaultyStore {
-            inner,
-            faults: Arc::new(Faults::default()),
-        }
-    }
-
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
-}
-
-macro_rules! gated {
-    ($self:ident, $kind:expr, $call:expr) => {{
-        let faults = $self.faults.clone();
-        let fut = $call;
-        async move {
-            faults.gate($kind).await;
-            fut.await
-        }
-    }};
-}
-
-impl<S: Store> Store for FaultyStore<S> {
-    fn backend_name(&self) -> &'static str {
-        self.inner.backend_name()
-    }
-    fn get(&self, req: Get) -> impl Future<Output = drover_store::Result<GetResponse>> + Send {
-        gated!(self, Kind::Other, self.inner.get(req))
-    }
-    fn put(&self, req: Put) -> impl Future<Output = drover_store::Result<PutResponse>> + Send {
-        gated!(self, Kind::Other, self.inner.put(req))
-    }
-    fn delete(
-        &self,
-        req: Delete,
-    ) -> impl Future<Output = drover_store::Result<DeleteResponse>> + Send {
-        gated!(self, Kind::Other, self.inner.delete(req))
-    }
-    fn txn(&self, req: Txn) -> impl Future<Output = drover_store::Result<TxnResponse>> + Send {
-        gated!(self, Kind::Other, self.inner.txn(req))
-    }
-    fn watch(&self, req: Watch) -> impl Future<Output = drover_store::Result<WatchStream>> + Send {
-        self.faults.watched.lock().push(req.range.clone());
-        gated!(self, Kind::Watch, self.inner.watch(req))
-    }
-    fn lease_grant(
-        &self,
-        ttl_secs: i64,
-    ) -> impl Future<Output = drover_store::Result<LeaseGrant>> + Send {
-        gated!(self, Kind::Other, self.inner.lease_grant(ttl_secs))
-    }
-    fn lease_keep_alive(
-        &self,
-        id: LeaseId,
-    ) -> impl Future<Output = drover_store::Result<i64>> + Send {
-        gated!(self, Kind::KeepAlive, self.inner.lease_keep_alive(id))
-    }
-    fn lease_revoke(&self, id: LeaseId) -> impl Future<Output = drover_store::Result<()>> + Send {
-        gated!(self, Kind::Other, self.inner.lease_revoke(id))
-    }
-    fn lease_time_to_live(
-        &self,
-        id: LeaseId,
-    ) -> impl Future<Output = drover_store::Result<LeaseTimeToLive>> + Send {
-        gated!(self, Kind::Other, self.inner.lease_time_to_live(id))
-    }
-    fn compact(&self, revision: Revision) -> impl Future<Output = drover_store::Result<()>> + Send {
-        gated!(self, Kind::Other, self.inner.compact(revision))
-    }
-    fn current_revision(&self) -> impl Future<Output = drover_store::Result<Revision>> + Send {
-        gated!(self, Kind::Other, self.inner.current_revision())
-    }
-}
+pub use drover_store::testing::FaultyStore;
 
 /// One lifecycle event of one elector.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,18 +1,12 @@
 //! Lease handle tests: paused time on the embedded in-memory store, wrapped to
 //! hang or fail keep-alives on demand.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use parking_lot::Mutex;
 use tokio::time::{sleep, timeout};
 
 use super::*;
 use crate::embedded::EmbeddedStore;
-use crate::{
-    Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseTimeToLive, Put, PutResponse,
-    Revision, Txn, TxnResponse, Watch, WatchStream,
-};
+use crate::testing::FaultyStore;
+use crate::{Get, Put};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum KeepAliveMode {
@@ -25,79 +19,25 @@ enum KeepAliveMode {
     Delay(Duration),
 }
 
-/// A store that delegates to `inner` but can hang or fail keep-alives.
-#[derive(Clone, Debug)]
-struct Faulty<S> {
-    inner: S,
-    mode: Arc<Mutex<KeepAliveMode>>,
-    keep_alives: Arc<AtomicUsize>,
+/// The shared fault wrapper, driven through one keep-alive mode at a time.
+type Faulty<S> = FaultyStore<S>;
+
+trait KeepAliveFaults {
+    fn set(&self, mode: KeepAliveMode);
+    fn keep_alive_calls(&self) -> usize;
 }
 
-impl<S: Store> Faulty<S> {
-    fn new(inner: S) -> Self {
-        Faulty {
-            inner,
-            mode: Arc::new(Mutex::new(KeepAliveMode::Pass)),
-            keep_alives: Arc::new(AtomicUsize::new(0)),
-        }
-    }
+impl<S: Store> KeepAliveFaults for FaultyStore<S> {
     fn set(&self, mode: KeepAliveMode) {
-        *self.mode.lock() = mode;
+        self.faults.stall_keep_alives(mode == KeepAliveMode::Hang);
+        self.faults.fail_keep_alives(mode == KeepAliveMode::Fail);
+        self.faults.delay_keep_alives(match mode {
+            KeepAliveMode::Delay(delay) => delay,
+            _ => Duration::ZERO,
+        });
     }
     fn keep_alive_calls(&self) -> usize {
-        self.keep_alives.load(Ordering::SeqCst)
-    }
-}
-
-impl<S: Store> Store for Faulty<S> {
-    fn backend_name(&self) -> &'static str {
-        "faulty"
-    }
-    async fn get(&self, req: Get) -> Result<GetResponse> {
-        self.inner.get(req).await
-    }
-    async fn put(&self, req: Put) -> Result<PutResponse> {
-        self.inner.put(req).await
-    }
-    async fn delete(&self, req: Delete) -> Result<DeleteResponse> {
-        self.inner.delete(req).await
-    }
-    async fn txn(&self, req: Txn) -> Result<TxnResponse> {
-        self.inner.txn(req).await
-    }
-    async fn watch(&self, req: Watch) -> Result<WatchStream> {
-        self.inner.watch(req).await
-    }
-    async fn lease_grant(&self, ttl_secs: i64) -> Result<LeaseGrant> {
-        self.inner.lease_grant(ttl_secs).await
-    }
-    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        self.keep_alives.fetch_add(1, Ordering::SeqCst);
-        let mode = *self.mode.lock();
-        match mode {
-            KeepAliveMode::Pass => self.inner.lease_keep_alive(id).await,
-            KeepAliveMode::Hang => std::future::pending().await,
-            KeepAliveMode::Delay(delay) => {
-                sleep(delay).await;
-                self.inner.lease_keep_alive(id).await
-            }
-            KeepAliveMode::Fail => Err(StoreError::Unavailable {
-                message: "injected keep-alive failure".into(),
-                source: None,
-            }),
-        }
-    }
-    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(id).await
-    }
-    async fn lease_time_to_live(&self, id: LeaseId) -> Result<LeaseTimeToLive> {
-        self.inner.lease_time_to_live(id).await
-    }
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        self.inner.compact(revision).await
-    }
-    async fn current_revision(&self) -> Result<Revision> {
-        self.inner.current_revision().await
+        self.faults.keep_alive_calls()
     }
 }
 

@@ -1,16 +1,12 @@
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{KvChange, KvMirror, ListWatch, ListWatchEvent, RetryPolicy};
 use crate::embedded::EmbeddedStore;
+use crate::testing::FaultyStore;
 use crate::{
-    Delete, DeleteResponse, Event, EventKind, Get, GetResponse, KeyRange, KeyValue, LeaseGrant,
-    LeaseId, LeaseTimeToLive, Put, PutResponse, Result, Revision, Store, StoreError, Txn, TxnOp,
-    TxnResponse, Watch, WatchStream,
+    Delete, Event, EventKind, KeyRange, KeyValue, Put, Revision, Store, StoreError, Txn, TxnOp,
 };
 
 const PREFIX: &str = "/lw/";
@@ -43,13 +39,6 @@ fn pairs(kvs: &[KeyValue]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn unavailable(what: &str) -> StoreError {
-    StoreError::Unavailable {
-        message: format!("injected: {what}"),
-        source: None,
-    }
-}
-
 /// Expects a `Changed` event and returns it.
 async fn next_change<S: Store>(lw: &mut ListWatch<S>) -> Event {
     match lw.next().await.unwrap() {
@@ -60,118 +49,19 @@ async fn next_change<S: Store>(lw: &mut ListWatch<S>) -> Event {
 
 // ------------------------------------------------------ a store with faults
 
-#[derive(Debug, Default)]
-struct Faults {
-    /// Fail this many `get`s (next ones) with `Unavailable`.
-    failing_gets: u32,
-    get_calls: u32,
-    watch_calls: u32,
-    /// Each watch stream delivers this many batches, then ends (or fails
-    /// with `Unavailable` when `end_with_error`).
-    batches_per_stream: Option<usize>,
-    end_with_error: bool,
-}
+/// The shared fault wrapper around an in-memory embedded store.
+type Faulty = FaultyStore<EmbeddedStore>;
 
-/// An embedded store whose reads and watches fail as told.
-#[derive(Clone, Debug)]
-struct Faulty {
-    inner: EmbeddedStore,
-    faults: Arc<Mutex<Faults>>,
-}
-
-impl Faulty {
-    fn new(faults: Faults) -> Self {
-        Faulty {
-            inner: EmbeddedStore::in_memory(),
-            faults: Arc::new(Mutex::new(faults)),
-        }
-    }
-}
-
-impl Store for Faulty {
-    fn backend_name(&self) -> &'static str {
-        "faulty"
-    }
-    async fn get(&self, req: Get) -> Result<GetResponse> {
-        {
-            let mut f = self.faults.lock();
-            f.get_calls += 1;
-            if f.failing_gets > 0 {
-                f.failing_gets -= 1;
-                return Err(unavailable("get"));
-            }
-        }
-        self.inner.get(req).await
-    }
-    fn put(&self, req: Put) -> impl Future<Output = Result<PutResponse>> + Send {
-        self.inner.put(req)
-    }
-    fn delete(&self, req: Delete) -> impl Future<Output = Result<DeleteResponse>> + Send {
-        self.inner.delete(req)
-    }
-    fn txn(&self, req: Txn) -> impl Future<Output = Result<TxnResponse>> + Send {
-        self.inner.txn(req)
-    }
-    async fn watch(&self, req: Watch) -> Result<WatchStream> {
-        let (limit, end_with_error) = {
-            let mut f = self.faults.lock();
-            f.watch_calls += 1;
-            (f.batches_per_stream, f.end_with_error)
-        };
-        let mut inner = self.inner.watch(req).await?;
-        let Some(limit) = limit else {
-            return Ok(inner);
-        };
-        let (tx, stream) = WatchStream::channel(4);
-        tokio::spawn(async move {
-            for _ in 0..limit {
-                let item = tokio::select! {
-                    _ = tx.cancelled() => return,
-                    item = inner.next_batch() => item,
-                };
-                let Some(item) = item else { return };
-                if tx.send(item).await.is_err() {
-                    return;
-                }
-            }
-            if end_with_error {
-                let _ = tx.send(Err(unavailable("watch stream"))).await;
-            }
-            // Dropping `tx` ends the stream.
-        });
-        Ok(stream)
-    }
-    fn lease_grant(&self, ttl: i64) -> impl Future<Output = Result<LeaseGrant>> + Send {
-        self.inner.lease_grant(ttl)
-    }
-    fn lease_keep_alive(&self, id: LeaseId) -> impl Future<Output = Result<i64>> + Send {
-        self.inner.lease_keep_alive(id)
-    }
-    fn lease_revoke(&self, id: LeaseId) -> impl Future<Output = Result<()>> + Send {
-        self.inner.lease_revoke(id)
-    }
-    fn lease_time_to_live(
-        &self,
-        id: LeaseId,
-    ) -> impl Future<Output = Result<LeaseTimeToLive>> + Send {
-        self.inner.lease_time_to_live(id)
-    }
-    fn compact(&self, revision: Revision) -> impl Future<Output = Result<()>> + Send {
-        self.inner.compact(revision)
-    }
-    fn current_revision(&self) -> impl Future<Output = Result<Revision>> + Send {
-        self.inner.current_revision()
-    }
+fn faulty() -> Faulty {
+    FaultyStore::new(EmbeddedStore::in_memory())
 }
 
 /// A store holding one key whose next `failures` lists fail, and a
 /// list-watch on it that tries `max_attempts` times, waiting 100 ms after
 /// the first failure and doubling.
 async fn failing_lists(failures: u32, max_attempts: u32) -> (Faulty, ListWatch<Faulty>) {
-    let store = Faulty::new(Faults {
-        failing_gets: failures,
-        ..Faults::default()
-    });
+    let store = faulty();
+    store.faults.fail_gets(failures);
     put(&store, "a", "1").await;
     let policy = RetryPolicy {
         max_attempts,
@@ -422,7 +312,7 @@ async fn retryable_list_failures_are_retried_with_backoff() {
     let started = Instant::now();
     let event = lw.next().await.unwrap();
     assert!(matches!(event, ListWatchEvent::Listed { ref kvs, .. } if kvs.len() == 1));
-    assert_eq!(store.faults.lock().get_calls, 3);
+    assert_eq!(store.faults.get_calls(), 3);
     // Waited 100 ms, then 200 ms, on the (paused) tokio clock.
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
@@ -432,34 +322,31 @@ async fn exhausted_retries_return_the_error_and_the_next_call_resumes() {
     let (store, mut lw) = failing_lists(3, 2).await;
     let err = lw.next().await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
-    assert_eq!(store.faults.lock().get_calls, 2);
+    assert_eq!(store.faults.get_calls(), 2);
     // A fresh budget: the third get fails, the fourth lists.
     assert!(matches!(
         lw.next().await.unwrap(),
         ListWatchEvent::Listed { .. }
     ));
-    assert_eq!(store.faults.lock().get_calls, 4);
+    assert_eq!(store.faults.get_calls(), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn non_retryable_errors_are_returned_at_once() {
-    let store = Faulty::new(Faults::default());
+    let store = faulty();
     let mut lw = ListWatch::prefix(store.clone(), PREFIX);
-    store.inner.close().await.unwrap();
+    store.inner().close().await.unwrap();
     assert!(matches!(lw.next().await, Err(StoreError::Closed)));
-    assert_eq!(store.faults.lock().get_calls, 1);
+    assert_eq!(store.faults.get_calls(), 1);
     assert!(matches!(lw.next().await, Err(StoreError::Closed)));
-    assert_eq!(store.faults.lock().get_calls, 2);
+    assert_eq!(store.faults.get_calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn ended_or_failed_streams_are_reopened_without_gaps() {
     for end_with_error in [false, true] {
-        let store = Faulty::new(Faults {
-            batches_per_stream: Some(1),
-            end_with_error,
-            ..Faults::default()
-        });
+        let store = faulty();
+        store.faults.end_watches_after(Some(1), end_with_error);
         let mut lw = ListWatch::prefix(store.clone(), PREFIX);
         assert!(matches!(
             lw.next().await.unwrap(),
@@ -477,7 +364,7 @@ async fn ended_or_failed_streams_are_reopened_without_gaps() {
         }
         assert_eq!(got, want, "end_with_error={end_with_error}");
         // Several streams were needed, each resuming after the last event.
-        assert!(store.faults.lock().watch_calls >= 3);
+        assert!(store.faults.watch_calls() >= 3);
     }
 }
 

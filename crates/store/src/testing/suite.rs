@@ -266,6 +266,11 @@ macro_rules! conformance_tests {
             case_get_limit_and_count_at_past_revision,
             case_get_sorted_by_value_and_version_with_limit,
             case_delete_range_prev_kvs_in_key_order,
+            case_get_revision_filters,
+            case_get_serializable,
+            case_get_negative_fields_are_invalid,
+            case_put_ignore_value_and_lease,
+            case_put_ignore_bad_requests,
             // txn
             case_txn_compare_value,
             case_txn_compare_version,
@@ -282,6 +287,9 @@ macro_rules! conformance_tests {
             case_txn_too_many_ops,
             case_txn_cas_contention,
             case_txn_get_after_put_and_delete,
+            case_txn_compare_range,
+            case_txn_nested,
+            case_txn_nested_bad_requests,
             // leases
             case_lease_grant_and_time_to_live,
             case_lease_ttl_too_large,
