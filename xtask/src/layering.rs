@@ -10,10 +10,10 @@
 //!   end-to-end `drover-tests` is a gRPC client; `drover-api-codegen` and
 //!   `xtask` generate code; `drover-store-etcd` reads the `tonic::Status`
 //!   inside etcd-client's errors).
-//! - Controllers (election, and the agent, rc-farm, replication and runtime
-//!   crates as they arrive) see the store only through the `Store` trait:
-//!   they may use `drover-store-etcd` as a dev-dependency (tests against a
-//!   real etcd), never as a normal or build dependency.
+//! - Controllers and the runtime see the store only through the `Store`
+//!   trait: `drover-store-etcd` is at most their dev-dependency. The runtime
+//!   also knows no controller's domain (manifests, labels, health, election)
+//!   and no API.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,23 @@ const PURE: &[(&str, &str)] = &[
 ];
 /// Nothing in a pure crate's normal dependency graph may be one of these.
 const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "drover-store"];
+
+/// Crates generic over `S: Store`, and what their normal dependency graph
+/// must not contain (dev-dependencies are not checked: tests run on etcd).
+const CONFINED: &[(&str, &[&str])] = &[
+    (
+        "drover-runtime",
+        &[
+            "drover-store-etcd",
+            "drover-manifest",
+            "drover-labels",
+            "drover-health",
+            "drover-election",
+            "drover-api",
+        ],
+    ),
+    ("drover-election", &["drover-store-etcd"]),
+];
 
 const ETCD_CLIENT: &str = "etcd-client";
 const ETCD_CLIENT_OWNER: &str = "drover-store-etcd";
@@ -57,16 +74,6 @@ const GRPC_ALLOWED: &[&str] = &[
     "xtask",
 ];
 
-/// Controllers: packages that must reach etcd only through the `Store` trait.
-/// Names of crates that do not exist yet are skipped.
-const CONTROLLERS: &[&str] = &[
-    "drover-election",
-    "drover-agent",
-    "drover-rc-farm",
-    "drover-replication",
-    "drover-runtime",
-];
-
 pub(crate) fn check(root: &Path) -> Result<()> {
     let mut violations = Vec::new();
 
@@ -93,11 +100,15 @@ pub(crate) fn check(root: &Path) -> Result<()> {
         );
     }
 
-    for package in workspace_members()? {
-        if CONTROLLERS.contains(&package.as_str()) {
-            let shipped = direct_dependencies_of_kinds(&package, "normal,build")?;
-            violations.extend(controller_violation(&package, &shipped));
+    for (package, forbidden) in CONFINED {
+        let found = forbidden_dependencies(package, forbidden, false)?;
+        if found.is_empty() {
+            println!("ok: {package} has no {}", forbidden.join(" / "));
         }
+        violations.extend(found.into_iter().map(|why| format!("{package} {why}")));
+    }
+
+    for package in workspace_members()? {
         let direct = direct_dependencies(&package)?;
         if package != ETCD_CLIENT_OWNER && direct.iter().any(|d| d == ETCD_CLIENT) {
             violations.push(format!(
@@ -129,6 +140,16 @@ pub(crate) fn check(root: &Path) -> Result<()> {
 /// The forbidden crates in `package`'s normal dependency graph, each with
 /// the `cargo tree -i` path that pulls it in.
 fn impure_dependencies(package: &str, no_default_features: bool) -> Result<Vec<String>> {
+    forbidden_dependencies(package, FORBIDDEN_IN_PURE, no_default_features)
+}
+
+/// The `forbidden` crates in `package`'s normal dependency graph, each with
+/// the `cargo tree -i` path that pulls it in.
+fn forbidden_dependencies(
+    package: &str,
+    forbidden_crates: &[&str],
+    no_default_features: bool,
+) -> Result<Vec<String>> {
     let mut tree = cmd::cargo();
     tree.args(["tree", "-p", package, "-e", "normal", "--prefix", "none"]);
     if no_default_features {
@@ -136,7 +157,7 @@ fn impure_dependencies(package: &str, no_default_features: bool) -> Result<Vec<S
     }
     let names = crate_names(&stdout_of(&mut tree)?);
     let mut found = Vec::new();
-    for forbidden in FORBIDDEN_IN_PURE {
+    for forbidden in forbidden_crates {
         if names.iter().any(|n| n == forbidden) {
             let mut why = cmd::cargo();
             why.args(["tree", "-p", package, "-e", "normal", "-i", forbidden]);
@@ -188,16 +209,6 @@ fn parse_packages(tree: &str) -> Vec<(String, PathBuf)> {
             Some((name.to_string(), PathBuf::from(dir)))
         })
         .collect()
-}
-
-/// Why a controller's normal or build dependencies (`shipped`) break the
-/// layering, if they do.
-fn controller_violation(package: &str, shipped: &[String]) -> Option<String> {
-    shipped.iter().any(|d| d == ETCD_CLIENT_OWNER).then(|| {
-        format!(
-            "controller {package} depends on {ETCD_CLIENT_OWNER}; controllers see the store only through the Store trait (a dev-dependency for tests is fine)"
-        )
-    })
 }
 
 /// `package`'s direct dependencies of every kind (normal, build, dev).
@@ -295,35 +306,23 @@ mod tests {
         );
     }
 
+    /// The confinement check sees normal dependencies and ignores
+    /// dev-dependencies: drover-election tests on etcd (a dev-dependency)
+    /// and is still confined; its store dependency is found.
     #[test]
-    fn controllers_may_not_ship_the_etcd_adapter() {
-        let shipped = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let found = controller_violation(
-            "drover-election",
-            &shipped(&["drover-store", "drover-store-etcd", "tokio"]),
-        )
-        .expect("a normal dependency on the adapter is a violation");
+    fn confinement_counts_normal_dependencies_only() {
         assert!(
-            found.contains("drover-election") && found.contains("drover-store-etcd"),
-            "{found}"
+            forbidden_dependencies("drover-election", &["drover-store-etcd"], false)
+                .unwrap()
+                .is_empty()
         );
-        assert_eq!(
-            controller_violation("drover-election", &shipped(&["drover-store", "tokio"])),
-            None
-        );
-    }
-
-    /// Election has drover-store-etcd as a dev-dependency only: the kinds
-    /// the check reads leave it out, the full list has it.
-    #[test]
-    fn dev_dependencies_are_not_shipped() {
-        let shipped = direct_dependencies_of_kinds("drover-election", "normal,build").unwrap();
+        let found = forbidden_dependencies("drover-runtime", &["drover-store"], false).unwrap();
         assert!(
-            !shipped.iter().any(|d| d == ETCD_CLIENT_OWNER),
-            "{shipped:?}"
+            found
+                .iter()
+                .any(|f| f.starts_with("depends on drover-store")),
+            "{found:?}"
         );
-        let all = direct_dependencies("drover-election").unwrap();
-        assert!(all.iter().any(|d| d == ETCD_CLIENT_OWNER), "{all:?}");
     }
 
     /// The real workspace obeys its own rules (runs `cargo tree`, no build).
