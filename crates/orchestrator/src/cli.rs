@@ -49,6 +49,11 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) store: StoreArgs,
 
+    /// Address of the Prometheus `/metrics` endpoint (plain HTTP: keep it on
+    /// loopback or a trusted network), or `off`.
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:7401")]
+    pub(crate) metrics_listen: crate::metrics::MetricsListen,
+
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) shutdown_grace: std::time::Duration,
@@ -162,6 +167,16 @@ mod tests {
             StoreChoice::DataDir(PathBuf::from(DEFAULT_DATA_DIR))
         );
         assert_eq!(args.listen, "127.0.0.1:7400".parse().unwrap());
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_can_be_off() {
+        let default = serve(&[]).unwrap().metrics_listen;
+        assert_eq!(default.0, Some("127.0.0.1:7401".parse().unwrap()));
+        let off = serve(&["--metrics-listen", "off"]).unwrap().metrics_listen;
+        assert_eq!(off.0, None);
+        let err = serve(&["--metrics-listen", "nowhere"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]
