@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::{
     Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
-    PutResponse, Result, Revision, Store, Txn, TxnResponse, Watch, WatchStream,
+    PutResponse, Result, Revision, Store, StoreStatus, Txn, TxnResponse, Watch, WatchStream,
 };
 
 /// `op`, `backend`, `result`.
@@ -163,6 +163,22 @@ impl<S: Store> Store for Metered<S> {
     async fn lease_grant(&self, ttl_secs: i64) -> Result<LeaseGrant> {
         self.measure("lease_grant", self.inner.lease_grant(ttl_secs))
             .await
+    }
+
+    async fn lease_grant_with_id(&self, id: LeaseId, ttl_secs: i64) -> Result<LeaseGrant> {
+        self.measure(
+            "lease_grant_with_id",
+            self.inner.lease_grant_with_id(id, ttl_secs),
+        )
+        .await
+    }
+
+    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        self.measure("lease_list", self.inner.lease_list()).await
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        self.measure("status", self.inner.status()).await
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {

@@ -264,6 +264,12 @@ macro_rules! conformance_tests {
             case_get_limit_and_count_at_past_revision,
             case_get_sorted_by_value_and_version_with_limit,
             case_delete_range_prev_kvs_in_key_order,
+            case_get_revision_filters,
+            case_get_serializable,
+            case_get_negative_fields_are_invalid,
+            case_put_ignore_value_and_lease,
+            case_put_ignore_bad_requests,
+            case_status,
             // txn
             case_txn_compare_value,
             case_txn_compare_version,
@@ -280,6 +286,9 @@ macro_rules! conformance_tests {
             case_txn_too_many_ops,
             case_txn_cas_contention,
             case_txn_get_after_put_and_delete,
+            case_txn_compare_range,
+            case_txn_nested,
+            case_txn_nested_bad_requests,
             // leases
             case_lease_grant_and_time_to_live,
             case_lease_ttl_too_large,
@@ -297,6 +306,8 @@ macro_rules! conformance_tests {
             case_lease_handle_keeps_alive,
             case_lease_handle_lost_and_drop,
             case_lease_small_ttl_is_raised,
+            case_lease_grant_with_id_and_list,
+            case_lease_list_drops_expired,
             // watch
             case_watch_key_put_and_delete,
             case_watch_replay_with_prev_kv,
@@ -310,6 +321,8 @@ macro_rules! conformance_tests {
             case_watch_fan_out,
             case_watch_slow_consumer_catches_up,
             case_watch_from_future_revision,
+            case_watch_filters,
+            case_watch_request_progress,
         );
     };
     (@each $attrs:tt $setup:expr; $($case:ident),* $(,)?) => {
