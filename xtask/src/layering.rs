@@ -2,7 +2,9 @@
 //! prove (see ARCHITECTURE.md).
 //!
 //! - The pure crates (manifest, labels, health) depend on neither tokio nor
-//!   the store, transitively.
+//!   the store nor the metrics facade, transitively.
+//! - The metrics facade (`drover-metrics`) depends on neither tokio nor the
+//!   store, transitively: any component can take it without a runtime.
 //! - Only `drover-store-etcd` depends on `etcd-client` directly.
 //! - Among the library and binary crates, only `drover-api` and
 //!   `orchestrator` depend directly on protobuf or tonic crates (the
@@ -23,7 +25,10 @@ const PURE: &[(&str, &str)] = &[
     ("drover-health", "crates/health"),
 ];
 /// Nothing in a pure crate's normal dependency graph may be one of these.
-const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "drover-store"];
+const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "drover-store", "drover-metrics"];
+
+/// Light crates every component may take: (package, what they must not pull in).
+const LIGHT: &[(&str, &[&str])] = &[("drover-metrics", &["tokio", "drover-store"])];
 
 const ETCD_CLIENT: &str = "etcd-client";
 const ETCD_CLIENT_OWNER: &str = "drover-store-etcd";
@@ -57,7 +62,7 @@ pub(crate) fn check(root: &Path) -> Result<()> {
         let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml"))
             .with_context(|| format!("reading {dir}/Cargo.toml"))?;
         let no_default = defines_feature(&manifest, "store");
-        let found = impure_dependencies(package, no_default)?;
+        let found = forbidden_dependencies(package, no_default, FORBIDDEN_IN_PURE)?;
         let flags = if no_default {
             " (--no-default-features)"
         } else {
@@ -74,6 +79,14 @@ pub(crate) fn check(root: &Path) -> Result<()> {
                 .into_iter()
                 .map(|why| format!("pure crate {package}{flags} {why}")),
         );
+    }
+
+    for (package, forbidden) in LIGHT {
+        let found = forbidden_dependencies(package, false, forbidden)?;
+        if found.is_empty() {
+            println!("ok: {package} has no {}", forbidden.join(" / "));
+        }
+        violations.extend(found.into_iter().map(|why| format!("{package} {why}")));
     }
 
     for package in workspace_members()? {
@@ -103,9 +116,13 @@ pub(crate) fn check(root: &Path) -> Result<()> {
     }
 }
 
-/// The forbidden crates in `package`'s normal dependency graph, each with
+/// The `forbidden` crates in `package`'s normal dependency graph, each with
 /// the `cargo tree -i` path that pulls it in.
-fn impure_dependencies(package: &str, no_default_features: bool) -> Result<Vec<String>> {
+fn forbidden_dependencies(
+    package: &str,
+    no_default_features: bool,
+    forbidden_crates: &[&str],
+) -> Result<Vec<String>> {
     let mut tree = cmd::cargo();
     tree.args(["tree", "-p", package, "-e", "normal", "--prefix", "none"]);
     if no_default_features {
@@ -113,7 +130,7 @@ fn impure_dependencies(package: &str, no_default_features: bool) -> Result<Vec<S
     }
     let names = crate_names(&stdout_of(&mut tree)?);
     let mut found = Vec::new();
-    for forbidden in FORBIDDEN_IN_PURE {
+    for forbidden in forbidden_crates {
         if names.iter().any(|n| n == forbidden) {
             let mut why = cmd::cargo();
             why.args(["tree", "-p", package, "-e", "normal", "-i", forbidden]);
@@ -255,7 +272,7 @@ mod tests {
     /// drover-store.
     #[test]
     fn impure_dependencies_finds_tokio_under_the_store() {
-        let found = impure_dependencies("drover-store-etcd", false).unwrap();
+        let found = forbidden_dependencies("drover-store-etcd", false, FORBIDDEN_IN_PURE).unwrap();
         assert!(
             found.iter().any(|f| f.starts_with("depends on tokio"))
                 && found
