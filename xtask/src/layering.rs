@@ -2,7 +2,9 @@
 //! prove (see ARCHITECTURE.md).
 //!
 //! - The pure crates (manifest, labels, health) depend on neither tokio nor
-//!   the store, transitively.
+//!   the store nor the metrics facade, transitively.
+//! - The metrics facade (`drover-metrics`) depends on neither tokio nor the
+//!   store, transitively: any component can take it without a runtime.
 //! - Only `drover-store-etcd` depends on `etcd-client` directly.
 //! - Among the library and binary crates, only `drover-api`,
 //!   `drover-etcd-api` (etcd's v3 API served over the store) and
@@ -28,11 +30,14 @@ const PURE: &[(&str, &str)] = &[
     ("drover-health", "crates/health"),
 ];
 /// Nothing in a pure crate's normal dependency graph may be one of these.
-const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "drover-store"];
+const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "drover-store", "drover-metrics"];
 
-/// Crates generic over `S: Store`, and what their normal dependency graph
-/// must not contain (dev-dependencies are not checked: tests run on etcd).
+/// Crates and what their normal dependency graph must not contain
+/// (dev-dependencies are not checked: tests run on etcd). The runtime and
+/// the controllers are generic over `S: Store`; the metrics facade is light
+/// enough for any component to take without a runtime.
 const CONFINED: &[(&str, &[&str])] = &[
+    ("drover-metrics", &["tokio", "drover-store"]),
     (
         "drover-runtime",
         &[

@@ -57,6 +57,11 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub(crate) no_etcd_api: bool,
 
+    /// Address of the Prometheus `/metrics` endpoint (plain HTTP: keep it on
+    /// loopback or a trusted network), or `off`.
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:7401")]
+    pub(crate) metrics_listen: crate::metrics::MetricsListen,
+
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_parser = parse_flag_duration)]
     pub(crate) shutdown_grace: std::time::Duration,
@@ -168,6 +173,16 @@ mod tests {
         );
         let err = serve(&["--shutdown-grace", "soon"]).unwrap_err();
         assert!(err.to_string().contains("\"soon\""), "{err}");
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_can_be_off() {
+        let default = serve(&[]).unwrap().metrics_listen;
+        assert_eq!(default.0, Some("127.0.0.1:7401".parse().unwrap()));
+        let off = serve(&["--metrics-listen", "off"]).unwrap().metrics_listen;
+        assert_eq!(off.0, None);
+        let err = serve(&["--metrics-listen", "nowhere"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod cli;
 mod info;
+mod metrics;
 mod serve;
 mod system;
 

@@ -1,6 +1,6 @@
 //! `orchestrator serve`: the gRPC API on the chosen store, with health,
 //! reflection, etcd's v3 API over the same store (unless `--no-etcd-api`),
-//! and an orderly shutdown on SIGINT/SIGTERM.
+//! metrics at `/metrics`, and an orderly shutdown on SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +11,7 @@ use drover_api::pb::orchestrator::v1::system_service_server::SystemServiceServer
 use drover_etcd_api::{EtcdApi, EtcdApiConfig, MemberIdentity};
 use drover_store::Store;
 use drover_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use drover_store::metered::Metered;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -18,6 +19,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::cli::{ServeArgs, StoreChoice};
+use crate::metrics::{GrpcMetrics, GrpcMetricsLayer, MetricsServer};
 use crate::system::SystemApi;
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -96,10 +98,15 @@ async fn serve<S: Store>(
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
+    // One registry for the process: the store and the gRPC layer export
+    // through it, and /metrics serves it.
+    let registry = drover_metrics::MetricsRegistry::new();
+    let store = Metered::new(store, &registry);
+    let metrics_server = MetricsServer::start(args.metrics_listen, registry.clone()).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<SystemServiceServer<SystemApi<S>>>()
+        .set_serving::<SystemServiceServer<SystemApi<Metered<S>>>>()
         .await;
     let serve_etcd = !args.no_etcd_api;
     let reflection = || {
@@ -131,6 +138,7 @@ async fn serve<S: Store>(
     let system = SystemServiceServer::new(SystemApi::new(store, location.clone()));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = Server::builder()
+        .layer(GrpcMetricsLayer(GrpcMetrics::new(&registry)))
         .trace_fn(|req| {
             let id = next_request_id();
             tracing::info_span!("grpc", id, path = %req.uri().path())
@@ -174,7 +182,7 @@ async fn serve<S: Store>(
         .set_service_status("", ServingStatus::NotServing)
         .await;
     health
-        .set_not_serving::<SystemServiceServer<SystemApi<S>>>()
+        .set_not_serving::<SystemServiceServer<SystemApi<Metered<S>>>>()
         .await;
     let _ = stop_tx.send(());
     tokio::select! {
@@ -198,6 +206,9 @@ async fn serve<S: Store>(
             server.abort();
             tracing::warn!(signal, "second signal: dropped the requests still running");
         }
+    }
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.stop().await;
     }
     Ok(())
 }

@@ -41,10 +41,18 @@ impl Server {
         Self::start_with(store_args, &[]).await
     }
 
+    /// Metrics go to a free port too (parallel tests would collide on the
+    /// default one), unless `extra` sets `--metrics-listen`.
     async fn start_with(store_args: &[&str], extra: &[&str]) -> Server {
+        let metrics = if extra.contains(&"--metrics-listen") {
+            &[][..]
+        } else {
+            &["--metrics-listen", "127.0.0.1:0"][..]
+        };
         let mut child = Command::new(BIN)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
+            .args(metrics)
             .args(store_args)
             .args(extra)
             .env("RUST_LOG", "info")
@@ -89,6 +97,15 @@ impl Server {
 
     fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The `/metrics` address from the "serving metrics at" line, logged
+    /// before "listening on".
+    fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.log.lock().iter().find_map(|line| {
+            let rest = &line[line.find("serving metrics at http://")? + 26..];
+            rest[..rest.find("/metrics")?].parse().ok()
+        })
     }
 
     fn signal(&self, name: &str) {
@@ -361,6 +378,14 @@ async fn etcd_store_serves_the_same_api() {
     assert_serves_the_api(&server).await;
     let later = server.info().await;
     assert!(later.store.revision >= info.store.revision);
+    // The etcd backend is measured by the same wrapper.
+    let scraped = scrape(&server).await;
+    let revision = [
+        ("op", "current_revision"),
+        ("backend", "etcd"),
+        ("result", "ok"),
+    ];
+    assert!(sample(&scraped, "drover_store_requests_total", &revision) >= 2.0);
     server.signal("TERM");
     server.wait_success().await;
 }
@@ -688,4 +713,139 @@ mod etcd_api_proxy_conformance {
             (store, server)
         },
     }
+}
+
+/// `GET path` over HTTP/1.1 on loopback: status, content type and body.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = timeout(START_TIMEOUT, sender.send_request(request))
+        .await
+        .expect("a /metrics answer in time")
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    drop(sender);
+    connection.abort();
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+/// A scrape of the server's /metrics, parsed.
+async fn scrape(server: &Server) -> drover_metrics::testing::prometheus_parse::Scrape {
+    let addr = server.metrics_addr().expect("a 'serving metrics at' line");
+    let (status, content_type, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(content_type, drover_metrics::CONTENT_TYPE);
+    drover_metrics::testing::parse(&body)
+}
+
+/// The value of one sample, 0 when absent (a family gets a sample only
+/// once its labels have been seen).
+fn sample(
+    scrape: &drover_metrics::testing::prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    drover_metrics::testing::value(scrape, metric, labels).unwrap_or(0.0)
+}
+
+const SYSTEM_SERVICE: &str = "orchestrator.v1.SystemService";
+
+/// gRPC calls and the store requests behind them show up in a scrape of
+/// the real binary's /metrics, with their status codes.
+#[tokio::test]
+async fn metrics_count_grpc_calls_and_store_requests() {
+    let server = Server::start(&["--memory"]).await;
+    let before = scrape(&server).await;
+    for _ in 0..3 {
+        server.info().await;
+    }
+    // A health check of an unknown service answers NOT_FOUND.
+    let mut health = HealthClient::new(channel(&server.url()).await);
+    let err = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let after = scrape(&server).await;
+
+    let moved = |metric: &str, labels: &[(&str, &str)]| {
+        sample(&after, metric, labels) - sample(&before, metric, labels)
+    };
+    let get_info = [("service", SYSTEM_SERVICE), ("method", "GetInfo")];
+    let ok = [get_info[0], get_info[1], ("code", "OK")];
+    assert_eq!(moved("drover_grpc_server_handled_total", &ok), 3.0);
+    assert_eq!(
+        moved("drover_grpc_server_handling_seconds_count", &get_info),
+        3.0
+    );
+    let not_found = [
+        ("service", "grpc.health.v1.Health"),
+        ("method", "Check"),
+        ("code", "NotFound"),
+    ];
+    assert_eq!(moved("drover_grpc_server_handled_total", &not_found), 1.0);
+    // GetInfo reads the store's revision once per call.
+    let revision = [
+        ("op", "current_revision"),
+        ("backend", "embedded"),
+        ("result", "ok"),
+    ];
+    assert_eq!(moved("drover_store_requests_total", &revision), 3.0);
+
+    let (status, _, _) = http_get(server.metrics_addr().unwrap(), "/nope").await;
+    assert_eq!(status, 404);
+    server.signal("TERM");
+    server.wait_success().await;
+}
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let server = Server::start_with(&["--memory"], &["--metrics-listen", "off"]).await;
+    assert_eq!(server.metrics_addr(), None);
+    server.info().await;
+    server.signal("TERM");
+    let log = server.wait_success().await;
+    assert!(log.contains("metrics endpoint off"), "{log}");
+}
+
+#[tokio::test]
+async fn a_taken_metrics_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, stderr) = run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        &addr,
+        "--memory",
+    ])
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("binding the metrics address {addr}")),
+        "{stderr}"
+    );
+    drop(taken);
 }

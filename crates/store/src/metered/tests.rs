@@ -77,6 +77,25 @@ async fn lease_keep_alives_sent_and_failed() {
     assert_eq!(requests(&registry, "lease_keep_alive", "error"), Some(1.0));
 }
 
+/// The lease and status calls of the etcd API are counted like the rest.
+#[tokio::test(start_paused = true)]
+async fn lease_listing_fixed_ids_and_status_are_counted() {
+    let registry = MetricsRegistry::new();
+    let store = Metered::new(EmbeddedStore::in_memory(), &registry);
+    store.lease_grant_with_id(0x51, 10).await.unwrap();
+    let err = store.lease_grant_with_id(0x51, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseExists(_)), "{err}");
+    assert_eq!(store.lease_list().await.unwrap(), vec![0x51]);
+    store.status().await.unwrap();
+    assert_eq!(requests(&registry, "lease_grant_with_id", "ok"), Some(1.0));
+    assert_eq!(
+        requests(&registry, "lease_grant_with_id", "error"),
+        Some(1.0)
+    );
+    assert_eq!(requests(&registry, "lease_list", "ok"), Some(1.0));
+    assert_eq!(requests(&registry, "status", "ok"), Some(1.0));
+}
+
 #[tokio::test(start_paused = true)]
 async fn open_watch_streams_are_a_gauge_that_falls_on_drop() {
     let registry = MetricsRegistry::new();
