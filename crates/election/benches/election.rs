@@ -973,6 +973,13 @@ fn print_sigkill(rows: &KillRows) {
             row.past_sweep.max(),
         );
     }
+    println!(
+        "(past TTL = from the last acknowledged keep-alive (when its line was read from the killed process) + TTL;\n \
+         sweep wait = from there to etcd's next expiry sweep (every 500 ms, located from the deletions seen):\n \
+         where the expiry falls between two sweeps, which no client controls, aimed the same for both rows;\n \
+         past sweep = past TTL - sweep wait; past DELETE = from an independent watch seeing the killed\n \
+         leader's key deleted to the survivor's started-leading (two watch streams: can be slightly negative))"
+    );
     let raw = rows.drover.past_ttl.p50() - rows.etcdctl.past_ttl.p50();
     let p50 = rows.drover.past_sweep.p50() - rows.etcdctl.past_sweep.p50();
     let max = rows.drover.past_sweep.max() - rows.etcdctl.past_sweep.max();
