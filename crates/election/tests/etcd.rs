@@ -544,9 +544,6 @@ async fn etcd_without_release_on_cancel_the_key_lapses_with_the_lease() {
     b.stop().await;
 }
 
-/// Set in the child process of the SIGKILL test: the election prefix the
-/// child campaigns in.
-const CHILD_PREFIX_VAR: &str = "DROVER_ELECTION_TEST_CHILD_PREFIX";
 const SIGKILL_TEST: &str = "a_sigkilled_leader_process_is_replaced_and_its_term_stays_fenced";
 
 /// The leader is a real process killed with SIGKILL (no resign, no revoke):
@@ -554,43 +551,31 @@ const SIGKILL_TEST: &str = "a_sigkilled_leader_process_is_replaced_and_its_term_
 /// and a write guarded by the dead leader's term is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_leader_process_is_replaced_and_its_term_stays_fenced() {
-    if let Ok(prefix) = std::env::var(CHILD_PREFIX_VAR) {
+    if let Some(prefix) = child::prefix() {
         return run_child_candidate(&prefix).await;
     }
     let Some(store) = etcd().await else {
         return;
     };
     let prefix = unique_prefix("sigkill");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([SIGKILL_TEST, "--exact", "--nocapture"])
-        .env(CHILD_PREFIX_VAR, &prefix)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("re-run this test binary as the child candidate");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let leading = timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("CHILD LEADING ") {
-                return rest.to_owned();
-            }
-        }
-        panic!("the child exited without leading");
-    })
-    .await
-    .expect("the child leads within 20 s");
-    let mut fields = leading.split(' ');
-    let child_token: i64 = fields.next().unwrap().parse().unwrap();
-    let child_lease: i64 = fields.next().unwrap().parse().unwrap();
-    let child_key = fields.next().unwrap().to_owned();
+    let (leader, child_term) = child::ChildCandidate::lead(
+        &[SIGKILL_TEST, "--exact", "--nocapture"],
+        &prefix,
+        Duration::from_secs(20),
+    )
+    .await;
+    let child::ChildTerm {
+        token: child_token,
+        lease: child_lease,
+        key: child_key,
+    } = child_term;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let survivor = spawn_candidate(store.clone(), &prefix, "survivor", config(), tx);
     sleep(Duration::from_millis(500)).await;
     assert!(!survivor.elector.is_leader(), "the live child still leads");
 
-    child.start_kill().unwrap(); // SIGKILL: no resign, no revoke.
-    child.wait().await.unwrap();
+    leader.kill().await; // SIGKILL: no resign, no revoke.
     let (_, started) = next_event(&mut rx, Duration::from_secs(15), |ev| {
         started_by(ev, "survivor")
     })
@@ -631,20 +616,11 @@ async fn a_sigkilled_leader_process_is_replaced_and_its_term_stays_fenced() {
 /// (bounded: it gives up after 60 s if nobody kills it).
 async fn run_child_candidate(prefix: &str) {
     let store = etcd().await.expect("the child needs the parent's etcd");
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let _candidate = spawn_candidate_with(
+    child::run(
         store,
         prefix,
-        "child",
         config(),
-        tx,
         |term: Term<EtcdStore>| async move {
-            println!(
-                "CHILD LEADING {} {} {}",
-                term.token(),
-                term.lease_id(),
-                term.key()
-            );
             // Outside the election prefix: keys under it are candidates.
             let key = format!("{}work", term.prefix().trim_end_matches('/'));
             while !term.is_cancelled() {
@@ -654,6 +630,7 @@ async fn run_child_candidate(prefix: &str) {
                 sleep(Duration::from_millis(100)).await;
             }
         },
-    );
-    sleep(Duration::from_secs(60)).await;
+        Duration::from_secs(60),
+    )
+    .await;
 }

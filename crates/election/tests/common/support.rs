@@ -388,3 +388,225 @@ pub fn spawn_run<R: RunsUntilShutdown>(
     });
     (shutdown, run)
 }
+
+/// A leader in a child process, for crashes with real signals: the test or
+/// bench binary re-executes itself with [`child::PREFIX_VAR`] set, and that
+/// process runs [`child::run`] instead of its usual body. It campaigns when
+/// the parent says `GO` on its stdin (so the parent chooses when its lease is
+/// granted), prints its term once it leads and a line per acknowledged
+/// keep-alive, and the parent kills it with SIGKILL: no resign, no revoke,
+/// no goodbye, exactly like a crashed machine.
+pub mod child {
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use drover_election::{Election, ElectionMetrics, Elector, ElectorConfig, Term};
+    use drover_store::Store;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::process::{Child, ChildStdout, Command};
+    use tokio::sync::mpsc;
+    use tokio::time::{Instant, timeout};
+
+    /// Set in the child: the election prefix it campaigns in.
+    pub const PREFIX_VAR: &str = "DROVER_ELECTION_CHILD_PREFIX";
+    const READY: &str = "CHILD READY";
+    const GO: &str = "GO";
+    const LEADING: &str = "CHILD LEADING ";
+    const KEEP_ALIVE: &str = "CHILD KEEPALIVE";
+
+    /// The prefix to campaign in when this process is a child candidate.
+    pub fn prefix() -> Option<String> {
+        std::env::var(PREFIX_VAR).ok()
+    }
+
+    /// A process's output lines, each stamped when it was read (by a task
+    /// of its own, so a busy reader does not make lines look late). Ends at
+    /// the process's end of output.
+    pub fn stamped_lines(stdout: ChildStdout) -> mpsc::UnboundedReceiver<(Instant, String)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send((Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// The child's term, as it announced it.
+    #[derive(Clone, Debug)]
+    pub struct ChildTerm {
+        pub token: i64,
+        pub lease: i64,
+        pub key: String,
+    }
+
+    /// A child candidate process (killed when dropped).
+    pub struct ChildCandidate {
+        child: Child,
+        lines: mpsc::UnboundedReceiver<(Instant, String)>,
+    }
+
+    impl ChildCandidate {
+        /// Re-executes this binary with `args` as a candidate in `prefix`;
+        /// it waits for [`ChildCandidate::go`].
+        pub fn spawn(args: &[&str], prefix: &str) -> ChildCandidate {
+            let mut child = Command::new(std::env::current_exe().expect("own executable"))
+                .args(args)
+                .env(PREFIX_VAR, prefix)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("re-run this binary as a child candidate");
+            let lines = stamped_lines(child.stdout.take().expect("piped stdout"));
+            ChildCandidate { child, lines }
+        }
+
+        /// Waits (at most `within`) until the child is connected and waits
+        /// for [`ChildCandidate::go`].
+        pub async fn ready(&mut self, within: Duration) {
+            timeout(within, async {
+                while let Some((_, line)) = self.lines.recv().await {
+                    if line == READY {
+                        return;
+                    }
+                }
+                panic!("the child exited before it was ready");
+            })
+            .await
+            .expect("the child is ready in time");
+        }
+
+        /// Lets the child grant its lease and campaign.
+        pub async fn go(&mut self) {
+            let stdin = self.child.stdin.as_mut().expect("piped stdin");
+            stdin
+                .write_all(format!("{GO}\n").as_bytes())
+                .await
+                .expect("tell the child to go");
+            stdin.flush().await.expect("tell the child to go");
+        }
+
+        /// Waits (at most `within`) until the child leads.
+        pub async fn leading(&mut self, within: Duration) -> ChildTerm {
+            let leading = timeout(within, async {
+                while let Some((_, line)) = self.lines.recv().await {
+                    if let Some(rest) = line.strip_prefix(LEADING) {
+                        return rest.to_owned();
+                    }
+                }
+                panic!("the child exited without leading");
+            })
+            .await
+            .expect("the child leads in time");
+            let mut fields = leading.split(' ');
+            ChildTerm {
+                token: fields.next().unwrap().parse().unwrap(),
+                lease: fields.next().unwrap().parse().unwrap(),
+                key: fields.next().unwrap().to_owned(),
+            }
+        }
+
+        /// Starts a child candidate in `prefix` and waits (at most `within`)
+        /// until it leads.
+        pub async fn lead(
+            args: &[&str],
+            prefix: &str,
+            within: Duration,
+        ) -> (ChildCandidate, ChildTerm) {
+            let mut child = ChildCandidate::spawn(args, prefix);
+            child.ready(within).await;
+            child.go().await;
+            let term = child.leading(within).await;
+            (child, term)
+        }
+
+        /// Waits (at most `within`) for the child's next acknowledged
+        /// keep-alive; returns when its line was read.
+        pub async fn next_keep_alive(&mut self, within: Duration) -> Instant {
+            timeout(within, async {
+                while let Some((at, line)) = self.lines.recv().await {
+                    if line.starts_with(KEEP_ALIVE) {
+                        return at;
+                    }
+                }
+                panic!("the child exited");
+            })
+            .await
+            .expect("the child keeps its lease alive")
+        }
+
+        /// SIGKILL, then reap the process. Returns when the line of the last
+        /// keep-alive it acknowledged, if any, was read, among those not yet
+        /// taken by [`ChildCandidate::next_keep_alive`].
+        pub async fn kill(mut self) -> Option<Instant> {
+            self.child.start_kill().expect("SIGKILL the child");
+            self.child.wait().await.expect("reap the child");
+            let mut last = None;
+            while let Some((at, line)) = self.lines.recv().await {
+                if line.starts_with(KEEP_ALIVE) {
+                    last = Some(at);
+                }
+            }
+            last
+        }
+    }
+
+    /// Prints a line per acknowledged keep-alive (stdout is line-buffered).
+    struct PrintKeepAlives;
+
+    impl ElectionMetrics for PrintKeepAlives {
+        fn keep_alive_rtt(&self, _election: &str, _rtt: Duration) {
+            println!("{KEEP_ALIVE}");
+        }
+    }
+
+    /// The child's side: waits for `GO`, campaigns in `prefix`, announces
+    /// its term, runs `work` in it and exits after `lifetime` if nobody
+    /// killed it.
+    pub async fn run<S, F, Fut>(
+        store: S,
+        prefix: &str,
+        config: ElectorConfig,
+        work: F,
+        lifetime: Duration,
+    ) where
+        S: Store,
+        F: Fn(Term<S>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        println!("{READY}");
+        let said = timeout(
+            lifetime,
+            tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|_| line)
+            }),
+        )
+        .await;
+        if !matches!(said, Ok(Ok(Ok(ref line))) if line.trim_end() == GO) {
+            return;
+        }
+        let work = Arc::new(work);
+        let elector = Elector::builder(Election::with_prefix(store, prefix).unwrap())
+            .config(config.with_identity("child"))
+            .metrics(Arc::new(PrintKeepAlives))
+            .on_started_leading(move |term: Term<S>| {
+                println!(
+                    "{LEADING}{} {} {}",
+                    term.token(),
+                    term.lease_id(),
+                    term.key()
+                );
+                work(term)
+            })
+            .build()
+            .unwrap();
+        let (_shutdown, _run) = super::spawn_run(&elector);
+        tokio::time::sleep(lifetime).await;
+    }
+}
