@@ -1,7 +1,7 @@
 //! The layering check: the architecture invariants that `cargo tree` can
 //! prove (see ARCHITECTURE.md).
 //!
-//! - The pure crates (manifest, labels, health) depend on neither tokio nor
+//! - The pure crates (manifest, labels, health, ids) depend on neither tokio nor
 //!   the store, transitively.
 //! - Only `drover-store-etcd` depends on `etcd-client` directly.
 //! - Among the library and binary crates, only `drover-api` and
@@ -25,6 +25,7 @@ const PURE: &[(&str, &str)] = &[
     ("drover-manifest", "crates/manifest"),
     ("drover-labels", "crates/labels"),
     ("drover-health", "crates/health"),
+    ("drover-ids", "crates/ids"),
 ];
 /// Nothing in a pure crate's normal dependency graph may be one of these.
 const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "drover-store"];
