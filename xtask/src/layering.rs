@@ -1,8 +1,8 @@
 //! The layering check: the architecture invariants that `cargo tree` can
 //! prove (see ARCHITECTURE.md).
 //!
-//! - The pure crates (manifest, labels, health) depend on neither tokio nor
-//!   the store nor the metrics facade, transitively.
+//! - The pure crates (manifest, labels, health, ids) depend on neither tokio
+//!   nor the store nor the metrics facade, transitively.
 //! - The metrics facade (`drover-metrics`) depends on neither tokio nor the
 //!   store, transitively: any component can take it without a runtime.
 //! - Only `drover-store-etcd` depends on `etcd-client` directly.
@@ -28,6 +28,7 @@ const PURE: &[(&str, &str)] = &[
     ("drover-manifest", "crates/manifest"),
     ("drover-labels", "crates/labels"),
     ("drover-health", "crates/health"),
+    ("drover-ids", "crates/ids"),
 ];
 /// Nothing in a pure crate's normal dependency graph may be one of these.
 const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "drover-store", "drover-metrics"];

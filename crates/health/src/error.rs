@@ -15,7 +15,7 @@ pub enum HealthError {
         /// `"pod"` or `"node"`.
         field: &'static str,
         id: String,
-        reason: &'static str,
+        reason: String,
     },
 
     /// `observed_at` is before 1970 or after 9999-12-31, outside RFC 3339.

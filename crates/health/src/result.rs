@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{HealthError, Result};
 use crate::state::HealthState;
 
-/// Longest pod or node id.
-pub const MAX_ID_LEN: usize = 253;
+/// Longest pod or node id: the workspace's one limit, from `drover_ids`.
+pub use drover_ids::MAX_ID_LEN;
 
 /// One node's health observation of one pod, as stored (JSON) under
 /// `health/<pod>/<node>`:
@@ -72,24 +72,11 @@ impl HealthResult {
     }
 }
 
-/// Checks that `id` can be one segment of a health key: 1 to 253 bytes of
-/// `[A-Za-z0-9._:-]`, not `.` or `..`.
+/// Checks `id` against the workspace's one pod and node id grammar
+/// ([`drover_ids`]: a DNS label of at most [`MAX_ID_LEN`] characters), which
+/// also makes it one segment of a health key.
 pub fn validate_id(field: &'static str, id: &str) -> Result<()> {
-    let reason = if id.is_empty() {
-        "must not be empty"
-    } else if id.len() > MAX_ID_LEN {
-        "longer than 253 bytes"
-    } else if id == "." || id == ".." {
-        "must not be '.' or '..'"
-    } else if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-    {
-        "only [A-Za-z0-9._:-] are allowed"
-    } else {
-        return Ok(());
-    };
-    Err(HealthError::InvalidId {
+    drover_ids::check_id(id).map_err(|reason| HealthError::InvalidId {
         field,
         id: id.to_owned(),
         reason,
@@ -195,8 +182,13 @@ mod tests {
     #[test]
     fn ids_and_times_are_validated() {
         let ok = |p: &str, n: &str| HealthResult::new(p, n, HealthState::Unknown, "", at(0));
-        assert!(ok("web-1.a_b:c", "node-7.example.com").is_ok());
+        assert!(ok("web-1", "node-7").is_ok());
+        // One id grammar with manifests (drover_ids: a DNS label): dots,
+        // underscores, colons and upper case are no longer ids.
         for (pod, node, field) in [
+            ("web-1.a_b:c", "n", "pod"),
+            ("p", "node-7.example.com", "node"),
+            ("p", "Node-7", "node"),
             ("", "n", "pod"),
             ("a/b", "n", "pod"),
             ("..", "n", "pod"),

@@ -55,12 +55,12 @@ fn key_err(e: KeyError) -> HealthError {
         } => HealthError::InvalidId {
             field,
             id: value,
-            reason,
+            reason: reason.into(),
         },
         other => HealthError::InvalidId {
             field: "key",
             id: other.to_string(),
-            reason: "rejected by the key layout",
+            reason: "rejected by the key layout".into(),
         },
     }
 }

@@ -28,8 +28,8 @@ proptest! {
 
     #[test]
     fn record_round_trips(
-        pod in "[a-z0-9][a-z0-9._:-]{0,20}",
-        node in "[A-Za-z0-9][A-Za-z0-9.-]{0,30}",
+        pod in "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?",
+        node in "[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?",
         s in state(),
         output in any::<String>(),
         secs in 0u64..253_402_300_799,

@@ -1,52 +1,20 @@
 //! Pod and launchable ids.
 //!
-//! Both follow one grammar, that of a DNS label (RFC 1123): 1 to 63
-//! characters, lowercase ASCII letters, digits and `-`, starting and ending
-//! with a letter or digit. Ids appear in store keys (`intent/<node>/<pod>`),
-//! file names and environment values, so the grammar keeps them safe in all of
-//! those without escaping.
+//! Both follow the workspace's one id grammar, [`drover_ids`]'s: that of a
+//! DNS label (RFC 1123), 1 to 63 characters, lowercase ASCII letters, digits
+//! and `-`, starting and ending with a letter or digit. [`PodId`] is
+//! `drover_ids::PodId` itself, so manifests, health, keys and controllers
+//! share one type.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
 
+pub use drover_ids::{MAX_ID_LEN, PodId};
+pub(crate) use drover_ids::{check_id, truncate};
+
 use crate::ManifestError;
 use crate::error::{FieldError, FieldErrorKind};
-
-/// The longest id accepted, as for a DNS label.
-pub const MAX_ID_LEN: usize = 63;
-
-/// Checks `s` against the id grammar; the error says what is wrong.
-pub(crate) fn check_id(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if s.len() > MAX_ID_LEN {
-        return Err(format!(
-            "{:?} is {} characters, over the {MAX_ID_LEN}-character limit",
-            truncate(s),
-            s.len()
-        ));
-    }
-    if let Some(bad) = s
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Err(format!(
-            "{s:?} contains {bad:?}; ids use lowercase letters, digits and '-' (a DNS label)"
-        ));
-    }
-    if s.starts_with('-') || s.ends_with('-') {
-        return Err(format!(
-            "{s:?} must start and end with a lowercase letter or digit"
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn truncate(s: &str) -> String {
-    s.chars().take(80).collect()
-}
 
 fn id_error(path: &str, message: String) -> ManifestError {
     ManifestError::Invalid(vec![FieldError {
@@ -121,11 +89,14 @@ macro_rules! id_type {
     };
 }
 
-id_type!(
-    /// A pod id: the manifest's `id`, and the `<pod>` in `intent/<node>/<pod>`.
-    PodId,
-    "id"
-);
+/// A pod id that breaks the grammar, as a manifest error at field `id`.
+impl From<drover_ids::IdError> for ManifestError {
+    fn from(err: drover_ids::IdError) -> Self {
+        let path = if err.field == "pod" { "id" } else { err.field };
+        id_error(path, err.reason)
+    }
+}
+
 id_type!(
     /// The id of one launchable within a pod (a key of `launchables`).
     LaunchableId,
@@ -162,7 +133,8 @@ mod tests {
 
     #[test]
     fn pod_id_from_str_reports_invalid_id() {
-        let err = "Bad_Id".parse::<PodId>().unwrap_err();
+        // PodId is drover_ids'; its error converts into the manifest's.
+        let err = ManifestError::from("Bad_Id".parse::<PodId>().unwrap_err());
         let [field] = err.field_errors() else {
             panic!("{err}")
         };

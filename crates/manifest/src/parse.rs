@@ -374,7 +374,7 @@ fn document(ctx: &mut Ctx, root: &Node<'_>) -> Option<Spec> {
             None
         }
         Some(node) => string(ctx, "id", node).and_then(|id| match check_id(id) {
-            Ok(()) => Some(PodId::new_unchecked(id.to_string())),
+            Ok(()) => PodId::new(id).ok(),
             Err(message) => {
                 ctx.report("id", node, Kind::InvalidId, message);
                 None
