@@ -6,6 +6,7 @@ mod cli;
 mod info;
 mod serve;
 mod system;
+mod tls;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

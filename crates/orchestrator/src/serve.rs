@@ -5,27 +5,33 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use drover_api::StoreLocation;
 use drover_api::pb::orchestrator::v1::system_service_server::SystemServiceServer;
+use drover_api::{StoreLocation, identify_caller};
 use drover_store::Store;
 use drover_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::service::InterceptorLayer;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::cli::{ServeArgs, StoreChoice};
 use crate::system::SystemApi;
+use crate::tls;
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Handlers first, so a signal that arrives while starting up is not
     // fatal to the process (the default action) but an orderly stop.
     let shutdown = ShutdownSignal::install()?;
+    // Every refusal comes before the store is opened: a bad flag changes nothing.
+    let tls = tls::server_config(&args.tls)?;
+    tls::check_exposure(args.listen, tls.is_some(), args.tls.insecure)?;
+    let etcd_tls = tls::etcd_config(&args.etcd_tls)?;
     match args.store.choice()? {
         StoreChoice::Memory => {
             let store = EmbeddedStore::in_memory();
-            let served = serve(store.clone(), StoreLocation::InMemory, &args, shutdown).await;
+            let served = serve(store.clone(), StoreLocation::InMemory, &args, tls, shutdown).await;
             finish(served, close_embedded(&store).await)
         }
         StoreChoice::DataDir(dir) => {
@@ -33,16 +39,17 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("opening the embedded store in {}", dir.display()))?;
             let location = StoreLocation::DataDir(dir);
-            let served = serve(store.clone(), location, &args, shutdown).await;
+            let served = serve(store.clone(), location, &args, tls, shutdown).await;
             finish(served, close_embedded(&store).await)
         }
         StoreChoice::Etcd(endpoints) => {
-            let store =
-                drover_store_etcd::EtcdStore::connect(endpoints.clone(), Default::default())
-                    .await
-                    .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+            let mut config = drover_store_etcd::EtcdConfig::default();
+            config.tls = etcd_tls;
+            let store = drover_store_etcd::EtcdStore::connect(endpoints.clone(), config)
+                .await
+                .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
             let location = StoreLocation::Etcd { endpoints };
-            serve(store, location, &args, shutdown).await
+            serve(store, location, &args, tls, shutdown).await
         }
     }
 }
@@ -71,8 +78,14 @@ async fn serve<S: Store>(
     store: S,
     location: StoreLocation,
     args: &ServeArgs,
+    tls: Option<ServerTlsConfig>,
     mut shutdown: ShutdownSignal,
 ) -> anyhow::Result<()> {
+    let transport = match (&tls, &args.tls.tls_client_ca) {
+        (None, _) => "plaintext",
+        (Some(_), None) => "tls",
+        (Some(_), Some(_)) => "mutual tls",
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -97,11 +110,19 @@ async fn serve<S: Store>(
     let backend = store.backend_name();
     let system = SystemServiceServer::new(SystemApi::new(store, location.clone()));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let router = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("--tls-cert/--tls-key/--tls-client-ca: building the TLS configuration")?;
+    }
+    let router = builder
         .trace_fn(|req| {
             let id = next_request_id();
             tracing::info_span!("grpc", id, path = %req.uri().path())
         })
+        // Every service on the port sees who calls (drover_api::Caller).
+        .layer(InterceptorLayer::new(identify_caller))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -113,7 +134,7 @@ async fn serve<S: Store>(
             let _ = stop_rx.await;
         },
     ));
-    tracing::info!(%addr, backend, store = ?location, "listening on {addr}");
+    tracing::info!(%addr, backend, transport, store = ?location, "listening on {addr}");
 
     let signal = tokio::select! {
         finished = &mut server => {
