@@ -1,4 +1,4 @@
-//! `cargo xtask codegen [--check]`: regenerate drover-api's protobuf/gRPC code
+//! `cargo xtask codegen [--check]`: regenerate the API crates' protobuf/gRPC code
 //! from `proto/`, or fail when the committed code is stale.
 //!
 //! The generator itself lives in `drover-api-codegen` so drover-api's own

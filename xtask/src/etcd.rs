@@ -19,6 +19,7 @@ use crate::signals;
 /// minimum lease TTL is 1 s, so lease-expiry tests need not wait long.
 const HEARTBEAT_MS: u32 = 10;
 const ELECTION_MS: u32 = 50;
+const PROGRESS_NOTIFY: &str = "1s";
 
 /// Start attempts (a port picked as free can be taken before etcd binds it).
 const START_ATTEMPTS: usize = 3;
@@ -181,6 +182,9 @@ fn etcd_args(data_dir: &Path, client_url: &str, peer_url: &str) -> Vec<String> {
         "--initial-cluster-state=new".into(),
         format!("--heartbeat-interval={HEARTBEAT_MS}"),
         format!("--election-timeout={ELECTION_MS}"),
+        // Watches asking for progress notifications get one a second, so
+        // tests of them need not wait etcd's default 10 minutes.
+        format!("--experimental-watch-progress-notify-interval={PROGRESS_NOTIFY}"),
         "--logger=zap".into(),
     ]
 }

@@ -14,6 +14,7 @@ mod cmd;
 mod codegen;
 mod etcd;
 mod layering;
+mod noise;
 mod provision;
 mod run;
 mod signals;

@@ -5,7 +5,10 @@
 //! 3. run `cargo nextest run --workspace --no-fail-fast` and the doctests
 //!    (nextest skips doctests) with `DROVER_ETCD_ENDPOINTS` and
 //!    `DROVER_REQUIRE_ETCD=1`, so a real-etcd test can never silently skip;
-//! 4. stop etcd and delete its data whatever happened (a `Drop` guard).
+//!    while a background writer ([`crate::noise`]) keeps that etcd busy, so
+//!    a test that assumes nobody else writes fails every time;
+//! 4. stop the writer and report what it did, then stop etcd and delete its
+//!    data whatever happened (a `Drop` guard).
 
 use std::process::Command;
 
@@ -13,13 +16,31 @@ use anyhow::{Result, bail};
 
 use crate::cmd::{self, header};
 use crate::etcd::Etcd;
+use crate::noise::Noise;
 use crate::provision::{self, Tools};
 
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Test only these packages (default: the whole workspace).
     #[arg(short = 'p', long = "package")]
     packages: Vec<String>,
+
+    /// Writes per second the background writer adds to the shared etcd
+    /// during the tests (0 turns it off).
+    #[arg(long, default_value_t = DEFAULT_NOISE_RATE)]
+    noise_rate: u32,
+}
+
+/// Enough that a write lands between almost any two calls of a test.
+const DEFAULT_NOISE_RATE: u32 = 200;
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            packages: Vec::new(),
+            noise_rate: DEFAULT_NOISE_RATE,
+        }
+    }
 }
 
 impl Args {
@@ -66,8 +87,9 @@ pub(crate) fn run(args: &Args) -> Result<()> {
 pub(crate) fn run_with(tools: &Tools, args: &Args) -> Result<()> {
     header("test [2/3]: throwaway etcd");
     let etcd = Etcd::start(None)?;
+    let noise = Noise::start(etcd.endpoint(), args.noise_rate)?;
 
-    header("test [3/3]: cargo tests (real etcd)");
+    header("test [3/3]: cargo tests (real etcd, busy)");
     let env = TestEnv {
         etcd_endpoints: etcd.endpoint().to_string(),
         python: tools.python.as_ref().map(|p| p.display().to_string()),
@@ -102,6 +124,13 @@ pub(crate) fn run_with(tools: &Tools, args: &Args) -> Result<()> {
         if let Err(e) = cmd::run(env.apply(&mut test)) {
             failures.push(format!("{e:#}"));
         }
+    }
+    let report = noise.stop();
+    println!("{report}");
+    if args.noise_rate > 0 && report.writes == 0 {
+        failures.push(format!(
+            "the background writer never wrote, so the tests did not run against a busy etcd: {report}"
+        ));
     }
     drop(etcd);
 
@@ -148,6 +177,7 @@ mod tests {
         assert_eq!(Args::default().selection(), ["--workspace"]);
         let args = Args {
             packages: vec!["drover-store".into(), "xtask".into()],
+            noise_rate: 0,
         };
         assert_eq!(args.selection(), ["-p", "drover-store", "-p", "xtask"]);
     }

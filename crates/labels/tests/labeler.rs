@@ -577,6 +577,21 @@ impl<S: Store> Store for Rival<S> {
     fn current_revision(&self) -> impl Future<Output = drover_store::Result<Revision>> + Send {
         self.inner.current_revision()
     }
+    fn lease_grant_with_id(
+        &self,
+        id: LeaseId,
+        ttl: i64,
+    ) -> impl Future<Output = drover_store::Result<LeaseGrant>> + Send {
+        self.inner.lease_grant_with_id(id, ttl)
+    }
+    fn lease_list(&self) -> impl Future<Output = drover_store::Result<Vec<LeaseId>>> + Send {
+        self.inner.lease_list()
+    }
+    fn status(
+        &self,
+    ) -> impl Future<Output = drover_store::Result<drover_store::StoreStatus>> + Send {
+        self.inner.status()
+    }
 }
 
 async fn lost_races_give_up_with_conflict<S: Store>(store: S, keys: Keys) {

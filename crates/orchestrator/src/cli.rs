@@ -55,6 +55,11 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) etcd_tls: EtcdTlsArgs,
 
+    /// Do not serve etcd's v3 API (KV, Watch, Lease, Maintenance, Cluster)
+    /// next to orchestrator.v1 on the same port.
+    #[arg(long)]
+    pub(crate) no_etcd_api: bool,
+
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) shutdown_grace: std::time::Duration,
@@ -219,6 +224,8 @@ mod tests {
             StoreChoice::DataDir(PathBuf::from(DEFAULT_DATA_DIR))
         );
         assert_eq!(args.listen, "127.0.0.1:7400".parse().unwrap());
+        assert!(!args.no_etcd_api, "the etcd API is served by default");
+        assert!(serve(&["--no-etcd-api"]).unwrap().no_etcd_api);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `orchestrator serve`: the gRPC API on the chosen store, with health,
-//! reflection, and an orderly shutdown on SIGINT/SIGTERM.
+//! reflection, etcd's v3 API over the same store (unless `--no-etcd-api`),
+//! and an orderly shutdown on SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use drover_api::pb::orchestrator::v1::system_service_server::SystemServiceServer;
 use drover_api::{StoreLocation, identify_caller};
+use drover_etcd_api::{EtcdApi, EtcdApiConfig, MemberIdentity};
 use drover_store::Store;
 use drover_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use tokio::net::TcpListener;
@@ -31,15 +33,32 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     match args.store.choice()? {
         StoreChoice::Memory => {
             let store = EmbeddedStore::in_memory();
-            let served = serve(store.clone(), StoreLocation::InMemory, &args, tls, shutdown).await;
+            // Nothing survives the process, so neither does its identity.
+            let identity = MemberIdentity::random();
+            let served = serve(
+                store.clone(),
+                StoreLocation::InMemory,
+                identity,
+                &args,
+                tls,
+                shutdown,
+            )
+            .await;
             finish(served, close_embedded(&store).await)
         }
         StoreChoice::DataDir(dir) => {
             let store = EmbeddedStore::open(&dir, EmbeddedConfig::default())
                 .await
                 .with_context(|| format!("opening the embedded store in {}", dir.display()))?;
+            let identity = match MemberIdentity::load_or_create(&dir) {
+                Ok(identity) => identity,
+                Err(e) => {
+                    let opened = Err(e).context("loading the etcd member identity");
+                    return finish(opened, close_embedded(&store).await);
+                }
+            };
             let location = StoreLocation::DataDir(dir);
-            let served = serve(store.clone(), location, &args, tls, shutdown).await;
+            let served = serve(store.clone(), location, identity, &args, tls, shutdown).await;
             finish(served, close_embedded(&store).await)
         }
         StoreChoice::Etcd(endpoints) => {
@@ -49,7 +68,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
             let location = StoreLocation::Etcd { endpoints };
-            serve(store, location, &args, tls, shutdown).await
+            serve(
+                store,
+                location,
+                MemberIdentity::random(),
+                &args,
+                tls,
+                shutdown,
+            )
+            .await
         }
     }
 }
@@ -77,10 +104,13 @@ fn finish(served: anyhow::Result<()>, closed: anyhow::Result<()>) -> anyhow::Res
 async fn serve<S: Store>(
     store: S,
     location: StoreLocation,
+    identity: MemberIdentity,
     args: &ServeArgs,
     tls: Option<ServerTlsConfig>,
     mut shutdown: ShutdownSignal,
 ) -> anyhow::Result<()> {
+    // What etcd clients are told to connect to (member list).
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let transport = match (&tls, &args.tls.tls_client_ca) {
         (None, _) => "plaintext",
         (Some(_), None) => "tls",
@@ -95,17 +125,31 @@ async fn serve<S: Store>(
     health
         .set_serving::<SystemServiceServer<SystemApi<S>>>()
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(drover_api::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let serve_etcd = !args.no_etcd_api;
+    let reflection = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(drover_api::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        if serve_etcd {
+            builder.register_encoded_file_descriptor_set(drover_etcd_api::pb::FILE_DESCRIPTOR_SET)
+        } else {
+            builder
+        }
+    };
+    let reflection_v1 = reflection()
         .build_v1()
         .context("building the reflection service")?;
     // Older grpcurl and grpcui speak only v1alpha.
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(drover_api::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .context("building the reflection service")?;
+    let etcd = serve_etcd.then(|| {
+        let config = EtcdApiConfig {
+            client_urls: vec![format!("{scheme}://{addr}")],
+            ..EtcdApiConfig::default()
+        };
+        EtcdApi::new(store.clone(), identity, config)
+    });
 
     let backend = store.backend_name();
     let system = SystemServiceServer::new(SystemApi::new(store, location.clone()));
@@ -126,7 +170,12 @@ async fn serve<S: Store>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(system);
+        .add_service(system)
+        .add_optional_service(etcd.as_ref().map(EtcdApi::kv_server))
+        .add_optional_service(etcd.as_ref().map(EtcdApi::watch_server))
+        .add_optional_service(etcd.as_ref().map(EtcdApi::lease_server))
+        .add_optional_service(etcd.as_ref().map(EtcdApi::maintenance_server))
+        .add_optional_service(etcd.as_ref().map(EtcdApi::cluster_server));
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
         TcpListenerStream::new(listener),
         async {
@@ -134,7 +183,15 @@ async fn serve<S: Store>(
             let _ = stop_rx.await;
         },
     ));
-    tracing::info!(%addr, backend, transport, store = ?location, "listening on {addr}");
+    tracing::info!(
+        %addr,
+        backend,
+        transport,
+        store = ?location,
+        etcd_api = serve_etcd,
+        member_id = format_args!("{:x}", identity.member_id),
+        "listening on {addr}"
+    );
 
     let signal = tokio::select! {
         finished = &mut server => {

@@ -1,6 +1,7 @@
 //! End-to-end: the real `orchestrator` binary, spawned as a process, talked
 //! to over real gRPC (tonic clients, and Python's grpcio when available).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -397,6 +398,125 @@ async fn python_client_calls_get_info() {
     assert_eq!(answer["store"]["backend"], "embedded");
     assert_eq!(answer["store"]["revision"], "1");
     assert!(answer["store"]["inMemory"].is_object(), "{answer}");
+    server.signal("TERM");
+    server.wait_success().await;
+}
+
+/// The store conformance suite through etcd's v3 API served by the real
+/// binary: one `orchestrator serve --memory` for every case, reached by
+/// `drover-store-etcd` exactly as an agent would reach it.
+mod etcd_api_conformance {
+    drover_store::conformance_tests! {
+        time = real,
+        one_test = conformance_suite_through_the_served_etcd_api,
+        setup = {
+            let server = super::Server::start(&["--memory"]).await;
+            let store = drover_store_etcd::EtcdStore::connect(
+                [server.url()],
+                drover_store_etcd::EtcdConfig::default(),
+            )
+            .await
+            .expect("connecting to the orchestrator's etcd API");
+            (store, server)
+        },
+    }
+}
+
+/// Runs etcdctl against `addr`; `None` (with a message) when etcdctl is not
+/// installed and the run does not require it.
+async fn etcdctl(addr: SocketAddr, args: &[&str]) -> Option<std::process::Output> {
+    let run = Command::new("etcdctl")
+        .args(["--endpoints", &addr.to_string(), "--command-timeout=20s"])
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .output();
+    match timeout(START_TIMEOUT, run).await.expect("etcdctl finished") {
+        Ok(output) => Some(output),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::env::var(drover_store::testing::REQUIRE_ETCD_VAR).as_deref() == Ok("1") {
+                panic!("etcdctl is required under `cargo xtask test`");
+            }
+            eprintln!("skipping: etcdctl is not installed");
+            None
+        }
+        Err(e) => panic!("running etcdctl: {e}"),
+    }
+}
+
+fn stdout_of(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn etcdctl_reads_and_writes_through_the_orchestrator_and_its_identity_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let server = Server::start(&["--data-dir", data_arg]).await;
+    let Some(put) = etcdctl(server.addr, &["put", "/drover/rcs/web", "replicas: 3"]).await else {
+        return;
+    };
+    assert_eq!(stdout_of(&put).trim(), "OK");
+    let got = etcdctl(server.addr, &["get", "--prefix", "/drover/"])
+        .await
+        .unwrap();
+    assert_eq!(stdout_of(&got), "/drover/rcs/web\nreplicas: 3\n");
+    let health = etcdctl(server.addr, &["endpoint", "health"]).await.unwrap();
+    // etcdctl 3.4 reports health on stderr, 3.5 on stdout.
+    let said = stdout_of(&health) + &String::from_utf8_lossy(&health.stderr);
+    assert!(said.contains("is healthy"), "{health:?}");
+    let members = etcdctl(server.addr, &["member", "list", "-w", "json"])
+        .await
+        .unwrap();
+    let members: serde_json::Value = serde_json::from_str(&stdout_of(&members)).unwrap();
+    let member_id = members["members"][0]["ID"].clone();
+    assert_eq!(members["header"]["member_id"], member_id, "{members}");
+    assert_eq!(
+        members["members"][0]["clientURLs"][0],
+        server.url().as_str(),
+        "{members}"
+    );
+    server.signal("TERM");
+    server.wait_success().await;
+
+    // Restarted on the same data: same member, same data.
+    let server = Server::start(&["--data-dir", data_arg]).await;
+    let status = etcdctl(server.addr, &["endpoint", "status", "-w", "json"])
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&stdout_of(&status)).unwrap();
+    assert_eq!(
+        status[0]["Status"]["header"]["member_id"], member_id,
+        "{status}"
+    );
+    assert_eq!(status[0]["Status"]["leader"], member_id, "{status}");
+    let got = etcdctl(
+        server.addr,
+        &["get", "/drover/rcs/web", "--print-value-only"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(stdout_of(&got), "replicas: 3\n");
+    server.signal("TERM");
+    server.wait_success().await;
+}
+
+#[tokio::test]
+async fn no_etcd_api_turns_the_etcd_services_off() {
+    let server = Server::start_with(&["--memory"], &["--no-etcd-api"]).await;
+    let mut kv =
+        drover_etcd_api::pb::etcdserverpb::kv_client::KvClient::new(channel(&server.url()).await);
+    let err = kv
+        .range(drover_etcd_api::pb::etcdserverpb::RangeRequest {
+            key: b"/drover/".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    // orchestrator.v1 is still served.
+    assert_eq!(server.info().await.store.backend, "embedded");
     server.signal("TERM");
     server.wait_success().await;
 }

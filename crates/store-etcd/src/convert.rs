@@ -5,11 +5,12 @@
 
 use drover_store::{
     Compare, CompareOp, CompareTarget, Delete, DeleteResponse, Event, EventKind, Get, GetResponse,
-    KeyRange, KeyValue, Put, PutResponse, Revision, SortOrder, SortTarget, TxnOp, TxnOpResponse,
+    KeyRange, KeyValue, Put, PutResponse, Revision, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
 };
 use etcd_client::proto::{
     PbDeleteResponse, PbEvent, PbKeyValue, PbPutResponse, PbRangeResponse, PbResponseHeader,
-    PbTxnOpResponse,
+    PbTxnOpResponse, PbTxnResponse,
 };
 
 /// etcd's `(key, range_end)` for a range. etcd rejects an empty key, so the
@@ -48,7 +49,13 @@ pub(crate) fn get_options(get: &Get) -> (Vec<u8>, etcd_client::GetOptions) {
         .with_limit(get.limit)
         .with_revision(get.revision)
         .with_sort(sort_target(get.sort_target), sort_order(get.sort_order))
-        .with_max_create_revision(get.max_create_revision);
+        .with_max_create_revision(get.max_create_revision)
+        .with_min_create_revision(get.min_create_revision)
+        .with_max_mod_revision(get.max_mod_revision)
+        .with_min_mod_revision(get.min_mod_revision);
+    if get.serializable {
+        options = options.with_serializable();
+    }
     if get.keys_only {
         options = options.with_keys_only();
     }
@@ -62,6 +69,12 @@ pub(crate) fn put_options(put: &Put) -> etcd_client::PutOptions {
     let mut options = etcd_client::PutOptions::new().with_lease(put.lease);
     if put.prev_kv {
         options = options.with_prev_key();
+    }
+    if put.ignore_value {
+        options = options.with_ignore_value();
+    }
+    if put.ignore_lease {
+        options = options.with_ignore_lease();
     }
     options
 }
@@ -87,13 +100,26 @@ fn compare_op(op: CompareOp) -> etcd_client::CompareOp {
 pub(crate) fn compare(c: &Compare) -> etcd_client::Compare {
     let key = c.key.clone();
     let op = compare_op(c.op);
-    match &c.target {
+    let compare = match &c.target {
         CompareTarget::Value(v) => etcd_client::Compare::value(key, op, v.clone()),
         CompareTarget::Version(v) => etcd_client::Compare::version(key, op, *v),
         CompareTarget::CreateRevision(r) => etcd_client::Compare::create_revision(key, op, *r),
         CompareTarget::ModRevision(r) => etcd_client::Compare::mod_revision(key, op, *r),
         CompareTarget::Lease(l) => etcd_client::Compare::lease(key, op, *l),
+    };
+    if c.range_end.is_empty() {
+        compare
+    } else {
+        compare.with_range(c.range_end.clone())
     }
+}
+
+/// A port txn as an etcd-client txn (nested txns included).
+pub(crate) fn txn(t: &Txn) -> etcd_client::Txn {
+    etcd_client::Txn::new()
+        .when(t.compares.iter().map(compare).collect::<Vec<_>>())
+        .and_then(t.success.iter().map(txn_op).collect::<Vec<_>>())
+        .or_else(t.failure.iter().map(txn_op).collect::<Vec<_>>())
 }
 
 pub(crate) fn txn_op(op: &TxnOp) -> etcd_client::TxnOp {
@@ -109,6 +135,7 @@ pub(crate) fn txn_op(op: &TxnOp) -> etcd_client::TxnOp {
             let (key, options) = delete_options(d);
             etcd_client::TxnOp::delete(key, Some(options))
         }
+        TxnOp::Txn(t) => etcd_client::TxnOp::txn(txn(t)),
     }
 }
 
@@ -163,7 +190,22 @@ fn revision_or(header: Option<&PbResponseHeader>, fallback: Revision) -> Revisio
     }
 }
 
-/// One txn op response. A nested txn cannot occur: the port sends none.
+/// A txn response; nested ones carry no header revision of their own in
+/// etcd and get the outer txn's.
+pub(crate) fn txn_response(resp: PbTxnResponse, txn_revision: Revision) -> TxnResponse {
+    TxnResponse {
+        revision: txn_revision,
+        succeeded: resp.succeeded,
+        responses: resp
+            .responses
+            .into_iter()
+            .filter_map(|op| op.response)
+            .filter_map(|op| txn_op_response(op, txn_revision))
+            .collect(),
+    }
+}
+
+/// One txn op response.
 pub(crate) fn txn_op_response(
     resp: PbTxnOpResponse,
     txn_revision: Revision,
@@ -176,7 +218,7 @@ pub(crate) fn txn_op_response(
         PbTxnOpResponse::ResponseDeleteRange(d) => {
             Some(TxnOpResponse::Delete(delete_response(d, txn_revision)))
         }
-        PbTxnOpResponse::ResponseTxn(_) => None,
+        PbTxnOpResponse::ResponseTxn(t) => Some(TxnOpResponse::Txn(txn_response(t, txn_revision))),
     }
 }
 

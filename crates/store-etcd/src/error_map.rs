@@ -62,6 +62,10 @@ const MSG_NO_SPACE: &str = "database space exceeded";
 const MSG_CORRUPT: &str = "corrupt cluster";
 const MSG_NOT_LEADER: &str = "not leader";
 const MSG_EMPTY_KEY: &str = "key is not provided";
+const MSG_KEY_NOT_FOUND: &str = "etcdserver: key not found";
+const MSG_VALUE_PROVIDED: &str = "value is provided";
+const MSG_LEASE_PROVIDED: &str = "lease is provided";
+const MSG_LEASE_EXISTS: &str = "lease already exists";
 
 /// Map an etcd-client error. `Compacted` and `FutureRevision` come back with
 /// `compact_revision` / `current` set to 0 when etcd did not say; the store
@@ -150,6 +154,19 @@ fn map_status(status: tonic::Status, ctx: ErrorContext) -> StoreError {
             source: Some(Box::new(status)),
         };
     }
+    // etcd does not name the key: the store fills it in where it knows it.
+    if msg.contains(MSG_KEY_NOT_FOUND) {
+        return StoreError::KeyNotFound { key: String::new() };
+    }
+    if msg.contains(MSG_VALUE_PROVIDED) {
+        return StoreError::ValueProvided { key: String::new() };
+    }
+    if msg.contains(MSG_LEASE_PROVIDED) {
+        return StoreError::LeaseProvided { key: String::new() };
+    }
+    if msg.contains(MSG_LEASE_EXISTS) {
+        return StoreError::LeaseExists(ctx.lease.unwrap_or_default());
+    }
     if msg.contains(MSG_EMPTY_KEY) {
         return StoreError::InvalidArgument(String::from("key is not provided"));
     }
@@ -237,6 +254,22 @@ mod tests {
             (
                 status(Code::InvalidArgument, "etcdserver: key is not provided"),
                 |e| matches!(e, StoreError::InvalidArgument(_)),
+            ),
+            (
+                status(Code::InvalidArgument, "etcdserver: key not found"),
+                |e| matches!(e, StoreError::KeyNotFound { .. }),
+            ),
+            (
+                status(Code::InvalidArgument, "etcdserver: value is provided"),
+                |e| matches!(e, StoreError::ValueProvided { .. }),
+            ),
+            (
+                status(Code::InvalidArgument, "etcdserver: lease is provided"),
+                |e| matches!(e, StoreError::LeaseProvided { .. }),
+            ),
+            (
+                status(Code::FailedPrecondition, "etcdserver: lease already exists"),
+                |e| matches!(e, StoreError::LeaseExists(7)),
             ),
             (
                 status(Code::Unavailable, "etcdserver: leader changed"),

@@ -64,7 +64,8 @@ use std::time::Duration;
 use drover_store::limits;
 use drover_store::{
     Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
-    PutResponse, Result, Revision, Store, StoreError, Txn, TxnOp, TxnResponse, Watch, WatchStream,
+    PutResponse, Result, Revision, Store, StoreError, StoreStatus, Txn, TxnOp, TxnResponse, Watch,
+    WatchStream,
 };
 use etcd_client::{Client, ConnectOptions, LeaseTimeToLiveOptions};
 
@@ -341,7 +342,24 @@ impl EtcdStore {
                     a
                 }
             }
-            (None, None) => 0,
+            // The revision learnt afterwards moved past the bad read (others
+            // wrote meanwhile): the highest read is future if any is, the
+            // lowest compacted if any is.
+            (None, None) => {
+                let reads: Vec<Revision> = flatten(&txn.success)
+                    .into_iter()
+                    .chain(flatten(&txn.failure))
+                    .filter_map(|op| match op {
+                        TxnOp::Get(g) if g.revision > 0 => Some(g.revision),
+                        _ => None,
+                    })
+                    .collect();
+                match &err {
+                    StoreError::FutureRevision { .. } => reads.iter().copied().max(),
+                    _ => reads.iter().copied().min(),
+                }
+                .unwrap_or_default()
+            }
         };
         match err {
             StoreError::FutureRevision { current, .. } => {
@@ -377,7 +395,8 @@ impl EtcdStore {
     /// the first unknown lease of that branch.
     async fn missing_txn_lease(&self, txn: &Txn) -> LeaseId {
         let leases_of = |ops: &[TxnOp]| -> Vec<LeaseId> {
-            ops.iter()
+            flatten(ops)
+                .into_iter()
                 .filter_map(|op| match op {
                     TxnOp::Put(p) if p.lease != 0 => Some(p.lease),
                     _ => None,
@@ -417,9 +436,73 @@ impl EtcdStore {
     }
 }
 
+/// The ops of a branch and of every branch of its nested txns, depth first
+/// (which of them run is etcd's business; error attribution looks at all).
+fn flatten(ops: &[TxnOp]) -> Vec<&TxnOp> {
+    let mut all = Vec::with_capacity(ops.len());
+    for op in ops {
+        all.push(op);
+        if let TxnOp::Txn(t) = op {
+            all.extend(flatten(&t.success));
+            all.extend(flatten(&t.failure));
+        }
+    }
+    all
+}
+
+/// Every put of `ops` that keeps the current value or lease (so needs an
+/// existing key).
+fn keeping_puts(ops: &[TxnOp]) -> Vec<&[u8]> {
+    flatten(ops)
+        .into_iter()
+        .filter_map(|op| match op {
+            TxnOp::Put(p) if p.ignore_value || p.ignore_lease => Some(p.key.as_slice()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// etcd's put errors do not name the key; a single put knows it.
+fn name_key(err: StoreError, key: &str) -> StoreError {
+    match err {
+        StoreError::KeyNotFound { key: k } if k.is_empty() => {
+            StoreError::KeyNotFound { key: key.into() }
+        }
+        StoreError::ValueProvided { key: k } if k.is_empty() => {
+            StoreError::ValueProvided { key: key.into() }
+        }
+        StoreError::LeaseProvided { key: k } if k.is_empty() => {
+            StoreError::LeaseProvided { key: key.into() }
+        }
+        other => other,
+    }
+}
+
+impl EtcdStore {
+    /// Which key a txn's "key not found" is about: etcd does not say, so
+    /// name the first keeping put whose key is missing now (best effort).
+    async fn missing_txn_key(&self, txn: &Txn) -> String {
+        let candidates: Vec<&[u8]> = keeping_puts(&txn.success)
+            .into_iter()
+            .chain(keeping_puts(&txn.failure))
+            .collect();
+        for key in &candidates {
+            if let Ok(resp) = self.get(Get::key(key.to_vec()).count_only()).await
+                && resp.count == 0
+            {
+                return String::from_utf8_lossy(key).into_owned();
+            }
+        }
+        candidates
+            .first()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// The revision of the first get in `ops` that `bad` rejects.
 fn first_bad_read(ops: &[TxnOp], bad: impl Fn(Revision) -> bool) -> Option<Revision> {
-    ops.iter().find_map(|op| match op {
+    flatten(ops).into_iter().find_map(|op| match op {
         TxnOp::Get(g) if bad(g.revision) => Some(g.revision),
         _ => None,
     })
@@ -448,9 +531,11 @@ impl Store for EtcdStore {
         let ctx = ErrorContext::new("put")
             .lease(req.lease)
             .size(put_size(&req));
+        let key = String::from_utf8_lossy(&req.key).into_owned();
         let resp = self
             .call(ctx, self.kv().put(req.key, req.value, Some(options)))
-            .await?;
+            .await
+            .map_err(|e| name_key(e, &key))?;
         Ok(convert::put_response(resp.0, 0))
     }
 
@@ -468,23 +553,15 @@ impl Store for EtcdStore {
 
     async fn txn(&self, req: Txn) -> Result<TxnResponse> {
         limits::validate_txn(&req)?;
-        let txn = etcd_client::Txn::new()
-            .when(
-                req.compares
-                    .iter()
-                    .map(convert::compare)
-                    .collect::<Vec<_>>(),
-            )
-            .and_then(req.success.iter().map(convert::txn_op).collect::<Vec<_>>())
-            .or_else(req.failure.iter().map(convert::txn_op).collect::<Vec<_>>());
-        let size = req
-            .success
-            .iter()
-            .chain(&req.failure)
+        let txn = convert::txn(&req);
+        let size = flatten(&req.success)
+            .into_iter()
+            .chain(flatten(&req.failure))
             .map(|op| match op {
                 TxnOp::Put(p) => put_size(p),
                 TxnOp::Get(g) => g.range.start().len(),
                 TxnOp::Delete(d) => d.range.start().len(),
+                TxnOp::Txn(_) => 0,
             })
             .sum();
         let ctx = ErrorContext::new("txn").size(size);
@@ -495,20 +572,15 @@ impl Store for EtcdStore {
                     self.missing_txn_lease(&req).await,
                 ));
             }
+            Err(StoreError::KeyNotFound { .. }) => {
+                return Err(StoreError::KeyNotFound {
+                    key: self.missing_txn_key(&req).await,
+                });
+            }
             Err(err) => return Err(self.txn_read_revision_error(&req, err).await),
         };
         let revision = convert::header_revision(resp.header.as_ref());
-        let responses = resp
-            .responses
-            .into_iter()
-            .filter_map(|op| op.response)
-            .filter_map(|op| convert::txn_op_response(op, revision))
-            .collect();
-        Ok(TxnResponse {
-            revision,
-            succeeded: resp.succeeded,
-            responses,
-        })
+        Ok(convert::txn_response(resp, revision))
     }
 
     async fn watch(&self, req: Watch) -> Result<WatchStream> {
@@ -528,14 +600,63 @@ impl Store for EtcdStore {
     }
 
     async fn lease_grant(&self, ttl_secs: i64) -> Result<LeaseGrant> {
+        self.lease_grant_with_id(0, ttl_secs).await
+    }
+
+    async fn lease_grant_with_id(&self, id: LeaseId, ttl_secs: i64) -> Result<LeaseGrant> {
         limits::validate_lease_ttl(ttl_secs)?;
-        let ctx = ErrorContext::new("lease grant").ttl(ttl_secs);
+        let ctx = ErrorContext::new("lease grant").ttl(ttl_secs).lease(id);
+        let options = etcd_client::LeaseGrantOptions::new().with_id(id);
         let resp = self
-            .call(ctx, self.inner.client.lease_client().grant(ttl_secs, None))
+            .call(
+                ctx,
+                self.inner
+                    .client
+                    .lease_client()
+                    .grant(ttl_secs, Some(options)),
+            )
             .await?;
         Ok(LeaseGrant {
             id: resp.id(),
             ttl: resp.ttl(),
+        })
+    }
+
+    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        let resp = self
+            .call(
+                ErrorContext::new("lease list"),
+                self.inner.client.lease_client().leases(),
+            )
+            .await?;
+        Ok(resp.leases().iter().map(|l| l.id()).collect())
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        let resp = self
+            .call(
+                ErrorContext::new("status"),
+                self.inner.client.maintenance_client().status(),
+            )
+            .await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+        // etcd's status does not report the compaction point: a read at
+        // revision 1 fails only when history was compacted, and that error
+        // is completed with the compact revision (best effort).
+        let compact_revision = match self
+            .get(Get::key(vec![0u8]).at_revision(1).count_only())
+            .await
+        {
+            Err(StoreError::Compacted {
+                compact_revision, ..
+            }) => compact_revision,
+            _ => 0,
+        };
+        Ok(StoreStatus {
+            revision,
+            compact_revision,
+            db_size_bytes: resp.db_size(),
+            db_size_in_use_bytes: resp.raft_used_db_size(),
         })
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use drover_store::{Revision, StoreError, Watch, WatchBatch, WatchSender, WatchStream};
 use etcd_client::proto::PbWatchResponse;
-use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponseStream};
+use etcd_client::{Client, WatchFilterType, WatchOptions, WatchRequestSender, WatchResponseStream};
 use tokio::time::timeout;
 use tracing::Instrument;
 
@@ -47,6 +47,19 @@ pub(crate) async fn establish(
         .with_start_revision(start_revision);
     if req.prev_kv {
         options = options.with_prev_key();
+    }
+    if req.progress_notify {
+        options = options.with_progress_notify();
+    }
+    let filters: Vec<WatchFilterType> = [
+        (req.filter_puts, WatchFilterType::NoPut),
+        (req.filter_deletes, WatchFilterType::NoDelete),
+    ]
+    .into_iter()
+    .filter_map(|(on, filter)| on.then_some(filter))
+    .collect();
+    if !filters.is_empty() {
+        options = options.with_filters(filters);
     }
     let attempt = async {
         let (requests, mut answers) = client
@@ -178,6 +191,12 @@ impl WatchTask {
         loop {
             let answer = tokio::select! {
                 _ = self.sender.cancelled() => return Outcome::Cancelled,
+                () = self.sender.progress_requested() => {
+                    if let Err(err) = conn.requests.request_progress().await {
+                        return Outcome::Broken(format!("asking for watch progress failed: {err}"));
+                    }
+                    continue;
+                }
                 answer = conn.answers.message() => answer,
             };
             let resp = match answer {
@@ -220,8 +239,19 @@ impl WatchTask {
             });
         }
         if resp.events.is_empty() {
-            // The creation answer or a progress notification.
-            return None;
+            // A progress notification (the creation answer was taken by
+            // `establish`, and a watch without fragments gets no other
+            // empty answers). Passed on as an empty batch; `next_revision`
+            // stays, since etcd 3.4 may send progress ahead of events still
+            // on their way, and resuming past them would lose them.
+            let progress = WatchBatch {
+                revision: convert::header_revision(resp.header.as_ref()),
+                events: Vec::new(),
+            };
+            return match self.sender.send(Ok(progress)).await {
+                Ok(()) => None,
+                Err(_) => Some(Outcome::Cancelled),
+            };
         }
         let revision = convert::header_revision(resp.header.as_ref());
         // Whole revisions already delivered are never delivered twice, even

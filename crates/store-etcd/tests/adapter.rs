@@ -403,3 +403,36 @@ async fn malformed_endpoints_are_invalid_arguments() {
         Err(StoreError::InvalidArgument(_))
     ));
 }
+
+/// etcd's periodic progress notifications reach the caller as empty
+/// batches. `cargo xtask test` starts etcd with a 1 s notify interval
+/// (etcd's default is 10 minutes, too long for a test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notify_passes_etcds_notifications_through() {
+    let Some(store) = shared_store().await else {
+        return;
+    };
+    let prefix = unique_prefix("progress-notify");
+    let mut watch = store
+        .watch(Watch::prefix(prefix.clone()).with_progress_notify())
+        .await
+        .unwrap();
+    let r = store
+        .put(Put::new(format!("{prefix}a"), "1"))
+        .await
+        .unwrap()
+        .revision;
+    let first = tokio::time::timeout(HANG_GUARD, watch.next_batch())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.events[0].kv.mod_revision, r);
+    let progress = tokio::time::timeout(HANG_GUARD, watch.next_batch())
+        .await
+        .expect("a progress notification (is etcd's notify interval short?)")
+        .unwrap()
+        .unwrap();
+    assert!(progress.events.is_empty(), "{progress:?}");
+    assert!(progress.revision >= r);
+}

@@ -125,6 +125,7 @@ impl<S: Store> Side<S> {
                 TxnOpResponse::Get(g) => self.get_resp(g),
                 TxnOpResponse::Put(p) => self.put_resp(p),
                 TxnOpResponse::Delete(d) => self.delete_resp(d),
+                TxnOpResponse::Txn(t) => format!("[{}]", self.txn_resp(t)),
             };
             let _ = write!(out, " | {shown}");
         }
@@ -188,6 +189,10 @@ impl<S: Store> Side<S> {
                 TxnOp::Get(get) => {
                     let r = self.store.get(get).await;
                     self.show(r, Self::get_resp)
+                }
+                TxnOp::Txn(txn) => {
+                    let r = self.store.txn(txn).await;
+                    self.show(r, Self::txn_resp)
                 }
             },
             Op::Txn {

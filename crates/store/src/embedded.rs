@@ -80,8 +80,8 @@ use crate::limits::{
 };
 use crate::{
     Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
-    PutResponse, Result, Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, TxnResponse,
-    Watch, WatchStream,
+    PutResponse, Result, Revision, Store, StoreError, StoreStatus, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, Watch, WatchStream,
 };
 use durable::Durable;
 use leases::Leases;
@@ -111,7 +111,15 @@ pub struct EmbeddedConfig {
     /// Most write requests persisted in one group commit. Writes beyond it
     /// wait (unapplied) until the next commit starts. Default 4096.
     pub max_group_commit: usize,
+    /// How often a watch created with [`crate::Watch::progress_notify`] gets
+    /// a progress notification when it delivered nothing in between.
+    /// Default 10 minutes, as etcd.
+    pub progress_notify_interval: std::time::Duration,
 }
+
+/// etcd's default progress notification interval.
+pub const DEFAULT_PROGRESS_NOTIFY_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(600);
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
@@ -120,6 +128,7 @@ impl Default for EmbeddedConfig {
             min_lease_ttl_secs: 1,
             watch_buffer: 64,
             max_group_commit: 4096,
+            progress_notify_interval: DEFAULT_PROGRESS_NOTIFY_INTERVAL,
         }
     }
 }
@@ -139,6 +148,10 @@ impl EmbeddedConfig {
     }
     pub fn with_max_group_commit(mut self, requests: usize) -> Self {
         self.max_group_commit = requests;
+        self
+    }
+    pub fn with_progress_notify_interval(mut self, interval: std::time::Duration) -> Self {
+        self.progress_notify_interval = interval;
         self
     }
 }
@@ -454,7 +467,7 @@ impl Store for EmbeddedStore {
             sender,
             span: KeySpan::new(&req.range),
             next,
-            prev_kv: req.prev_kv,
+            request: req.clone(),
         };
         static WATCH_IDS: AtomicU64 = AtomicU64::new(1);
         let span = tracing::debug_span!(
@@ -469,10 +482,55 @@ impl Store for EmbeddedStore {
 
     async fn lease_grant(&self, ttl_secs: i64) -> Result<LeaseGrant> {
         validate_lease_ttl(ttl_secs)?;
-        match self.submit(WriteOp::LeaseGrant(ttl_secs)).await? {
+        self.lease_grant_with_id(0, ttl_secs).await
+    }
+
+    async fn lease_grant_with_id(&self, id: LeaseId, ttl_secs: i64) -> Result<LeaseGrant> {
+        validate_lease_ttl(ttl_secs)?;
+        match self
+            .submit(WriteOp::LeaseGrant { id, ttl: ttl_secs })
+            .await?
+        {
             WriteReply::Lease(grant) => Ok(grant),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        self.check_open()?;
+        Ok(self.shared.core.state.read().leases.ids(Instant::now()))
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        self.check_open()?;
+        let (revision, compact_revision, in_memory) = {
+            let state = self.shared.core.state.read();
+            (
+                state.mvcc.visible(),
+                state.mvcc.compacted(),
+                state.mvcc.size_estimate(),
+            )
+        };
+        let in_memory = i64::try_from(in_memory).unwrap_or(i64::MAX);
+        let db_size_bytes = match &self.shared.data_dir {
+            Some(dir) => {
+                let path = dir.join(durable::FILE_NAME);
+                let meta = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|e| StoreError::Storage {
+                        message: format!("reading the size of {}", path.display()),
+                        source: Some(Box::new(e)),
+                    })?;
+                i64::try_from(meta.len()).unwrap_or(i64::MAX)
+            }
+            None => in_memory,
+        };
+        Ok(StoreStatus {
+            revision,
+            compact_revision,
+            db_size_bytes,
+            db_size_in_use_bytes: in_memory.min(db_size_bytes),
+        })
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {

@@ -24,6 +24,23 @@ pub enum StoreError {
     #[error("lease {0:x} not found")]
     LeaseNotFound(LeaseId),
 
+    /// A lease with the requested id already exists.
+    #[error("lease {0:x} already exists")]
+    LeaseExists(LeaseId),
+
+    /// A put with `ignore_value` or `ignore_lease` names a key that does not
+    /// exist (etcd: "key not found"); nothing was written.
+    #[error("key not found: {key:?} (a put that keeps the value or lease needs an existing key)")]
+    KeyNotFound { key: String },
+
+    /// A put with `ignore_value` also carries a value (etcd: "value is provided").
+    #[error("value is provided: a put that keeps the current value of {key:?} must not carry one")]
+    ValueProvided { key: String },
+
+    /// A put with `ignore_lease` also names a lease (etcd: "lease is provided").
+    #[error("lease is provided: a put that keeps the current lease of {key:?} must not name one")]
+    LeaseProvided { key: String },
+
     /// The requested TTL exceeds [`crate::MAX_LEASE_TTL_SECS`].
     #[error("lease TTL {ttl}s is too large (the limit is {max}s)", max = crate::MAX_LEASE_TTL_SECS)]
     LeaseTtlTooLarge { ttl: i64 },

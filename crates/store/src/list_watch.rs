@@ -240,11 +240,9 @@ impl<S: Store> ListWatch<S> {
                     }
                 }
                 Phase::Watch => {
-                    let watch = Watch {
-                        range: self.range.clone(),
-                        start_revision: self.next_revision,
-                        prev_kv: true,
-                    };
+                    let watch = Watch::new(self.range.clone())
+                        .from_revision(self.next_revision)
+                        .with_prev_kv();
                     match self.store.watch(watch).await {
                         Ok(stream) => {
                             self.phase = Phase::Streaming(stream);

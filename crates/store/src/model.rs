@@ -47,6 +47,10 @@ impl KeyRange {
         match self {
             KeyRange::Key(k) => k.as_slice() == key,
             KeyRange::Prefix(p) => key.starts_with(p),
+            // etcd's conventions: an empty end is the single key `start`,
+            // `\0` is every key from `start` on.
+            KeyRange::Range { start, end } if end.is_empty() => key == start.as_slice(),
+            KeyRange::Range { start, end } if end.as_slice() == [0] => key >= start.as_slice(),
             KeyRange::Range { start, end } => key >= start.as_slice() && key < end.as_slice(),
         }
     }
@@ -114,10 +118,20 @@ pub struct Get {
     pub sort_order: SortOrder,
     /// Only keys whose create revision is at most this; 0 = no filter.
     pub max_create_revision: Revision,
+    /// Only keys whose create revision is at least this; 0 = no filter.
+    pub min_create_revision: Revision,
+    /// Only keys whose mod revision is at most this; 0 = no filter.
+    pub max_mod_revision: Revision,
+    /// Only keys whose mod revision is at least this; 0 = no filter.
+    pub min_mod_revision: Revision,
     /// Return keys and metadata without values.
     pub keys_only: bool,
     /// Return only the count.
     pub count_only: bool,
+    /// Allow a member-local read that may be stale (etcd's serializable
+    /// read). The embedded store is one node: its reads are always
+    /// linearizable, so the flag changes nothing there.
+    pub serializable: bool,
 }
 
 impl Get {
@@ -129,8 +143,12 @@ impl Get {
             sort_target: SortTarget::Key,
             sort_order: SortOrder::Ascend,
             max_create_revision: 0,
+            min_create_revision: 0,
+            max_mod_revision: 0,
+            min_mod_revision: 0,
             keys_only: false,
             count_only: false,
+            serializable: false,
         }
     }
     pub fn key(key: impl Into<Vec<u8>>) -> Self {
@@ -155,6 +173,38 @@ impl Get {
     pub fn with_max_create_revision(mut self, revision: Revision) -> Self {
         self.max_create_revision = revision;
         self
+    }
+    pub fn with_min_create_revision(mut self, revision: Revision) -> Self {
+        self.min_create_revision = revision;
+        self
+    }
+    pub fn with_max_mod_revision(mut self, revision: Revision) -> Self {
+        self.max_mod_revision = revision;
+        self
+    }
+    pub fn with_min_mod_revision(mut self, revision: Revision) -> Self {
+        self.min_mod_revision = revision;
+        self
+    }
+    /// A serializable (possibly stale, member-local) read.
+    pub fn serializable(mut self) -> Self {
+        self.serializable = true;
+        self
+    }
+    /// True if any of the revision filters is set.
+    pub fn has_revision_filters(&self) -> bool {
+        self.min_create_revision != 0
+            || self.max_create_revision != 0
+            || self.min_mod_revision != 0
+            || self.max_mod_revision != 0
+    }
+    /// Whether `kv` passes the revision filters (as etcd: applied after the
+    /// range read, so they do not change `count`).
+    pub fn passes_filters(&self, kv: &KeyValue) -> bool {
+        (self.max_mod_revision == 0 || kv.mod_revision <= self.max_mod_revision)
+            && (self.min_mod_revision == 0 || kv.mod_revision >= self.min_mod_revision)
+            && (self.max_create_revision == 0 || kv.create_revision <= self.max_create_revision)
+            && (self.min_create_revision == 0 || kv.create_revision >= self.min_create_revision)
     }
     pub fn keys_only(mut self) -> Self {
         self.keys_only = true;
@@ -194,6 +244,13 @@ pub struct Put {
     pub lease: LeaseId,
     /// Return the previous key-value.
     pub prev_kv: bool,
+    /// Keep the key's current value (`value` must be empty): a write that
+    /// only bumps the version or changes the lease. A missing key is
+    /// [`crate::StoreError::KeyNotFound`].
+    pub ignore_value: bool,
+    /// Keep the key's current lease (`lease` must be 0). A missing key is
+    /// [`crate::StoreError::KeyNotFound`].
+    pub ignore_lease: bool,
 }
 
 impl Put {
@@ -203,7 +260,19 @@ impl Put {
             value: value.into(),
             lease: 0,
             prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
         }
+    }
+    /// Keep the key's current value (etcd's `ignore_value`).
+    pub fn ignoring_value(mut self) -> Self {
+        self.ignore_value = true;
+        self
+    }
+    /// Keep the key's current lease (etcd's `ignore_lease`).
+    pub fn ignoring_lease(mut self) -> Self {
+        self.ignore_lease = true;
+        self
     }
     pub fn with_lease(mut self, lease: LeaseId) -> Self {
         self.lease = lease;
@@ -280,9 +349,15 @@ pub enum CompareOp {
 
 /// One txn guard, evaluated as etcd does: a missing key has version,
 /// create_revision, mod_revision and lease 0, and fails every value compare.
+///
+/// With a `range_end` the compare covers `[key, range_end)` (`[0]` = every
+/// key from `key` on) and holds only if it holds for every key in the range;
+/// an empty range compares like one missing key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
     pub key: Vec<u8>,
+    /// End of the compared range; empty = only `key`.
+    pub range_end: Vec<u8>,
     pub op: CompareOp,
     pub target: CompareTarget,
 }
@@ -291,9 +366,20 @@ impl Compare {
     pub fn new(key: impl Into<Vec<u8>>, op: CompareOp, target: CompareTarget) -> Self {
         Compare {
             key: key.into(),
+            range_end: Vec::new(),
             op,
             target,
         }
+    }
+    /// Compare every key in `[key, end)` (`[0]`: every key from `key` on).
+    pub fn with_range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
+        self.range_end = end.into();
+        self
+    }
+    /// Compare every key starting with `key`.
+    pub fn over_prefix(mut self) -> Self {
+        self.range_end = prefix_end(&self.key);
+        self
     }
     pub fn value(key: impl Into<Vec<u8>>, op: CompareOp, value: impl Into<Vec<u8>>) -> Self {
         Compare::new(key, op, CompareTarget::Value(value.into()))
@@ -322,6 +408,17 @@ pub enum TxnOp {
     Get(Get),
     Put(Put),
     Delete(Delete),
+    /// A nested txn (etcd 3.3+). Its compares are evaluated, like every
+    /// compare of the request, against the store before the outer txn's
+    /// writes; its chosen branch runs in order with the outer ops, in the
+    /// same revision.
+    Txn(Txn),
+}
+
+impl From<Txn> for TxnOp {
+    fn from(t: Txn) -> Self {
+        TxnOp::Txn(t)
+    }
 }
 
 impl From<Get> for TxnOp {
@@ -373,6 +470,8 @@ pub enum TxnOpResponse {
     Get(GetResponse),
     Put(PutResponse),
     Delete(DeleteResponse),
+    /// A nested txn's result; its `revision` is the outer txn's.
+    Txn(TxnResponse),
 }
 
 /// Result of a [`Txn`].
@@ -391,6 +490,22 @@ pub struct LeaseGrant {
     pub id: LeaseId,
     /// Granted TTL in seconds (etcd raises TTLs below its minimum).
     pub ttl: i64,
+}
+
+/// The store's state as etcd's `Maintenance.Status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StoreStatus {
+    /// The current revision.
+    pub revision: Revision,
+    /// The compaction point (0 when nothing was compacted or the backend
+    /// cannot tell; etcd does not report it, the etcd backend asks for it
+    /// best effort).
+    pub compact_revision: Revision,
+    /// Size of the backend's database (the embedded store's file; in memory,
+    /// an estimate of what it holds).
+    pub db_size_bytes: i64,
+    /// The part of the database in use (at most `db_size_bytes`).
+    pub db_size_in_use_bytes: i64,
 }
 
 /// Remaining time of a lease.
@@ -413,22 +528,33 @@ pub struct Watch {
     pub start_revision: Revision,
     /// Include each event's previous key-value.
     pub prev_kv: bool,
+    /// Leave out put events (etcd's `NOPUT` filter).
+    pub filter_puts: bool,
+    /// Leave out delete events (etcd's `NODELETE` filter).
+    pub filter_deletes: bool,
+    /// Ask for periodic progress notifications: empty [`WatchBatch`]es whose
+    /// revision R says every event up to R in the range was delivered (the
+    /// embedded store: every `EmbeddedConfig::progress_notify_interval`;
+    /// etcd: its `--experimental-watch-progress-notify-interval`).
+    pub progress_notify: bool,
 }
 
 impl Watch {
-    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+    pub fn new(range: KeyRange) -> Self {
         Watch {
-            range: KeyRange::Key(key.into()),
+            range,
             start_revision: 0,
             prev_kv: false,
+            filter_puts: false,
+            filter_deletes: false,
+            progress_notify: false,
         }
     }
+    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+        Watch::new(KeyRange::Key(key.into()))
+    }
     pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
-        Watch {
-            range: KeyRange::Prefix(prefix.into()),
-            start_revision: 0,
-            prev_kv: false,
-        }
+        Watch::new(KeyRange::Prefix(prefix.into()))
     }
     pub fn from_revision(mut self, revision: Revision) -> Self {
         self.start_revision = revision;
@@ -437,6 +563,28 @@ impl Watch {
     pub fn with_prev_kv(mut self) -> Self {
         self.prev_kv = true;
         self
+    }
+    /// Leave out put events.
+    pub fn without_puts(mut self) -> Self {
+        self.filter_puts = true;
+        self
+    }
+    /// Leave out delete events.
+    pub fn without_deletes(mut self) -> Self {
+        self.filter_deletes = true;
+        self
+    }
+    /// Ask for periodic progress notifications.
+    pub fn with_progress_notify(mut self) -> Self {
+        self.progress_notify = true;
+        self
+    }
+    /// Whether the filters let `kind` through.
+    pub fn passes(&self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::Put => !self.filter_puts,
+            EventKind::Delete => !self.filter_deletes,
+        }
     }
 }
 
@@ -458,6 +606,10 @@ pub struct Event {
 
 /// A batch of events delivered by a watch, in revision order. Events of one
 /// revision (one txn, one lease expiry) are never split across batches.
+///
+/// A batch without events is a progress notification (asked for with
+/// [`Watch::progress_notify`] or [`crate::WatchStream::request_progress`]):
+/// every event in the range up to `revision` was delivered before it.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct WatchBatch {
     /// Store revision when the batch was sent (at least every event's revision).

@@ -1,13 +1,14 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::{
     Delete, DeleteResponse, Get, GetResponse, LeaseGrant, LeaseId, LeaseTimeToLive, Put,
-    PutResponse, Result, Revision, StoreError, Txn, TxnResponse, Watch, WatchBatch,
+    PutResponse, Result, Revision, StoreError, StoreStatus, Txn, TxnResponse, Watch, WatchBatch,
 };
 
 /// The store port. Implemented by the embedded backend and by the etcd
@@ -39,6 +40,24 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Grant a lease with a TTL in seconds.
     fn lease_grant(&self, ttl_secs: i64) -> impl Future<Output = Result<LeaseGrant>> + Send;
 
+    /// Grant a lease with a client-chosen id (etcd's `LeaseGrant` with an
+    /// `ID`): 0 lets the store choose (as [`Store::lease_grant`]); an id in
+    /// use is [`StoreError::LeaseExists`]. As etcd, any other id, negative
+    /// ones included, is accepted.
+    fn lease_grant_with_id(
+        &self,
+        id: LeaseId,
+        ttl_secs: i64,
+    ) -> impl Future<Output = Result<LeaseGrant>> + Send;
+
+    /// The ids of every live lease (etcd's `LeaseLeases`), in no particular
+    /// order.
+    fn lease_list(&self) -> impl Future<Output = Result<Vec<LeaseId>>> + Send;
+
+    /// Revision, compaction point and database size (etcd's
+    /// `Maintenance.Status`).
+    fn status(&self) -> impl Future<Output = Result<StoreStatus>> + Send;
+
     /// Renew a lease once; returns the TTL it was renewed to, in seconds.
     /// An expired or unknown lease is `Err(StoreError::LeaseNotFound)`.
     fn lease_keep_alive(&self, id: LeaseId) -> impl Future<Output = Result<i64>> + Send;
@@ -68,6 +87,7 @@ pub trait Store: Clone + Send + Sync + 'static {
 #[derive(Debug)]
 pub struct WatchStream {
     rx: mpsc::Receiver<Result<WatchBatch>>,
+    progress: Arc<Notify>,
     _cancel_on_drop: DropGuard,
 }
 
@@ -76,6 +96,7 @@ pub struct WatchStream {
 pub struct WatchSender {
     tx: mpsc::Sender<Result<WatchBatch>>,
     cancel: CancellationToken,
+    progress: Arc<Notify>,
 }
 
 impl WatchStream {
@@ -83,16 +104,32 @@ impl WatchStream {
     pub fn channel(capacity: usize) -> (WatchSender, WatchStream) {
         let (tx, rx) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
+        let progress = Arc::new(Notify::new());
         (
             WatchSender {
                 tx,
                 cancel: cancel.clone(),
+                progress: progress.clone(),
             },
             WatchStream {
                 rx,
+                progress,
                 _cancel_on_drop: cancel.drop_guard(),
             },
         )
+    }
+
+    /// Ask the backend for a progress notification now (etcd's
+    /// `WatchProgressRequest`): an empty [`WatchBatch`] whose revision R
+    /// says every event in the range up to R was delivered before it. It
+    /// comes after whatever the watch still has to deliver.
+    /// `Err(StoreError::Closed)` once the watch has ended.
+    pub fn request_progress(&self) -> Result<()> {
+        if self.rx.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        self.progress.notify_one();
+        Ok(())
     }
 
     /// The next batch; `None` once the watch has ended.
@@ -114,6 +151,13 @@ impl WatchSender {
             _ = self.cancel.cancelled() => {}
             _ = self.tx.closed() => {}
         }
+    }
+
+    /// Resolves when the consumer asked for a progress notification
+    /// ([`WatchStream::request_progress`]); requests made while nobody
+    /// waits are kept (several count as one).
+    pub async fn progress_requested(&self) {
+        self.progress.notified().await
     }
 
     /// True once the receiver is gone.

@@ -1,18 +1,25 @@
-//! Generates `drover-api`'s protobuf and gRPC code from the `.proto` files
+//! Generates the workspace's protobuf and gRPC code from the `.proto` files
 //! under `proto/`, in pure Rust: [`protox`] compiles the protos (no `protoc`
 //! needed) and `tonic-prost-build` turns the descriptors into Rust.
 //!
-//! The output is committed under `crates/api/src/generated/` so that building
-//! `drover-api` needs neither this crate nor a protobuf compiler. Two callers
-//! share this one generator: `cargo xtask codegen [--check]`, and
-//! `drover-api`'s staleness test, which fails when the committed code drifts
-//! from `proto/`.
+//! There are two proto sets ([`PROTO_SETS`]), each with its own output
+//! directory: Drover's own API ([`ORCHESTRATOR`], `proto/orchestrator/` into
+//! `drover-api`) and the subset of etcd's v3 API that an orchestrator serves
+//! ([`ETCD`], `proto/etcd/` into `drover-etcd-api`).
+//!
+//! The output is committed so that building the API crates needs neither this
+//! crate nor a protobuf compiler. Two kinds of callers share this one
+//! generator: `cargo xtask codegen [--check]`, and each API crate's staleness
+//! test, which fails when the committed code drifts from `proto/`.
 //!
 //! ```
+//! use drover_api_codegen::{ETCD, ORCHESTRATOR};
 //! let root = drover_api_codegen::workspace_root();
-//! let files = drover_api_codegen::generate(&root).expect("the protos compile");
+//! let files = drover_api_codegen::generate(&root, &ORCHESTRATOR).expect("the protos compile");
 //! assert!(files.contains_key(drover_api_codegen::DESCRIPTOR_SET_FILE));
 //! assert!(files.contains_key("orchestrator.v1.rs"));
+//! let etcd = drover_api_codegen::generate(&root, &ETCD).expect("the etcd protos compile");
+//! assert!(etcd.contains_key("etcdserverpb.rs") && etcd.contains_key("v3lockpb.rs"));
 //! ```
 
 use std::collections::BTreeMap;
@@ -23,8 +30,35 @@ use prost::Message;
 /// The protobuf sources, relative to the workspace root.
 pub const PROTO_DIR: &str = "proto";
 
-/// Where the generated files live, relative to the workspace root.
-pub const OUTPUT_DIR: &str = "crates/api/src/generated";
+/// One group of `.proto` files compiled together into one output directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtoSet {
+    /// A short name for messages ("orchestrator", "etcd").
+    pub name: &'static str,
+    /// The directory holding the set's protos, relative to [`PROTO_DIR`].
+    /// Imports resolve against [`PROTO_DIR`] itself.
+    pub source_dir: &'static str,
+    /// Where the generated files live, relative to the workspace root.
+    pub output_dir: &'static str,
+}
+
+/// Drover's own API (`orchestrator.v1`), generated into `drover-api`.
+pub const ORCHESTRATOR: ProtoSet = ProtoSet {
+    name: "orchestrator",
+    source_dir: "orchestrator",
+    output_dir: "crates/api/src/generated",
+};
+
+/// The served subset of etcd's v3 API (`etcdserverpb`, `mvccpb`,
+/// `v3electionpb`, `v3lockpb`), generated into `drover-etcd-api`.
+pub const ETCD: ProtoSet = ProtoSet {
+    name: "etcd",
+    source_dir: "etcd",
+    output_dir: "crates/etcd-api/src/generated",
+};
+
+/// Every proto set, in the order they are generated and checked.
+pub const PROTO_SETS: [ProtoSet; 2] = [ORCHESTRATOR, ETCD];
 
 /// The encoded `FileDescriptorSet` (with imports and source info), used by
 /// gRPC server reflection.
@@ -114,12 +148,13 @@ fn find_protos(dir: &Path) -> Result<Vec<PathBuf>, CodegenError> {
     Ok(found)
 }
 
-/// Compiles the protos under `<root>/proto` and returns the generated files,
-/// by file name (relative to [`OUTPUT_DIR`]), byte for byte as they should be
-/// committed. Deterministic: the same protos always give the same bytes.
-pub fn generate(root: &Path) -> Result<BTreeMap<String, Vec<u8>>, CodegenError> {
+/// Compiles the set's protos under `<root>/proto` and returns the generated
+/// files, by file name (relative to the set's output directory), byte for byte
+/// as they should be committed. Deterministic: the same protos always give
+/// the same bytes.
+pub fn generate(root: &Path, set: &ProtoSet) -> Result<BTreeMap<String, Vec<u8>>, CodegenError> {
     let proto_dir = root.join(PROTO_DIR);
-    let protos = find_protos(&proto_dir)?;
+    let protos = find_protos(&proto_dir.join(set.source_dir))?;
     let fds = protox::compile(&protos, [&proto_dir]).map_err(|source| CodegenError::Compile {
         location: error_location(&source, &proto_dir),
         source: Box::new(source),
@@ -191,21 +226,23 @@ fn error_location(err: &protox::Error, proto_dir: &Path) -> String {
     }
 }
 
-/// The generated files that differ from what is committed under
-/// `<root>/crates/api/src/generated`: changed, missing, or no longer produced.
+/// The generated files that differ from what is committed in the set's
+/// output directory: changed, missing, or no longer produced.
 pub fn stale_files(
     root: &Path,
+    set: &ProtoSet,
     generated: &BTreeMap<String, Vec<u8>>,
 ) -> Result<Vec<String>, CodegenError> {
-    let out_dir = root.join(OUTPUT_DIR);
+    let out_dir = root.join(set.output_dir);
+    let output_dir = set.output_dir;
     let mut stale = Vec::new();
     for (name, content) in generated {
         let path = out_dir.join(name);
         match std::fs::read(&path) {
             Ok(existing) if existing == *content => {}
-            Ok(_) => stale.push(format!("{OUTPUT_DIR}/{name} differs")),
+            Ok(_) => stale.push(format!("{output_dir}/{name} differs")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                stale.push(format!("{OUTPUT_DIR}/{name} is missing"))
+                stale.push(format!("{output_dir}/{name} is missing"))
             }
             Err(source) => {
                 return Err(CodegenError::Io {
@@ -218,7 +255,7 @@ pub fn stale_files(
     }
     for name in committed_names(&out_dir)? {
         if !generated.contains_key(&name) {
-            stale.push(format!("{OUTPUT_DIR}/{name} is no longer generated"));
+            stale.push(format!("{output_dir}/{name} is no longer generated"));
         }
     }
     Ok(stale)
@@ -251,11 +288,13 @@ fn committed_names(out_dir: &Path) -> Result<Vec<String>, CodegenError> {
     Ok(names)
 }
 
-/// Fails with [`CodegenError::Stale`] when the committed output differs from
-/// what the protos generate.
+/// Fails with [`CodegenError::Stale`] when the committed output of any set
+/// differs from what the protos generate.
 pub fn check(root: &Path) -> Result<(), CodegenError> {
-    let generated = generate(root)?;
-    let stale = stale_files(root, &generated)?;
+    let mut stale = Vec::new();
+    for set in &PROTO_SETS {
+        stale.extend(check_set(root, set)?);
+    }
     if stale.is_empty() {
         Ok(())
     } else {
@@ -263,17 +302,43 @@ pub fn check(root: &Path) -> Result<(), CodegenError> {
     }
 }
 
-/// Regenerates the committed output, removing files no longer produced.
-/// Returns the paths (relative to the workspace root) that changed.
+/// The stale files of one set (empty when it is fresh).
+pub fn check_set(root: &Path, set: &ProtoSet) -> Result<Vec<String>, CodegenError> {
+    let generated = generate(root, set)?;
+    stale_files(root, set, &generated)
+}
+
+/// Like [`check`], for one set only (each API crate's staleness test checks
+/// its own set).
+pub fn check_one(root: &Path, set: &ProtoSet) -> Result<(), CodegenError> {
+    let stale = check_set(root, set)?;
+    if stale.is_empty() {
+        Ok(())
+    } else {
+        Err(CodegenError::Stale { files: stale })
+    }
+}
+
+/// Regenerates the committed output of every set, removing files no longer
+/// produced. Returns the paths (relative to the workspace root) that changed.
 pub fn write(root: &Path) -> Result<Vec<String>, CodegenError> {
-    let generated = generate(root)?;
-    let out_dir = root.join(OUTPUT_DIR);
+    let mut changed = Vec::new();
+    for set in &PROTO_SETS {
+        changed.extend(write_set(root, set)?);
+    }
+    Ok(changed)
+}
+
+/// Regenerates one set's committed output.
+fn write_set(root: &Path, set: &ProtoSet) -> Result<Vec<String>, CodegenError> {
+    let generated = generate(root, set)?;
+    let out_dir = root.join(set.output_dir);
     std::fs::create_dir_all(&out_dir).map_err(|source| CodegenError::Io {
         action: "creating directory",
         path: out_dir.clone(),
         source,
     })?;
-    let changed = stale_files(root, &generated)?;
+    let changed = stale_files(root, set, &generated)?;
     for name in committed_names(&out_dir)? {
         if !generated.contains_key(&name) {
             let path = out_dir.join(&name);
@@ -325,12 +390,14 @@ mod tests {
 
     #[test]
     fn output_is_byte_stable_and_independent_of_the_checkout_path() {
-        let here = generate(&workspace_root()).unwrap();
         let elsewhere = scratch_root();
-        assert_eq!(generate(elsewhere.path()).unwrap(), here);
-        for (name, content) in &here {
-            if name.ends_with(".rs") {
-                assert!(content.starts_with(GENERATED_HEADER.as_bytes()), "{name}");
+        for set in &PROTO_SETS {
+            let here = generate(&workspace_root(), set).unwrap();
+            assert_eq!(generate(elsewhere.path(), set).unwrap(), here);
+            for (name, content) in &here {
+                if name.ends_with(".rs") {
+                    assert!(content.starts_with(GENERATED_HEADER.as_bytes()), "{name}");
+                }
             }
         }
     }
@@ -339,15 +406,34 @@ mod tests {
     fn write_then_check_passes_and_every_drift_is_reported() {
         let root = scratch_root();
         let written = write(root.path()).unwrap();
+        let expected: usize = PROTO_SETS
+            .iter()
+            .map(|set| generate(root.path(), set).unwrap().len())
+            .sum();
         assert_eq!(
             written.len(),
+            expected,
+            "every file was missing at first: {written:?}"
+        );
+        assert_eq!(
+            written
+                .iter()
+                .filter(|f| f.starts_with(ORCHESTRATOR.output_dir))
+                .count(),
             2,
-            "both files were missing at first: {written:?}"
+            "{written:?}"
+        );
+        assert!(
+            written
+                .iter()
+                .any(|f| f == &format!("{}/etcdserverpb.rs is missing", ETCD.output_dir)),
+            "{written:?}"
         );
         check(root.path()).unwrap();
         assert!(write(root.path()).unwrap().is_empty(), "idempotent");
 
-        let out = root.path().join(OUTPUT_DIR);
+        let output_dir = ORCHESTRATOR.output_dir;
+        let out = root.path().join(output_dir);
         std::fs::write(out.join("orchestrator.v1.rs"), "// edited by hand\n").unwrap();
         std::fs::write(out.join("leftover.rs"), "").unwrap();
         std::fs::remove_file(out.join(DESCRIPTOR_SET_FILE)).unwrap();
@@ -356,9 +442,9 @@ mod tests {
         assert_eq!(
             files,
             [
-                format!("{OUTPUT_DIR}/descriptor_set.bin is missing"),
-                format!("{OUTPUT_DIR}/leftover.rs is no longer generated"),
-                format!("{OUTPUT_DIR}/orchestrator.v1.rs differs"),
+                format!("{output_dir}/descriptor_set.bin is missing"),
+                format!("{output_dir}/leftover.rs is no longer generated"),
+                format!("{output_dir}/orchestrator.v1.rs differs"),
             ]
         );
         let message = CodegenError::Stale { files }.to_string();
@@ -370,6 +456,19 @@ mod tests {
         write(root.path()).unwrap();
         check(root.path()).unwrap();
         assert!(!out.join("leftover.rs").exists());
+
+        // The sets are checked independently: drift in one names only it.
+        let etcd_out = root.path().join(ETCD.output_dir);
+        std::fs::write(etcd_out.join("mvccpb.rs"), "// edited by hand\n").unwrap();
+        assert_eq!(
+            stale(root.path()),
+            [format!("{}/mvccpb.rs differs", ETCD.output_dir)]
+        );
+        check_one(root.path(), &ORCHESTRATOR).unwrap();
+        assert!(matches!(
+            check_one(root.path(), &ETCD),
+            Err(CodegenError::Stale { .. })
+        ));
     }
 
     #[test]
@@ -401,7 +500,7 @@ mod tests {
             "syntax = \"proto3\";\nmessage Broken { string x = ; }\n",
         )
         .unwrap();
-        let err = generate(root.path()).unwrap_err();
+        let err = generate(root.path(), &ORCHESTRATOR).unwrap_err();
         assert!(matches!(err, CodegenError::Compile { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
@@ -411,9 +510,10 @@ mod tests {
         assert!(source.contains("expected an integer"), "{source}");
 
         let empty = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(empty.path().join(PROTO_DIR)).unwrap();
+        std::fs::create_dir_all(empty.path().join(PROTO_DIR).join(ORCHESTRATOR.source_dir))
+            .unwrap();
         assert!(matches!(
-            generate(empty.path()),
+            generate(empty.path(), &ORCHESTRATOR),
             Err(CodegenError::NoProtos(_))
         ));
     }

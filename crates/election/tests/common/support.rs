@@ -169,6 +169,25 @@ impl<S: Store> Store for FaultyStore<S> {
     fn current_revision(&self) -> impl Future<Output = drover_store::Result<Revision>> + Send {
         gated!(self, Kind::Other, self.inner.current_revision())
     }
+    fn lease_grant_with_id(
+        &self,
+        id: LeaseId,
+        ttl_secs: i64,
+    ) -> impl Future<Output = drover_store::Result<LeaseGrant>> + Send {
+        gated!(
+            self,
+            Kind::Other,
+            self.inner.lease_grant_with_id(id, ttl_secs)
+        )
+    }
+    fn lease_list(&self) -> impl Future<Output = drover_store::Result<Vec<LeaseId>>> + Send {
+        gated!(self, Kind::Other, self.inner.lease_list())
+    }
+    fn status(
+        &self,
+    ) -> impl Future<Output = drover_store::Result<drover_store::StoreStatus>> + Send {
+        gated!(self, Kind::Other, self.inner.status())
+    }
 }
 
 /// One lifecycle event of one elector.

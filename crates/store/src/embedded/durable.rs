@@ -36,7 +36,7 @@ const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compact_revision";
 const META_NEXT_LEASE: &str = "next_lease_id";
 
-const FILE_NAME: &str = "drover.redb";
+pub(crate) const FILE_NAME: &str = "drover.redb";
 
 const TAG_TOMBSTONE: u8 = 0;
 const TAG_PUT: u8 = 1;

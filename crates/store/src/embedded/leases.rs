@@ -52,14 +52,64 @@ impl Leases {
     /// The caller validated the TTL against the maximum.
     pub(crate) fn grant(&mut self, ttl: i64, now: Instant) -> LeaseGrant {
         let ttl = ttl.max(self.min_ttl);
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_free_id();
         self.restore(id, ttl, now);
         LeaseGrant { id, ttl }
     }
 
+    /// Grant a lease with a client-chosen id (0: choose one, as
+    /// [`Leases::grant`]); an id in use is [`StoreError::LeaseExists`]. Any
+    /// other id is accepted, negative ones too, as etcd does.
+    pub(crate) fn grant_with_id(
+        &mut self,
+        id: LeaseId,
+        ttl: i64,
+        now: Instant,
+    ) -> Result<LeaseGrant, StoreError> {
+        if id == 0 {
+            return Ok(self.grant(ttl, now));
+        }
+        if self.map.contains_key(&id) {
+            return Err(StoreError::LeaseExists(id));
+        }
+        let ttl = ttl.max(self.min_ttl);
+        self.insert(id, ttl, now);
+        Ok(LeaseGrant { id, ttl })
+    }
+
+    /// The next automatic id, skipping ids clients chose.
+    fn next_free_id(&mut self) -> LeaseId {
+        loop {
+            let id = self.next_id;
+            self.next_id = if id == LeaseId::MAX { 1 } else { id + 1 };
+            if !self.map.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Every lease, in id order (expiring ones excluded: they are as good as
+    /// gone).
+    pub(crate) fn ids(&self, now: Instant) -> Vec<LeaseId> {
+        let mut ids: Vec<LeaseId> = self
+            .map
+            .iter()
+            .filter(|(_, l)| l.deadline > now)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Re-create a persisted lease with its full TTL from `now`.
     pub(crate) fn restore(&mut self, id: LeaseId, ttl: i64, now: Instant) {
+        self.insert(id, ttl, now);
+        if id > 0 {
+            self.next_id = self.next_id.max(id.saturating_add(1));
+        }
+    }
+
+    fn insert(&mut self, id: LeaseId, ttl: i64, now: Instant) {
         let deadline = now + ttl_duration(ttl);
         self.due_from = Some(self.due_from.map_or(deadline, |d| d.min(deadline)));
         self.map.insert(
@@ -70,7 +120,6 @@ impl Leases {
                 keys: BTreeSet::new(),
             },
         );
-        self.next_id = self.next_id.max(id + 1);
     }
 
     fn live(&self, id: LeaseId, now: Instant) -> Result<&Lease, StoreError> {

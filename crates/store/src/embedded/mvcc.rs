@@ -112,6 +112,30 @@ fn compare_op_holds(ord: std::cmp::Ordering, op: CompareOp) -> bool {
     }
 }
 
+/// One compare against one key's state (`None`: the key does not exist,
+/// which fails every value compare and reads 0 for every number).
+fn compare_kv(compare: &Compare, kv: Option<&KeyValue>) -> bool {
+    let ord = match (&compare.target, kv) {
+        (CompareTarget::Value(_), None) => return false,
+        (CompareTarget::Value(v), Some(kv)) => kv.value.as_slice().cmp(v.as_slice()),
+        (CompareTarget::Version(n), kv) => kv.map_or(0, |kv| kv.version).cmp(n),
+        (CompareTarget::CreateRevision(r), kv) => kv.map_or(0, |kv| kv.create_revision).cmp(r),
+        (CompareTarget::ModRevision(r), kv) => kv.map_or(0, |kv| kv.mod_revision).cmp(r),
+        (CompareTarget::Lease(l), kv) => kv.map_or(0, |kv| kv.lease).cmp(l),
+    };
+    compare_op_holds(ord, compare.op)
+}
+
+/// Gives every nested txn response the outer txn's revision.
+fn set_nested_revision(responses: &mut [TxnOpResponse], revision: Revision) {
+    for r in responses {
+        if let TxnOpResponse::Txn(t) = r {
+            t.revision = revision;
+            set_nested_revision(&mut t.responses, revision);
+        }
+    }
+}
+
 /// The MVCC index.
 #[derive(Debug, Default)]
 pub(crate) struct Mvcc {
@@ -204,10 +228,11 @@ impl Mvcc {
             resp.count = live.count() as i64;
             return resp;
         }
+        // As etcd: `count` is the whole range, the filters apply after it.
         let mut kvs = Vec::new();
         for kv in live {
             resp.count += 1;
-            if get.max_create_revision == 0 || kv.create_revision <= get.max_create_revision {
+            if get.passes_filters(kv) {
                 kvs.push(kv.clone());
             }
         }
@@ -225,6 +250,30 @@ impl Mvcc {
         resp
     }
 
+    /// Roughly how many bytes the retained versions take (keys, values and
+    /// per-version metadata), for the store's status.
+    pub(crate) fn size_estimate(&self) -> u64 {
+        const PER_VERSION: u64 = 48;
+        self.keys
+            .iter()
+            .map(|(key, history)| {
+                history
+                    .iter()
+                    .map(|v| {
+                        key.len() as u64
+                            + v.kv.as_ref().map_or(0, |kv| kv.value.len() as u64)
+                            + PER_VERSION
+                    })
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// The latest applied state of `key` (what a write sees).
+    pub(crate) fn current_kv(&self, key: &[u8]) -> Option<&KeyValue> {
+        self.keys.get(key).and_then(|h| live_at(h, self.current))
+    }
+
     /// The state of `key` that readers see.
     pub(crate) fn visible_kv(&self, key: &[u8]) -> Option<&KeyValue> {
         self.keys.get(key).and_then(|h| live_at(h, self.visible))
@@ -237,16 +286,53 @@ impl Mvcc {
     }
 
     fn compare_holds_at(&self, compare: &Compare, rev: Revision) -> bool {
-        let kv = self.keys.get(&compare.key).and_then(|h| live_at(h, rev));
-        let ord = match (&compare.target, kv) {
-            (CompareTarget::Value(_), None) => return false,
-            (CompareTarget::Value(v), Some(kv)) => kv.value.as_slice().cmp(v.as_slice()),
-            (CompareTarget::Version(n), kv) => kv.map_or(0, |kv| kv.version).cmp(n),
-            (CompareTarget::CreateRevision(r), kv) => kv.map_or(0, |kv| kv.create_revision).cmp(r),
-            (CompareTarget::ModRevision(r), kv) => kv.map_or(0, |kv| kv.mod_revision).cmp(r),
-            (CompareTarget::Lease(l), kv) => kv.map_or(0, |kv| kv.lease).cmp(l),
+        if compare.range_end.is_empty() {
+            let kv = self.keys.get(&compare.key).and_then(|h| live_at(h, rev));
+            return compare_kv(compare, kv);
+        }
+        // As etcd: every key in the range must satisfy the compare; an
+        // empty range compares like one missing key.
+        let end = &compare.range_end;
+        if end.as_slice() != [0] && end.as_slice() <= compare.key.as_slice() {
+            return compare_kv(compare, None);
+        }
+        let span = KeySpan::new(&KeyRange::Range {
+            start: compare.key.clone(),
+            end: end.clone(),
+        });
+        let mut kvs = self
+            .keys
+            .range::<[u8], _>(span.bounds())
+            .filter_map(|(_, h)| live_at(h, rev))
+            .peekable();
+        if kvs.peek().is_none() {
+            return compare_kv(compare, None);
+        }
+        kvs.all(|kv| compare_kv(compare, Some(kv)))
+    }
+
+    /// The chosen branch of `txn` and of every nested txn on it, in the
+    /// order etcd lists them (depth first): all compares see the state
+    /// before the txn writes anything.
+    pub(crate) fn txn_path(&self, txn: &Txn) -> Vec<bool> {
+        let mut path = Vec::new();
+        self.push_path(txn, &mut path);
+        path
+    }
+
+    fn push_path(&self, txn: &Txn, path: &mut Vec<bool>) {
+        let succeeded = txn.compares.iter().all(|c| self.compare_holds(c));
+        path.push(succeeded);
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
         };
-        compare_op_holds(ord, compare.op)
+        for op in ops {
+            if let TxnOp::Txn(nested) = op {
+                self.push_path(nested, path);
+            }
+        }
     }
 
     /// Serve a txn whose branches only read, at the visible revision,
@@ -280,23 +366,40 @@ impl Mvcc {
         }))
     }
 
-    /// Reject a txn branch whose reads name a future or compacted revision,
-    /// before anything is written (as etcd checks txn requests up front).
-    pub(crate) fn check_ops(&self, ops: &[TxnOp]) -> crate::Result<()> {
-        for op in ops {
-            if let TxnOp::Get(g) = op {
-                self.check_read_revision(g.revision, self.current)?;
-            }
-        }
-        Ok(())
+    /// Reject a txn read naming a future or compacted revision, before
+    /// anything is written (as etcd checks txn requests up front).
+    pub(crate) fn check_txn_read(&self, get: &Get) -> crate::Result<()> {
+        self.check_read_revision(get.revision, self.current)
     }
 
     /// Apply a validated, checked list of ops; all writes share one new
     /// revision. Returns the responses and the revision after the ops. The
     /// events of the new revision (if any) are the last logged revision.
-    pub(crate) fn apply(&mut self, ops: &[TxnOp]) -> (Vec<TxnOpResponse>, Revision) {
+    ///
+    /// `path` is the rest of [`Mvcc::txn_path`] after the outer txn's own
+    /// entry: which branch each nested txn runs, depth first.
+    pub(crate) fn apply(&mut self, ops: &[TxnOp], path: &[bool]) -> (Vec<TxnOpResponse>, Revision) {
         let rev = self.current + 1;
         let mut events: Vec<Event> = Vec::new();
+        let mut path = path.iter().copied();
+        let mut responses = self.apply_ops(ops, &mut path, rev, &mut events);
+        if events.is_empty() {
+            set_nested_revision(&mut responses, self.current);
+            return (responses, self.current);
+        }
+        set_nested_revision(&mut responses, rev);
+        self.current = rev;
+        self.log.push_back(LoggedRevision { rev, events });
+        (responses, rev)
+    }
+
+    fn apply_ops(
+        &mut self,
+        ops: &[TxnOp],
+        path: &mut impl Iterator<Item = bool>,
+        rev: Revision,
+        events: &mut Vec<Event>,
+    ) -> Vec<TxnOpResponse> {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let now = if events.is_empty() { self.current } else { rev };
@@ -304,13 +407,22 @@ impl Mvcc {
                 TxnOp::Get(g) => responses.push(TxnOpResponse::Get(self.range_unchecked(g, now))),
                 TxnOp::Put(p) => {
                     let prev = self.keys.get(&p.key).and_then(|h| live_at(h, now)).cloned();
+                    // `ignore_*` puts were checked to name an existing key.
+                    let value = match (&prev, p.ignore_value) {
+                        (Some(prev), true) => prev.value.clone(),
+                        _ => p.value.clone(),
+                    };
+                    let lease = match (&prev, p.ignore_lease) {
+                        (Some(prev), true) => prev.lease,
+                        _ => p.lease,
+                    };
                     let kv = KeyValue {
                         key: p.key.clone(),
-                        value: p.value.clone(),
+                        value,
                         create_revision: prev.as_ref().map_or(rev, |kv| kv.create_revision),
                         mod_revision: rev,
                         version: prev.as_ref().map_or(1, |kv| kv.version + 1),
-                        lease: p.lease,
+                        lease,
                     };
                     let version = Version {
                         rev,
@@ -332,6 +444,21 @@ impl Mvcc {
                     responses.push(TxnOpResponse::Put(PutResponse {
                         revision: rev,
                         prev_kv: if p.prev_kv { prev } else { None },
+                    }));
+                }
+                TxnOp::Txn(nested) => {
+                    let succeeded = path.next().unwrap_or(false);
+                    let branch = if succeeded {
+                        &nested.success
+                    } else {
+                        &nested.failure
+                    };
+                    let responses_of_nested = self.apply_ops(branch, path, rev, events);
+                    responses.push(TxnOpResponse::Txn(TxnResponse {
+                        // Set to the outer txn's revision at the end.
+                        revision: 0,
+                        succeeded,
+                        responses: responses_of_nested,
                     }));
                 }
                 TxnOp::Delete(d) => {
@@ -367,12 +494,7 @@ impl Mvcc {
                 }
             }
         }
-        if events.is_empty() {
-            return (responses, self.current);
-        }
-        self.current = rev;
-        self.log.push_back(LoggedRevision { rev, events });
-        (responses, rev)
+        responses
     }
 
     /// The last logged revision (the one `apply` just wrote, if it wrote).
@@ -559,7 +681,7 @@ mod tests {
     use crate::{Delete, Put};
 
     fn put(m: &mut Mvcc, k: &str, v: &str) -> Revision {
-        m.apply(&[TxnOp::Put(Put::new(k, v))]).1
+        m.apply(&[TxnOp::Put(Put::new(k, v))], &[]).1
     }
 
     fn get(m: &Mvcc, g: Get) -> GetResponse {
@@ -574,10 +696,10 @@ mod tests {
         assert_eq!(put(&mut m, "a", "2"), 3);
         let kv = get(&m, Get::key("a")).kvs[0].clone();
         assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
-        let (_, rev) = m.apply(&[TxnOp::Delete(Delete::key("a"))]);
+        let (_, rev) = m.apply(&[TxnOp::Delete(Delete::key("a"))], &[]);
         assert_eq!(rev, 4);
         // Deleting nothing does not bump the revision.
-        assert_eq!(m.apply(&[TxnOp::Delete(Delete::key("a"))]).1, 4);
+        assert_eq!(m.apply(&[TxnOp::Delete(Delete::key("a"))], &[]).1, 4);
         assert_eq!(put(&mut m, "a", "3"), 5);
         let kv = get(&m, Get::key("a")).kvs[0].clone();
         assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
@@ -598,11 +720,14 @@ mod tests {
     fn one_txn_writes_one_revision_and_reads_its_own_writes() {
         let mut m = Mvcc::new();
         put(&mut m, "p/x", "old");
-        let (resps, rev) = m.apply(&[
-            TxnOp::Put(Put::new("p/a", "1")),
-            TxnOp::Get(Get::prefix("p/")),
-            TxnOp::Delete(Delete::key("p/x").with_prev_kv()),
-        ]);
+        let (resps, rev) = m.apply(
+            &[
+                TxnOp::Put(Put::new("p/a", "1")),
+                TxnOp::Get(Get::prefix("p/")),
+                TxnOp::Delete(Delete::key("p/x").with_prev_kv()),
+            ],
+            &[],
+        );
         assert_eq!(rev, 3);
         match &resps[1] {
             TxnOpResponse::Get(g) => assert_eq!(g.count, 2),
@@ -677,7 +802,7 @@ mod tests {
         put(&mut m, "a", "1"); // 2
         put(&mut m, "a", "2"); // 3
         put(&mut m, "b", "1"); // 4
-        m.apply(&[TxnOp::Delete(Delete::key("b"))]); // 5
+        m.apply(&[TxnOp::Delete(Delete::key("b"))], &[]); // 5
         put(&mut m, "c", "1"); // 6
         let removed = m.compact(5).unwrap();
         // a@2 superseded, b@4 superseded; b's tombstone at 5 is kept (rev == 5).
@@ -708,10 +833,13 @@ mod tests {
     #[test]
     fn watch_events_never_split_a_revision() {
         let mut m = Mvcc::new();
-        m.apply(&[
-            TxnOp::Put(Put::new("a", "1")),
-            TxnOp::Put(Put::new("b", "1")),
-        ]); // 2
+        m.apply(
+            &[
+                TxnOp::Put(Put::new("a", "1")),
+                TxnOp::Put(Put::new("b", "1")),
+            ],
+            &[],
+        ); // 2
         put(&mut m, "c", "1"); // 3
         let span = KeySpan::new(&KeyRange::Prefix(Vec::new()));
         let (events, next) = m.watch_events(&span, 0, 3, 1, true).unwrap();
@@ -738,7 +866,7 @@ mod tests {
         let mut m = Mvcc::new();
         put(&mut m, "a", "1");
         put(&mut m, "a", "2");
-        m.apply(&[TxnOp::Delete(Delete::prefix(""))]);
+        m.apply(&[TxnOp::Delete(Delete::prefix(""))], &[]);
         put(&mut m, "b", "1");
         m.compact(3).unwrap();
         let rows: Vec<(Vec<u8>, Version)> = {
@@ -797,7 +925,7 @@ mod tests {
                     let mut snap = snapshots[&m.current()].clone();
                     match op {
                         Op::Put(k, v) => {
-                            let rev = m.apply(&[TxnOp::Put(Put::new(key(k), vec![v]))]).1;
+                            let rev = m.apply(&[TxnOp::Put(Put::new(key(k), vec![v]))], &[]).1;
                             let prev = snap.get(&key(k)).cloned();
                             snap.insert(key(k), KeyValue {
                                 key: key(k),
@@ -812,7 +940,7 @@ mod tests {
                         Op::DeletePrefix(p) => {
                             let prefix = format!("{p}/").into_bytes();
                             let before = m.current();
-                            let rev = m.apply(&[TxnOp::Delete(Delete::prefix(prefix.clone()))]).1;
+                            let rev = m.apply(&[TxnOp::Delete(Delete::prefix(prefix.clone()))], &[]).1;
                             snap.retain(|k, _| !k.starts_with(&prefix));
                             prop_assert_eq!(rev > before, snap.len() < snapshots[&before].len());
                             snapshots.insert(rev, snap);

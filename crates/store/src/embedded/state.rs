@@ -81,22 +81,16 @@ impl State {
     /// then the chosen branch as one revision. Fails without writing when a
     /// put names an unknown lease or a read names a bad revision.
     pub(crate) fn txn(&mut self, txn: &Txn, journal: &mut Journal) -> Result<TxnResponse> {
-        let succeeded = txn.compares.iter().all(|c| self.mvcc.compare_holds(c));
+        let path = self.mvcc.txn_path(txn);
+        let succeeded = path.first().copied().unwrap_or(true);
         let ops = if succeeded {
             &txn.success
         } else {
             &txn.failure
         };
-        for op in ops {
-            if let TxnOp::Put(p) = op
-                && p.lease != 0
-                && !self.leases.contains(p.lease)
-            {
-                return Err(StoreError::LeaseNotFound(p.lease));
-            }
-        }
-        self.mvcc.check_ops(ops)?;
-        let (responses, revision) = self.apply(ops, journal);
+        let mut nested = path.iter().skip(1).copied();
+        self.check_branch(ops, &mut nested)?;
+        let (responses, revision) = self.apply(ops, &path[1..], journal);
         Ok(TxnResponse {
             revision,
             succeeded,
@@ -104,13 +98,47 @@ impl State {
         })
     }
 
+    /// etcd's checks of the ops that will run, in op order, nested txns
+    /// included: reads name a readable revision; puts name a live lease, then
+    /// (when keeping the value or lease) an existing key.
+    fn check_branch(&self, ops: &[TxnOp], path: &mut impl Iterator<Item = bool>) -> Result<()> {
+        for op in ops {
+            match op {
+                TxnOp::Get(g) => self.mvcc.check_txn_read(g)?,
+                TxnOp::Put(p) => {
+                    if p.lease != 0 && !self.leases.contains(p.lease) {
+                        return Err(StoreError::LeaseNotFound(p.lease));
+                    }
+                    if (p.ignore_value || p.ignore_lease) && self.mvcc.current_kv(&p.key).is_none()
+                    {
+                        return Err(StoreError::KeyNotFound {
+                            key: String::from_utf8_lossy(&p.key).into_owned(),
+                        });
+                    }
+                }
+                TxnOp::Delete(_) => {}
+                TxnOp::Txn(nested) => {
+                    let succeeded = path.next().unwrap_or(false);
+                    let branch = if succeeded {
+                        &nested.success
+                    } else {
+                        &nested.failure
+                    };
+                    self.check_branch(branch, path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn apply(
         &mut self,
         ops: &[TxnOp],
+        path: &[bool],
         journal: &mut Journal,
     ) -> (Vec<crate::TxnOpResponse>, Revision) {
         let before = self.mvcc.current();
-        let (responses, revision) = self.mvcc.apply(ops);
+        let (responses, revision) = self.mvcc.apply(ops, path);
         if revision == before {
             return (responses, revision);
         }
@@ -138,12 +166,19 @@ impl State {
         (responses, revision)
     }
 
-    pub(crate) fn grant(&mut self, ttl: i64, now: Instant, journal: &mut Journal) -> LeaseGrant {
-        let grant = self.leases.grant(ttl, now);
+    /// Grant a lease (`id` 0: choose the id).
+    pub(crate) fn grant(
+        &mut self,
+        id: LeaseId,
+        ttl: i64,
+        now: Instant,
+        journal: &mut Journal,
+    ) -> Result<LeaseGrant> {
+        let grant = self.leases.grant_with_id(id, ttl, now)?;
         if journal.enabled {
             journal.granted.push((grant.id, grant.ttl));
         }
-        grant
+        Ok(grant)
     }
 
     /// Revoke a lease, deleting its keys in one revision (none if it has no
@@ -158,7 +193,7 @@ impl State {
             .into_iter()
             .map(|k| TxnOp::Delete(Delete::key(k)))
             .collect();
-        self.apply(&ops, journal);
+        self.apply(&ops, &[], journal);
         if journal.enabled {
             journal.revoked.push(id);
         }
@@ -215,7 +250,7 @@ mod tests {
         let mut s = state();
         let mut j = Journal::new(true);
         let now = Instant::now();
-        let lease = s.grant(5, now, &mut j);
+        let lease = s.grant(0, 5, now, &mut j).unwrap();
         let txn = Txn::new().and_then([
             Put::new("a", "1").with_lease(lease.id).into(),
             Put::new("b", "1").with_lease(lease.id).into(),

@@ -306,8 +306,7 @@ async fn watch_from_zero_sees_only_later_changes_and_ranges_filter() {
     let mut watch = store
         .watch(Watch {
             range,
-            start_revision: 0,
-            prev_kv: false,
+            ..Watch::key("unused")
         })
         .await
         .unwrap();
@@ -801,4 +800,56 @@ async fn writes_beyond_a_full_batch_wait_unapplied_for_the_next_commit() {
     assert_eq!(store.get(Get::prefix("")).await.unwrap().count, 3);
     drop(durable);
     store.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_notify_reports_quiet_watches_every_interval() {
+    let interval = Duration::from_secs(7);
+    let store = EmbeddedStore::in_memory_with(
+        EmbeddedConfig::default().with_progress_notify_interval(interval),
+    );
+    let mut notified = store
+        .watch(Watch::prefix("/p/").with_progress_notify())
+        .await
+        .unwrap();
+    let mut plain = store.watch(Watch::prefix("/p/")).await.unwrap();
+    let r = store.put(Put::new("/p/a", "1")).await.unwrap().revision;
+    assert_eq!(next(&mut notified).await.events[0].kv.mod_revision, r);
+    assert_eq!(next(&mut plain).await.events[0].kv.mod_revision, r);
+    // Others write elsewhere; the watched range stays quiet.
+    let elsewhere = store.put(Put::new("/q/b", "2")).await.unwrap().revision;
+    let started = tokio::time::Instant::now();
+    let progress = tokio::time::timeout(3 * interval, notified.next_batch())
+        .await
+        .expect("a progress notification within the interval")
+        .unwrap()
+        .unwrap();
+    assert!(progress.events.is_empty(), "{progress:?}");
+    assert_eq!(
+        progress.revision, elsewhere,
+        "everything up to now was delivered"
+    );
+    assert!(started.elapsed() <= 2 * interval);
+    // A watch that did not ask gets nothing.
+    assert!(
+        tokio::time::timeout(3 * interval, plain.next_batch())
+            .await
+            .is_err(),
+        "no progress notifications unless asked"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_of_a_watch_from_a_future_revision_stays_below_its_start() {
+    let store = EmbeddedStore::in_memory();
+    let now = store.put(Put::new("/f/a", "1")).await.unwrap().revision;
+    let mut watch = store
+        .watch(Watch::prefix("/f/").from_revision(now + 10))
+        .await
+        .unwrap();
+    watch.request_progress().unwrap();
+    let progress = next(&mut watch).await;
+    assert!(progress.events.is_empty());
+    assert_eq!(progress.revision, now);
+    drop(store);
 }

@@ -7,12 +7,14 @@
 //! [`StoreError::Compacted`] if the history it needs was compacted meanwhile.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use super::Core;
 use super::mvcc::KeySpan;
-use crate::{Revision, StoreError, WatchBatch, WatchSender};
+use crate::{Revision, StoreError, Watch, WatchBatch, WatchSender};
 
 /// Events per batch before a batch is cut (at a revision boundary).
 const MAX_BATCH_EVENTS: usize = 1000;
@@ -23,11 +25,23 @@ pub(crate) struct Watcher {
     pub(crate) sender: WatchSender,
     pub(crate) span: KeySpan,
     pub(crate) next: Revision,
-    pub(crate) prev_kv: bool,
+    /// Filters, prev_kv and progress_notify of the request.
+    pub(crate) request: Watch,
 }
 
 impl Watcher {
     pub(crate) async fn run(mut self) {
+        let every = self
+            .core
+            .config
+            .progress_notify_interval
+            .max(Duration::from_millis(1));
+        let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // A progress notification is owed (asked for, or the interval
+        // passed without a delivery); sent once caught up.
+        let mut progress_owed = false;
+        let mut delivered_since_tick = false;
         loop {
             // Mark the current value seen before reading the state, so that
             // any later publish wakes us.
@@ -37,7 +51,13 @@ impl Watcher {
                 let upto = state.mvcc.visible();
                 state
                     .mvcc
-                    .watch_events(&self.span, self.next, upto, MAX_BATCH_EVENTS, self.prev_kv)
+                    .watch_events(
+                        &self.span,
+                        self.next,
+                        upto,
+                        MAX_BATCH_EVENTS,
+                        self.request.prev_kv,
+                    )
                     .map(|(events, next)| (events, next, upto))
             };
             match collected {
@@ -48,8 +68,9 @@ impl Watcher {
                     self.deliver(Err(error)).await;
                     return;
                 }
-                Ok((events, next, upto)) => {
+                Ok((mut events, next, upto)) => {
                     self.next = next;
+                    events.retain(|e| self.request.passes(e.kind));
                     if !events.is_empty() {
                         let batch = WatchBatch {
                             revision: upto,
@@ -58,9 +79,22 @@ impl Watcher {
                         if !self.deliver(Ok(batch)).await {
                             return;
                         }
+                        delivered_since_tick = true;
                     }
                     if next <= upto {
                         continue; // more history to catch up on
+                    }
+                    if progress_owed {
+                        progress_owed = false;
+                        // Everything up to `upto` was delivered (or, for a
+                        // watch from a future revision, is before its start).
+                        let progress = WatchBatch {
+                            revision: upto.min(next - 1),
+                            events: Vec::new(),
+                        };
+                        if !self.deliver(Ok(progress)).await {
+                            return;
+                        }
                     }
                 }
             }
@@ -69,6 +103,12 @@ impl Watcher {
                     return; // the store shut down
                 },
                 () = self.sender.cancelled() => return,
+                () = self.sender.progress_requested() => progress_owed = true,
+                _ = ticker.tick(), if self.request.progress_notify => {
+                    // As etcd: only a watch that delivered nothing lately.
+                    progress_owed |= !delivered_since_tick;
+                    delivered_since_tick = false;
+                }
             }
         }
     }

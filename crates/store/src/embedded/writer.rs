@@ -40,7 +40,11 @@ use crate::{LeaseGrant, LeaseId, Result, Revision, StoreError, Txn, TxnResponse}
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     Txn(Txn),
-    LeaseGrant(i64),
+    /// Grant a lease; `id` 0 lets the store choose.
+    LeaseGrant {
+        id: LeaseId,
+        ttl: i64,
+    },
     LeaseRevoke(LeaseId),
     Compact(Revision),
     /// Nothing; answered once everything applied before it (and every lease
@@ -293,7 +297,7 @@ impl Core {
         if queue.pending.replies.len() >= writes.max_batch {
             return Err(op);
         }
-        let granted = matches!(op, WriteOp::LeaseGrant(_));
+        let granted = matches!(op, WriteOp::LeaseGrant { .. });
         let now = Instant::now();
         let mut state = self.state.write();
         let queue = &mut *queue;
@@ -452,7 +456,9 @@ fn apply(
 ) -> Result<WriteReply> {
     match op {
         WriteOp::Txn(txn) => state.txn(&txn, journal).map(WriteReply::Txn),
-        WriteOp::LeaseGrant(ttl) => Ok(WriteReply::Lease(state.grant(ttl, now, journal))),
+        WriteOp::LeaseGrant { id, ttl } => {
+            state.grant(id, ttl, now, journal).map(WriteReply::Lease)
+        }
         WriteOp::LeaseRevoke(id) => state.revoke(id, journal).map(|()| WriteReply::Done),
         WriteOp::Compact(revision) => state.compact(revision, journal).map(|()| WriteReply::Done),
         WriteOp::Barrier => Ok(WriteReply::Done),

@@ -71,6 +71,15 @@ impl<S: Store> Store for Faulty<S> {
     async fn lease_grant(&self, ttl_secs: i64) -> Result<LeaseGrant> {
         self.inner.lease_grant(ttl_secs).await
     }
+    async fn lease_grant_with_id(&self, id: LeaseId, ttl_secs: i64) -> Result<LeaseGrant> {
+        self.inner.lease_grant_with_id(id, ttl_secs).await
+    }
+    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        self.inner.lease_list().await
+    }
+    async fn status(&self) -> Result<crate::StoreStatus> {
+        self.inner.status().await
+    }
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
         self.keep_alives.fetch_add(1, Ordering::SeqCst);
         let mode = *self.mode.lock();

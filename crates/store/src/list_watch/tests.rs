@@ -144,6 +144,19 @@ impl Store for Faulty {
     fn lease_grant(&self, ttl: i64) -> impl Future<Output = Result<LeaseGrant>> + Send {
         self.inner.lease_grant(ttl)
     }
+    fn lease_grant_with_id(
+        &self,
+        id: LeaseId,
+        ttl: i64,
+    ) -> impl Future<Output = Result<LeaseGrant>> + Send {
+        self.inner.lease_grant_with_id(id, ttl)
+    }
+    fn lease_list(&self) -> impl Future<Output = Result<Vec<LeaseId>>> + Send {
+        self.inner.lease_list()
+    }
+    fn status(&self) -> impl Future<Output = Result<crate::StoreStatus>> + Send {
+        self.inner.status()
+    }
     fn lease_keep_alive(&self, id: LeaseId) -> impl Future<Output = Result<i64>> + Send {
         self.inner.lease_keep_alive(id)
     }

@@ -192,6 +192,39 @@ where
     }
 }
 
+/// A case ready to run, with its name (built by
+/// [`conformance_tests!`](crate::conformance_tests)'s `one_test` form).
+pub type NamedCase<'a> = (
+    &'static str,
+    std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+);
+
+/// How many cases [`run_all`] runs at once.
+pub const RUN_ALL_CONCURRENCY: usize = 12;
+
+/// Runs every case, [`RUN_ALL_CONCURRENCY`] at a time, then panics naming
+/// every case that failed (not only the first).
+pub async fn run_all(cases: Vec<NamedCase<'_>>) {
+    use futures::StreamExt;
+    let total = cases.len();
+    let failed: Vec<&'static str> = futures::stream::iter(cases)
+        .map(|(name, case)| async move {
+            match AssertUnwindSafe(case).catch_unwind().await {
+                Ok(()) => None,
+                Err(_) => Some(name),
+            }
+        })
+        .buffer_unordered(RUN_ALL_CONCURRENCY)
+        .filter_map(|failed| async move { failed })
+        .collect()
+        .await;
+    assert!(
+        failed.is_empty(),
+        "{} of {total} conformance cases failed: {failed:?}",
+        failed.len()
+    );
+}
+
 /// Expands into one `#[tokio::test]` per conformance case for a backend.
 ///
 /// ```no_run
@@ -220,6 +253,10 @@ where
 /// # fn main() {}
 /// ```
 ///
+/// `time = real, one_test = NAME, setup = ...` instead expands into a single
+/// test `NAME` that sets up one store and runs every case against it
+/// concurrently (for a server process shared by all cases).
+///
 /// The calling crate needs `tokio` (features `macros`, `rt-multi-thread`,
 /// and `test-util` for paused time). See [`crate::testing::suite`].
 #[macro_export]
@@ -236,8 +273,18 @@ macro_rules! conformance_tests {
     (time = real, setup = $setup:expr $(,)?) => {
         $crate::conformance_tests!(@cases (flavor = "multi_thread", worker_threads = 2) $setup);
     };
+    // One test that runs every case concurrently against one store, for a
+    // store that is expensive to start (a server process): `setup` gives
+    // `(store, guard)` once.
+    (time = real, one_test = $name:ident, setup = $setup:expr $(,)?) => {
+        $crate::conformance_tests!(@list (@all $name $setup));
+    };
     (@cases $attrs:tt $setup:expr) => {
-        $crate::conformance_tests!(@each $attrs $setup;
+        $crate::conformance_tests!(@list (@each $attrs $setup));
+    };
+    // The one list of cases, handed to the arm named by `$continuation`.
+    (@list ($($continuation:tt)*)) => {
+        $crate::conformance_tests!($($continuation)*;
             // kv
             case_put_then_get,
             case_get_missing_key,
@@ -264,6 +311,12 @@ macro_rules! conformance_tests {
             case_get_limit_and_count_at_past_revision,
             case_get_sorted_by_value_and_version_with_limit,
             case_delete_range_prev_kvs_in_key_order,
+            case_get_revision_filters,
+            case_get_serializable,
+            case_get_negative_fields_are_invalid,
+            case_put_ignore_value_and_lease,
+            case_put_ignore_bad_requests,
+            case_status,
             // txn
             case_txn_compare_value,
             case_txn_compare_version,
@@ -280,6 +333,9 @@ macro_rules! conformance_tests {
             case_txn_too_many_ops,
             case_txn_cas_contention,
             case_txn_get_after_put_and_delete,
+            case_txn_compare_range,
+            case_txn_nested,
+            case_txn_nested_bad_requests,
             // leases
             case_lease_grant_and_time_to_live,
             case_lease_ttl_too_large,
@@ -297,6 +353,8 @@ macro_rules! conformance_tests {
             case_lease_handle_keeps_alive,
             case_lease_handle_lost_and_drop,
             case_lease_small_ttl_is_raised,
+            case_lease_grant_with_id_and_list,
+            case_lease_list_drops_expired,
             // watch
             case_watch_key_put_and_delete,
             case_watch_replay_with_prev_kv,
@@ -310,7 +368,34 @@ macro_rules! conformance_tests {
             case_watch_fan_out,
             case_watch_slow_consumer_catches_up,
             case_watch_from_future_revision,
+            case_watch_filters,
+            case_watch_request_progress,
         );
+    };
+    (@all $name:ident $setup:expr; $($case:ident),* $(,)?) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (store, _guard) = $setup;
+            let store = &store;
+            let cases: ::std::vec::Vec<$crate::testing::suite::NamedCase<'_>> = ::std::vec![
+                $(
+                    (
+                        ::core::stringify!($case),
+                        ::std::boxed::Box::pin(async move {
+                            let prefix = $crate::testing::unique_prefix(::core::stringify!($case));
+                            $crate::testing::suite::run_case(
+                                ::core::stringify!($case),
+                                store,
+                                &prefix,
+                                || $crate::testing::suite::$case(store, &prefix),
+                            )
+                            .await;
+                        }),
+                    ),
+                )*
+            ];
+            $crate::testing::suite::run_all(cases).await;
+        }
     };
     (@each $attrs:tt $setup:expr; $($case:ident),* $(,)?) => {
         $(

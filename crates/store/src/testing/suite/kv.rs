@@ -393,6 +393,8 @@ pub async fn case_get_compacted_revision<S: Store>(store: &S, prefix: &str) -> R
     }
     let at_r2 = store.get(Get::key(k.as_str()).at_revision(r2)).await?;
     assert_eq!(at_r2.kvs[0].value, b"v2");
+    let status = store.status().await?;
+    assert!(status.compact_revision >= r2, "{status:?}");
     // Compaction keeps the current state.
     assert_eq!(get_one(store, &k).await?.expect("kept").version, 2);
     Ok(())
@@ -588,5 +590,343 @@ pub async fn case_delete_range_prev_kvs_in_key_order<S: Store>(
     let events = next_events(&mut watch, 4).await?;
     let keys: Vec<String> = events.iter().map(|e| e.kv.key_str().into_owned()).collect();
     assert_eq!(keys, want);
+    Ok(())
+}
+
+/// Mod and create revision filters keep the keys within their bounds, apply
+/// after the range read (so `count` is the whole range, as etcd) and before
+/// sorting and `limit` (so `more` says whether filtered keys were cut).
+pub async fn case_get_revision_filters<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    // a: created r1, modified r4; b: r2/r2; c: r3/r3.
+    let r1 = put(store, &key(prefix, "a"), "a1").await?;
+    let r2 = put(store, &key(prefix, "b"), "b").await?;
+    let r3 = put(store, &key(prefix, "c"), "c").await?;
+    let r4 = put(store, &key(prefix, "a"), "a2").await?;
+    let names = |got: &crate::GetResponse| -> Vec<String> {
+        got.kvs
+            .iter()
+            .map(|kv| kv.key_str().trim_start_matches(prefix).to_owned())
+            .collect()
+    };
+    let all = || Get::prefix(prefix);
+    let got = store.get(all().with_min_mod_revision(r3)).await?;
+    assert_eq!(names(&got), ["a", "c"]);
+    assert_eq!((got.count, got.more), (3, false), "count ignores filters");
+    let got = store.get(all().with_max_mod_revision(r3)).await?;
+    assert_eq!(names(&got), ["b", "c"]);
+    let got = store.get(all().with_min_create_revision(r2)).await?;
+    assert_eq!(names(&got), ["b", "c"]);
+    let got = store.get(all().with_max_create_revision(r1)).await?;
+    assert_eq!(names(&got), ["a"]);
+    // Bounds are inclusive and combine (AND).
+    let got = store
+        .get(all().with_min_create_revision(r2).with_max_mod_revision(r2))
+        .await?;
+    assert_eq!(names(&got), ["b"]);
+    let got = store
+        .get(all().with_min_mod_revision(r4).with_max_mod_revision(r4))
+        .await?;
+    assert_eq!(names(&got), ["a"]);
+    assert_eq!(got.kvs[0].value, b"a2");
+    let got = store
+        .get(
+            all()
+                .with_min_mod_revision(r4)
+                .with_max_create_revision(r1 - 1),
+        )
+        .await?;
+    assert!(got.kvs.is_empty());
+    assert_eq!((got.count, got.more), (3, false));
+    // The limit cuts the filtered result; `more` only when it did.
+    let got = store
+        .get(all().with_min_mod_revision(r3).with_limit(2))
+        .await?;
+    assert_eq!(
+        (names(&got), got.count, got.more),
+        (vec!["a".into(), "c".into()], 3, false)
+    );
+    let got = store
+        .get(all().with_min_mod_revision(r3).with_limit(1))
+        .await?;
+    assert_eq!(
+        (names(&got), got.count, got.more),
+        (vec!["a".into()], 3, true)
+    );
+    // Filters apply before sorting.
+    let got = store
+        .get(
+            all()
+                .with_max_mod_revision(r3)
+                .sorted(SortTarget::ModRevision, SortOrder::Descend),
+        )
+        .await?;
+    assert_eq!(names(&got), ["c", "b"]);
+    // With count_only the count is the whole range.
+    let got = store
+        .get(all().with_min_mod_revision(r4).count_only())
+        .await?;
+    assert_eq!((got.count, got.kvs.len()), (3, 0));
+    // At a past revision the filters see that revision's metadata.
+    let got = store
+        .get(all().at_revision(r3).with_min_mod_revision(r2))
+        .await?;
+    assert_eq!(names(&got), ["b", "c"]);
+    Ok(())
+}
+
+/// A serializable read sees what this client wrote (one member: nothing is
+/// stale) and validates like any read.
+pub async fn case_get_serializable<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let r = put(store, &key(prefix, "a"), "v").await?;
+    let got = store.get(Get::key(key(prefix, "a")).serializable()).await?;
+    assert_eq!(got.kvs.len(), 1);
+    assert_eq!(
+        (got.kvs[0].value.as_slice(), got.kvs[0].mod_revision),
+        (&b"v"[..], r)
+    );
+    assert!(got.revision >= r);
+    let got = store
+        .get(
+            Get::prefix(prefix)
+                .serializable()
+                .at_revision(r)
+                .count_only(),
+        )
+        .await?;
+    assert_eq!(got.count, 1);
+    expect_err(
+        "serializable read of an empty key",
+        store.get(Get::key("").serializable()).await,
+        |e| matches!(e, StoreError::InvalidArgument(_)),
+    );
+    Ok(())
+}
+
+/// Negative filters, limits or revisions are `InvalidArgument`.
+pub async fn case_get_negative_fields_are_invalid<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    put(store, &key(prefix, "a"), "v").await?;
+    let invalid =
+        |e: &StoreError| matches!(e, StoreError::InvalidArgument(m) if m.contains("negative"));
+    for (what, get) in [
+        ("limit", Get::prefix(prefix).with_limit(-1)),
+        ("revision", Get::prefix(prefix).at_revision(-1)),
+        (
+            "min_mod_revision",
+            Get::prefix(prefix).with_min_mod_revision(-1),
+        ),
+        (
+            "max_mod_revision",
+            Get::prefix(prefix).with_max_mod_revision(-1),
+        ),
+        (
+            "min_create_revision",
+            Get::prefix(prefix).with_min_create_revision(-1),
+        ),
+        (
+            "max_create_revision",
+            Get::prefix(prefix).with_max_create_revision(-1),
+        ),
+    ] {
+        expect_err(what, store.get(get.clone()).await, invalid);
+        expect_err(
+            what,
+            store.txn(Txn::new().and_then([get.into()])).await,
+            invalid,
+        );
+    }
+    Ok(())
+}
+
+/// `ignore_value` and `ignore_lease` keep the key's current value or lease
+/// while the put still writes (new revision, version + 1).
+pub async fn case_put_ignore_value_and_lease<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let k = key(prefix, "k");
+    let lease = store.lease_grant(60).await?.id;
+    let r1 = store
+        .put(Put::new(k.as_str(), "v1").with_lease(lease))
+        .await?
+        .revision;
+    // Keep both: a pure "touch".
+    let touched = store
+        .put(
+            Put::new(k.as_str(), "")
+                .ignoring_value()
+                .ignoring_lease()
+                .with_prev_kv(),
+        )
+        .await?;
+    assert!(touched.revision > r1);
+    let prev = touched.prev_kv.expect("prev_kv asked for");
+    assert_eq!((prev.value.as_slice(), prev.version), (&b"v1"[..], 1));
+    let kv = get_one(store, &k).await?.expect("k");
+    assert_eq!(
+        (
+            kv.value.as_slice(),
+            kv.lease,
+            kv.version,
+            kv.mod_revision,
+            kv.create_revision
+        ),
+        (&b"v1"[..], lease, 2, touched.revision, r1)
+    );
+    // New value, same lease.
+    store
+        .put(Put::new(k.as_str(), "v2").ignoring_lease())
+        .await?;
+    let kv = get_one(store, &k).await?.expect("k");
+    assert_eq!(
+        (kv.value.as_slice(), kv.lease, kv.version),
+        (&b"v2"[..], lease, 3)
+    );
+    assert_eq!(
+        store.lease_time_to_live(lease).await?.keys,
+        vec![k.clone().into_bytes()]
+    );
+    // Same value, no lease: the key leaves the lease.
+    store.put(Put::new(k.as_str(), "").ignoring_value()).await?;
+    let kv = get_one(store, &k).await?.expect("k");
+    assert_eq!(
+        (kv.value.as_slice(), kv.lease, kv.version),
+        (&b"v2"[..], 0, 4)
+    );
+    assert!(store.lease_time_to_live(lease).await?.keys.is_empty());
+    // In a txn, as the only write of the branch.
+    let resp = store
+        .txn(
+            Txn::new().and_then([
+                Put::new(k.as_str(), "")
+                    .ignoring_value()
+                    .with_lease(lease)
+                    .into(),
+                Get::key(k.as_str()).into(),
+            ]),
+        )
+        .await?;
+    match &resp.responses[1] {
+        crate::TxnOpResponse::Get(g) => {
+            assert_eq!(
+                (g.kvs[0].value.as_slice(), g.kvs[0].lease),
+                (&b"v2"[..], lease)
+            );
+        }
+        other => panic!("expected a get response, got {other:?}"),
+    }
+    store.lease_revoke(lease).await?;
+    assert_eq!(
+        get_one(store, &k).await?,
+        None,
+        "revoking the lease deleted k"
+    );
+    Ok(())
+}
+
+/// Bad `ignore_*` puts change nothing: a missing key is `KeyNotFound` (also
+/// in a txn, whose other writes do not happen), a value next to
+/// `ignore_value` is `ValueProvided`, a lease next to `ignore_lease` is
+/// `LeaseProvided`, and an unknown lease is reported before a missing key
+/// (etcd's order).
+pub async fn case_put_ignore_bad_requests<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let (k, missing, other) = (
+        key(prefix, "k"),
+        key(prefix, "missing"),
+        key(prefix, "other"),
+    );
+    let r = put(store, &k, "v").await?;
+    let not_found =
+        |e: &StoreError| matches!(e, StoreError::KeyNotFound { key } if *key == missing);
+    expect_err(
+        "ignore_value on a missing key",
+        store
+            .put(Put::new(missing.as_str(), "").ignoring_value())
+            .await,
+        not_found,
+    );
+    expect_err(
+        "ignore_lease on a missing key",
+        store
+            .put(Put::new(missing.as_str(), "x").ignoring_lease())
+            .await,
+        not_found,
+    );
+    expect_err(
+        "a txn with ignore_value on a missing key",
+        store
+            .txn(Txn::new().and_then([
+                Put::new(other.as_str(), "x").into(),
+                Put::new(missing.as_str(), "").ignoring_value().into(),
+            ]))
+            .await,
+        not_found,
+    );
+    expect_err(
+        "ignore_value with a value",
+        store.put(Put::new(k.as_str(), "x").ignoring_value()).await,
+        |e| matches!(e, StoreError::ValueProvided { key } if *key == k),
+    );
+    expect_err(
+        "ignore_lease with a lease",
+        store
+            .put(
+                Put::new(k.as_str(), "x")
+                    .ignoring_lease()
+                    .with_lease(UNKNOWN_LEASE),
+            )
+            .await,
+        |e| matches!(e, StoreError::LeaseProvided { key } if *key == k),
+    );
+    expect_err(
+        "a txn with ignore_value and a value",
+        store
+            .txn(Txn::new().and_then([
+                Put::new(other.as_str(), "x").into(),
+                Put::new(k.as_str(), "x").ignoring_value().into(),
+            ]))
+            .await,
+        |e| matches!(e, StoreError::ValueProvided { .. }),
+    );
+    expect_err(
+        "unknown lease before missing key",
+        store
+            .put(
+                Put::new(missing.as_str(), "")
+                    .ignoring_value()
+                    .with_lease(UNKNOWN_LEASE),
+            )
+            .await,
+        |e| matches!(e, StoreError::LeaseNotFound(_)),
+    );
+    let kv = get_one(store, &k).await?.expect("k");
+    assert_eq!(
+        (kv.value.as_slice(), kv.version, kv.mod_revision),
+        (&b"v"[..], 1, r)
+    );
+    assert_eq!(get_one(store, &missing).await?, None);
+    assert_eq!(
+        get_one(store, &other).await?,
+        None,
+        "the failed txns wrote nothing"
+    );
+    Ok(())
+}
+
+/// The status reports a revision covering every acknowledged write, a
+/// compaction point not beyond it, and a non-empty database.
+pub async fn case_status<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let r1 = put(store, &key(prefix, "a"), &"x".repeat(4096)).await?;
+    let s1 = store.status().await?;
+    assert!(s1.revision >= r1, "{s1:?} vs {r1}");
+    assert!(
+        s1.compact_revision >= 0 && s1.compact_revision <= s1.revision,
+        "{s1:?}"
+    );
+    assert!(s1.db_size_bytes > 0, "{s1:?}");
+    assert!(
+        s1.db_size_in_use_bytes > 0 && s1.db_size_in_use_bytes <= s1.db_size_bytes,
+        "{s1:?}"
+    );
+    let r2 = put(store, &key(prefix, "b"), "y").await?;
+    let s2 = store.status().await?;
+    assert!(s2.revision >= r2 && s2.revision > s1.revision.min(r2 - 1));
+    assert!(s2.compact_revision >= s1.compact_revision);
     Ok(())
 }

@@ -421,3 +421,77 @@ pub async fn case_lease_deleted_key_leaves_the_lease<S: Store>(
     assert_eq!(get_one(store, &b).await?, None);
     Ok(())
 }
+
+/// A lease id derived from the case's unique prefix, so that cases on a
+/// shared etcd do not pick the same one.
+fn chosen_lease_id(prefix: &str) -> crate::LeaseId {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    prefix.hash(&mut hasher);
+    // Positive and far from the small ids stores hand out themselves.
+    ((hasher.finish() >> 2) as i64) | (1 << 60)
+}
+
+/// A client-chosen lease id is granted as asked; an id in use is
+/// `LeaseExists` and changes nothing; 0 lets the store choose; negative ids
+/// are accepted (as etcd does); `lease_list` lists them until revoked.
+pub async fn case_lease_grant_with_id_and_list<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let id = chosen_lease_id(prefix);
+    let grant = store.lease_grant_with_id(id, 30).await?;
+    assert_eq!(grant.id, id);
+    assert!(grant.ttl >= 30);
+    let k = key(prefix, "a");
+    put_leased(store, &k, "v", id).await?;
+    expect_err(
+        "granting an id in use",
+        store.lease_grant_with_id(id, 600).await,
+        |e| matches!(e, StoreError::LeaseExists(x) if *x == id),
+    );
+    let ttl = store.lease_time_to_live(id).await?;
+    assert_eq!(
+        ttl.granted_ttl, grant.ttl,
+        "the failed grant changed nothing"
+    );
+    assert_eq!(ttl.keys, vec![k.clone().into_bytes()]);
+    let auto = store.lease_grant_with_id(0, 30).await?;
+    assert!(auto.id != 0 && auto.id != id);
+    let negative = store.lease_grant_with_id(-id, 30).await?;
+    assert_eq!(negative.id, -id);
+    assert_eq!(store.lease_time_to_live(-id).await?.id, -id);
+    let too_long = id ^ 0x55;
+    expect_err(
+        "a chosen id with a TTL over the limit",
+        store
+            .lease_grant_with_id(too_long, MAX_LEASE_TTL_SECS + 1)
+            .await,
+        |e| matches!(e, StoreError::LeaseTtlTooLarge { .. }),
+    );
+    let listed = store.lease_list().await?;
+    for want in [id, auto.id, -id] {
+        assert!(listed.contains(&want), "{want:x} missing from {listed:x?}");
+    }
+    assert!(
+        !listed.contains(&too_long),
+        "a rejected grant is not listed"
+    );
+    for lease in [id, auto.id, -id] {
+        store.lease_revoke(lease).await?;
+    }
+    let listed = store.lease_list().await?;
+    for gone in [id, auto.id, -id] {
+        assert!(!listed.contains(&gone), "revoked {gone:x} still listed");
+    }
+    assert_eq!(get_one(store, &k).await?, None, "revoking deleted the key");
+    // A revoked id may be granted again.
+    assert_eq!(store.lease_grant_with_id(id, 5).await?.id, id);
+    store.lease_revoke(id).await
+}
+
+/// An expired lease leaves the list.
+pub async fn case_lease_list_drops_expired<S: Store>(store: &S, _prefix: &str) -> Result<()> {
+    let grant = store.lease_grant(1).await?;
+    assert!(store.lease_list().await?.contains(&grant.id));
+    wait_lease_gone(store, grant.id).await;
+    assert!(!store.lease_list().await?.contains(&grant.id));
+    Ok(())
+}

@@ -95,8 +95,7 @@ pub async fn case_watch_range<S: Store>(store: &S, prefix: &str) -> Result<()> {
                 start: key(prefix, "b").into_bytes(),
                 end: key(prefix, "d").into_bytes(),
             },
-            start_revision: 0,
-            prev_kv: false,
+            ..Watch::key("unused")
         })
         .await?;
     for name in ["a", "b", "c", "d", "bz"] {
@@ -334,5 +333,104 @@ pub async fn case_watch_from_future_revision<S: Store>(store: &S, prefix: &str) 
     let events = next_events(&mut watch, want.len()).await?;
     let got: Vec<_> = events.iter().map(|e| e.kv.mod_revision).collect();
     assert_eq!(got, want);
+    Ok(())
+}
+
+/// `without_puts` / `without_deletes` leave those events out (etcd's NOPUT
+/// and NODELETE), also when replaying history.
+pub async fn case_watch_filters<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let start = store.current_revision().await? + 1;
+    let mut no_puts = store
+        .watch(Watch::prefix(prefix).from_revision(start).without_puts())
+        .await?;
+    let mut no_deletes = store.watch(Watch::prefix(prefix).without_deletes()).await?;
+    let (a, b) = (key(prefix, "a"), key(prefix, "b"));
+    let pa = put(store, &a, "1").await?;
+    let da = store.delete(Delete::key(a.as_str())).await?.revision;
+    let pb = put(store, &b, "2").await?;
+    let db = store.delete(Delete::key(b.as_str())).await?.revision;
+    let deletes = next_events(&mut no_puts, 2).await?;
+    assert!(
+        deletes.iter().all(|e| e.kind == EventKind::Delete),
+        "{deletes:#?}"
+    );
+    assert_eq!(
+        (deletes[0].kv.mod_revision, deletes[1].kv.mod_revision),
+        (da, db)
+    );
+    let puts = next_events(&mut no_deletes, 2).await?;
+    assert!(puts.iter().all(|e| e.kind == EventKind::Put), "{puts:#?}");
+    assert_eq!((puts[0].kv.mod_revision, puts[1].kv.mod_revision), (pa, pb));
+    // Nothing else came in between: the next event of each is the sentinel's.
+    let sentinel = key(prefix, "sentinel");
+    let ps = put(store, &sentinel, "s").await?;
+    let ds = store.delete(Delete::key(sentinel.as_str())).await?.revision;
+    let next = next_events(&mut no_puts, 1).await?;
+    assert_eq!(
+        (next[0].kind, next[0].kv.mod_revision),
+        (EventKind::Delete, ds)
+    );
+    let next = next_events(&mut no_deletes, 1).await?;
+    assert_eq!(
+        (next[0].kind, next[0].kv.mod_revision),
+        (EventKind::Put, ps)
+    );
+    // A replay from history is filtered too.
+    let mut replay = store
+        .watch(
+            Watch::prefix(prefix)
+                .from_revision(start)
+                .without_deletes()
+                .with_prev_kv(),
+        )
+        .await?;
+    let replayed = next_events(&mut replay, 3).await?;
+    let revisions: Vec<_> = replayed.iter().map(|e| e.kv.mod_revision).collect();
+    assert_eq!(revisions, vec![pa, pb, ps]);
+    Ok(())
+}
+
+/// The next batch that is a progress notification (no events), skipping
+/// event batches; at most `max_batches` batches.
+async fn next_progress(
+    watch: &mut crate::WatchStream,
+    max_batches: usize,
+) -> Result<crate::WatchBatch> {
+    for _ in 0..max_batches {
+        let batch = next_batch(watch).await?;
+        if batch.events.is_empty() {
+            return Ok(batch);
+        }
+    }
+    panic!("no progress notification within {max_batches} batches");
+}
+
+/// `request_progress` yields an empty batch whose revision covers every
+/// event delivered before it, for a busy and for a quiet range.
+pub async fn case_watch_request_progress<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    let k = key(prefix, "a");
+    let mut busy = store.watch(Watch::prefix(prefix)).await?;
+    let r = put(store, &k, "1").await?;
+    let events = next_events(&mut busy, 1).await?;
+    assert_eq!(events[0].kv.mod_revision, r);
+    busy.request_progress()?;
+    let progress = next_progress(&mut busy, 1).await?;
+    assert!(
+        progress.revision >= r,
+        "progress {progress:?} before event {r}"
+    );
+    // A quiet range created after the put still reports progress at or
+    // after it.
+    let mut quiet = store.watch(Watch::prefix(key(prefix, "quiet/"))).await?;
+    quiet.request_progress()?;
+    let progress = next_progress(&mut quiet, 1).await?;
+    assert!(progress.revision >= r, "{progress:?} vs {r}");
+    // Requests repeat; the watch keeps delivering events afterwards.
+    busy.request_progress()?;
+    let again = next_progress(&mut busy, 1).await?;
+    assert!(again.revision >= progress.revision.min(r));
+    let r2 = put(store, &k, "2").await?;
+    let events = next_events(&mut busy, 1).await?;
+    assert_eq!(events[0].kv.mod_revision, r2);
     Ok(())
 }
