@@ -62,8 +62,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             finish(served, close_embedded(&store).await)
         }
         StoreChoice::Etcd(endpoints) => {
-            let mut config = drover_store_etcd::EtcdConfig::default();
-            config.tls = etcd_tls;
+            let config = drover_store_etcd::EtcdConfig {
+                tls: etcd_tls,
+                ..Default::default()
+            };
             let store = drover_store_etcd::EtcdStore::connect(endpoints.clone(), config)
                 .await
                 .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
