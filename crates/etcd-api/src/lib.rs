@@ -1,4 +1,4 @@
-//! etcd's v3 gRPC API served over any Drover [`Store`](drover_store::Store).
+//! etcd's v3 gRPC API served over any Drover [`Store`].
 //!
 //! `orchestrator serve` owns the store (the embedded one, or a connection to
 //! etcd) and serves this API next to `orchestrator.v1` on its one port, so

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use drover_store::{Store, StoreError, Watch, WatchStream};
 use futures::StreamExt;
@@ -65,6 +65,7 @@ impl<S: Store> etcd::watch_server::Watch for WatchService<S> {
             watches: Arc::new(Mutex::new(HashMap::new())),
             next_id: 0,
             ended: CancellationToken::new(),
+            progress_pending: Arc::new(AtomicBool::new(false)),
         };
         tokio::spawn(session.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -92,6 +93,9 @@ struct Session<S> {
     next_id: i64,
     /// Fires when the stream ends, stopping every watch task.
     ended: CancellationToken,
+    /// A progress answer is on its way; further requests join it (so a
+    /// client that sends requests but reads nothing cannot pile up tasks).
+    progress_pending: Arc<AtomicBool>,
 }
 
 impl<S: Store> Session<S> {
@@ -257,6 +261,9 @@ impl<S: Store> Session<S> {
     /// delivered all its events up to, once that reaches the revision
     /// current now, or after [`PROGRESS_WAIT`] with what it is then.
     async fn progress(&mut self) -> bool {
+        if self.progress_pending.swap(true, Ordering::AcqRel) {
+            return true;
+        }
         let Some(header) = self.header().await else {
             return false;
         };
@@ -272,6 +279,8 @@ impl<S: Store> Session<S> {
             .collect();
         let out = self.out.clone();
         let shared = self.shared.clone();
+        let pending = self.progress_pending.clone();
+        let ended = self.ended.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + PROGRESS_WAIT;
             let revision = loop {
@@ -285,13 +294,17 @@ impl<S: Store> Session<S> {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             };
-            let _ = out
-                .send(Ok(etcd::WatchResponse {
-                    header: Some(shared.header(revision)),
-                    watch_id: INVALID_WATCH_ID,
-                    ..Default::default()
-                }))
-                .await;
+            let answer = etcd::WatchResponse {
+                header: Some(shared.header(revision)),
+                watch_id: INVALID_WATCH_ID,
+                ..Default::default()
+            };
+            tokio::select! {
+                () = ended.cancelled() => {}
+                _ = out.send(Ok(answer)) => {}
+            }
+            // Only now may a request start another answer.
+            pending.store(false, Ordering::Release);
         });
         true
     }

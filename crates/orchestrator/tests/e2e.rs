@@ -520,3 +520,24 @@ async fn no_etcd_api_turns_the_etcd_services_off() {
     server.signal("TERM");
     server.wait_success().await;
 }
+
+/// The proxy mode: the same suite through the etcd API of an
+/// `orchestrator serve --etcd-endpoints` in front of the run's real etcd.
+mod etcd_api_proxy_conformance {
+    drover_store::conformance_tests! {
+        time = real,
+        one_test = conformance_suite_through_the_served_etcd_api_proxying_to_etcd,
+        setup = {
+            let Some(endpoints) = drover_store::testing::etcd_endpoints() else { return };
+            let endpoints = endpoints.join(",");
+            let server = super::Server::start(&["--etcd-endpoints", &endpoints]).await;
+            let store = drover_store_etcd::EtcdStore::connect(
+                [server.url()],
+                drover_store_etcd::EtcdConfig::default(),
+            )
+            .await
+            .expect("connecting to the orchestrator's etcd API");
+            (store, server)
+        },
+    }
+}

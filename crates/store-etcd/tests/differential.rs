@@ -1,5 +1,7 @@
 //! Differential test: one seeded random sequence of operations applied to
-//! the embedded backend and to a private etcd must give identical results.
+//! the embedded backend and to a private etcd must give identical results,
+//! and so must the same sequence sent through the etcd API an orchestrator
+//! serves (drover-etcd-api over the embedded store).
 //!
 //! Revisions are compared relative to each store's starting revision and
 //! lease ids by the order they were granted, the only things allowed to
@@ -591,13 +593,39 @@ impl Seen {
     }
 }
 
+/// The embedded store as the differential test wants it: all history kept
+/// (etcd keeps it until compacted).
+fn full_history_store() -> EmbeddedStore {
+    EmbeddedStore::in_memory_with(EmbeddedConfig::default().with_history_window(None))
+}
+
 async fn run_seed(seed: u64) {
+    run_seed_against(seed, full_history_store()).await;
+}
+
+/// The same sequence through the etcd API that `orchestrator serve` offers:
+/// etcd's client talking to `drover-etcd-api` over loopback, with the
+/// embedded store behind it, must agree with a real etcd too.
+async fn run_seed_through_the_served_api(seed: u64) {
+    let server = drover_etcd_api::testing::TestServer::start(
+        full_history_store(),
+        drover_etcd_api::EtcdApiConfig::default(),
+    )
+    .await
+    .expect("serve the etcd API on loopback");
+    let served = EtcdStore::connect([server.endpoint()], EtcdConfig::default())
+        .await
+        .expect("connect to the served etcd API");
+    run_seed_against(seed, served).await;
+}
+
+/// Applies one seeded sequence to a private etcd and to `embedded_store`
+/// (the embedded store, directly or through the served API).
+async fn run_seed_against<E: Store>(seed: u64, embedded_store: E) {
     let etcd = PrivateEtcd::start().await.expect("start a private etcd");
     let etcd_store = EtcdStore::connect(etcd.endpoints(), EtcdConfig::default())
         .await
         .expect("connect to the private etcd");
-    let embedded_store =
-        EmbeddedStore::in_memory_with(EmbeddedConfig::default().with_history_window(None));
     let mut etcd_side = Side::new(etcd_store).await;
     let mut embedded_side = Side::new(embedded_store).await;
 
@@ -677,20 +705,28 @@ async fn run_seed(seed: u64) {
 
 /// One test per seed, so seeds run in parallel and fail separately.
 macro_rules! seeds {
-    ($($name:ident = $seed:literal),* $(,)?) => {
+    ($run:ident: $($name:ident = $seed:literal),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 if etcd_endpoints().is_none() {
                     return;
                 }
-                run_seed($seed).await;
+                $run($seed).await;
             }
         )*
     };
 }
 
 seeds! {
+    run_seed_through_the_served_api:
+    served_api_agrees_with_etcd_seed_1 = 1,
+    served_api_agrees_with_etcd_seed_2 = 2,
+    served_api_agrees_with_etcd_seed_3 = 3,
+}
+
+seeds! {
+    run_seed:
     random_sequence_agrees_seed_1 = 1,
     random_sequence_agrees_seed_2 = 2,
     random_sequence_agrees_seed_3 = 3,

@@ -378,7 +378,11 @@ impl EmbeddedStore {
     }
 
     async fn submit_txn(&self, txn: Txn) -> Result<TxnResponse> {
-        match self.submit(WriteOp::Txn(txn)).await? {
+        self.submit_write(WriteOp::Txn(txn)).await
+    }
+
+    async fn submit_write(&self, op: WriteOp) -> Result<TxnResponse> {
+        match self.submit(op).await? {
             WriteReply::Txn(resp) => Ok(resp),
             other => Err(unexpected(other)),
         }
@@ -386,12 +390,12 @@ impl EmbeddedStore {
 
     /// A single put or delete, as a txn of that one op.
     async fn submit_one(&self, op: TxnOp) -> Result<TxnOpResponse> {
-        let kind = if matches!(op, TxnOp::Put(_)) {
-            "put"
+        let (kind, write): (_, fn(Txn) -> WriteOp) = if matches!(op, TxnOp::Put(_)) {
+            ("put", WriteOp::SinglePut)
         } else {
-            "delete"
+            ("delete", WriteOp::Txn)
         };
-        let mut resp = self.submit_txn(Txn::new().and_then([op])).await?;
+        let mut resp = self.submit_write(write(Txn::new().and_then([op]))).await?;
         resp.responses.pop().ok_or_else(|| StoreError::Storage {
             message: format!("internal error: a {kind} got no response"),
             source: None,

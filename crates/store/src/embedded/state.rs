@@ -70,6 +70,21 @@ impl Journal {
     }
 }
 
+/// Which of etcd's txn checks a pass runs.
+#[derive(Clone, Copy, Debug)]
+enum Pass {
+    Puts(PutChecks),
+    Reads,
+}
+
+/// The order of a put's two checks: etcd's `Put` checks the lease, then
+/// the key; its txn applier the key, then the lease.
+#[derive(Clone, Copy, Debug)]
+enum PutChecks {
+    LeaseFirst,
+    TxnOrder,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) mvcc: Mvcc,
@@ -81,6 +96,21 @@ impl State {
     /// then the chosen branch as one revision. Fails without writing when a
     /// put names an unknown lease or a read names a bad revision.
     pub(crate) fn txn(&mut self, txn: &Txn, journal: &mut Journal) -> Result<TxnResponse> {
+        self.txn_checked(txn, journal, PutChecks::TxnOrder)
+    }
+
+    /// A single put (sent as a txn of one op): etcd checks its lease before
+    /// its key, the other way round from puts in a txn.
+    pub(crate) fn single_put(&mut self, txn: &Txn, journal: &mut Journal) -> Result<TxnResponse> {
+        self.txn_checked(txn, journal, PutChecks::LeaseFirst)
+    }
+
+    fn txn_checked(
+        &mut self,
+        txn: &Txn,
+        journal: &mut Journal,
+        order: PutChecks,
+    ) -> Result<TxnResponse> {
         let path = self.mvcc.txn_path(txn);
         let succeeded = path.first().copied().unwrap_or(true);
         let ops = if succeeded {
@@ -88,8 +118,10 @@ impl State {
         } else {
             &txn.failure
         };
-        let mut nested = path.iter().skip(1).copied();
-        self.check_branch(ops, &mut nested)?;
+        // As etcd 3.4's applier: first every put on the chosen path, then
+        // every read, each in op order.
+        self.check_branch(ops, &mut path.iter().skip(1).copied(), Pass::Puts(order))?;
+        self.check_branch(ops, &mut path.iter().skip(1).copied(), Pass::Reads)?;
         let (responses, revision) = self.apply(ops, &path[1..], journal);
         Ok(TxnResponse {
             revision,
@@ -98,34 +130,50 @@ impl State {
         })
     }
 
-    /// etcd's checks of the ops that will run, in op order, nested txns
-    /// included: reads name a readable revision; puts name a live lease, then
-    /// (when keeping the value or lease) an existing key.
-    fn check_branch(&self, ops: &[TxnOp], path: &mut impl Iterator<Item = bool>) -> Result<()> {
+    /// One of etcd's checks of the ops that will run, nested txns included:
+    /// puts name an existing key (when keeping its value or lease) and a
+    /// live lease; reads name a readable revision.
+    fn check_branch(
+        &self,
+        ops: &[TxnOp],
+        path: &mut impl Iterator<Item = bool>,
+        pass: Pass,
+    ) -> Result<()> {
         for op in ops {
-            match op {
-                TxnOp::Get(g) => self.mvcc.check_txn_read(g)?,
-                TxnOp::Put(p) => {
-                    if p.lease != 0 && !self.leases.contains(p.lease) {
-                        return Err(StoreError::LeaseNotFound(p.lease));
-                    }
-                    if (p.ignore_value || p.ignore_lease) && self.mvcc.current_kv(&p.key).is_none()
-                    {
-                        return Err(StoreError::KeyNotFound {
-                            key: String::from_utf8_lossy(&p.key).into_owned(),
-                        });
+            match (op, pass) {
+                (TxnOp::Get(g), Pass::Reads) => self.mvcc.check_txn_read(g)?,
+                (TxnOp::Put(p), Pass::Puts(order)) => {
+                    let lease = || {
+                        if p.lease != 0 && !self.leases.contains(p.lease) {
+                            return Err(StoreError::LeaseNotFound(p.lease));
+                        }
+                        Ok(())
+                    };
+                    let key = || {
+                        if (p.ignore_value || p.ignore_lease)
+                            && self.mvcc.current_kv(&p.key).is_none()
+                        {
+                            return Err(StoreError::KeyNotFound {
+                                key: String::from_utf8_lossy(&p.key).into_owned(),
+                            });
+                        }
+                        Ok(())
+                    };
+                    match order {
+                        PutChecks::LeaseFirst => lease().and_then(|()| key())?,
+                        PutChecks::TxnOrder => key().and_then(|()| lease())?,
                     }
                 }
-                TxnOp::Delete(_) => {}
-                TxnOp::Txn(nested) => {
+                (TxnOp::Txn(nested), _) => {
                     let succeeded = path.next().unwrap_or(false);
                     let branch = if succeeded {
                         &nested.success
                     } else {
                         &nested.failure
                     };
-                    self.check_branch(branch, path)?;
+                    self.check_branch(branch, path, pass)?;
                 }
+                _ => {}
             }
         }
         Ok(())

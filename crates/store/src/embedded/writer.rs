@@ -40,6 +40,8 @@ use crate::{LeaseGrant, LeaseId, Result, Revision, StoreError, Txn, TxnResponse}
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     Txn(Txn),
+    /// A single put, as a txn of that one op (etcd checks it differently).
+    SinglePut(Txn),
     /// Grant a lease; `id` 0 lets the store choose.
     LeaseGrant {
         id: LeaseId,
@@ -456,6 +458,7 @@ fn apply(
 ) -> Result<WriteReply> {
     match op {
         WriteOp::Txn(txn) => state.txn(&txn, journal).map(WriteReply::Txn),
+        WriteOp::SinglePut(txn) => state.single_put(&txn, journal).map(WriteReply::Txn),
         WriteOp::LeaseGrant { id, ttl } => {
             state.grant(id, ttl, now, journal).map(WriteReply::Lease)
         }
