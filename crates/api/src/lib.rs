@@ -18,6 +18,7 @@
 //!         location: StoreLocation::InMemory,
 //!     },
 //!     uptime: Duration::from_secs(5),
+//!     caller: None,
 //! };
 //! let wire = pb::orchestrator::v1::GetInfoResponse::from(info.clone());
 //! assert_eq!(SystemInfo::try_from(wire).unwrap(), info);
@@ -33,9 +34,11 @@
 //! assert_eq!(status.message(), "missing field `store`");
 //! ```
 
+mod caller;
 mod error;
 mod system;
 
+pub use caller::{Caller, CertificateIdentity, Identity, identify_caller};
 pub use error::{ApiError, ProtocolError, to_status};
 pub use system::{StoreInfo, StoreLocation, SystemInfo};
 

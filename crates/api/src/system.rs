@@ -16,6 +16,9 @@ pub struct SystemInfo {
     pub store: StoreInfo,
     /// Time since the server started serving.
     pub uptime: Duration,
+    /// The subject of the caller's verified client certificate, as the
+    /// server saw it; `None` for an anonymous caller.
+    pub caller: Option<String>,
 }
 
 /// The store behind an orchestrator.
@@ -45,6 +48,7 @@ impl From<SystemInfo> for pb::GetInfoResponse {
             version: info.version,
             store: Some(info.store.into()),
             uptime: Some(duration_to_pb(info.uptime)),
+            caller: info.caller.unwrap_or_default(),
         }
     }
 }
@@ -73,6 +77,7 @@ impl TryFrom<pb::GetInfoResponse> for SystemInfo {
             version: msg.version,
             store: StoreInfo::try_from(store)?,
             uptime,
+            caller: Some(msg.caller).filter(|caller| !caller.is_empty()),
         })
     }
 }
@@ -158,6 +163,7 @@ mod tests {
                 },
             },
             uptime: Duration::from_millis(1500),
+            caller: Some("CN=agent-7,O=nodes".into()),
         })
     }
 
@@ -246,9 +252,10 @@ mod tests {
             location(),
             any::<u32>(),
             0..1_000_000_000u32,
+            proptest::option::of("[A-Za-z0-9=, ]{1,30}"),
         )
             .prop_map(
-                |(version, backend, revision, location, secs, nanos)| SystemInfo {
+                |(version, backend, revision, location, secs, nanos, caller)| SystemInfo {
                     version,
                     store: StoreInfo {
                         backend,
@@ -256,6 +263,7 @@ mod tests {
                         location,
                     },
                     uptime: Duration::new(u64::from(secs), nanos),
+                    caller,
                 },
             )
     }

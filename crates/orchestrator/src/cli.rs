@@ -52,6 +52,12 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) store: StoreArgs,
 
+    #[command(flatten)]
+    pub(crate) tls: ServeTlsArgs,
+
+    #[command(flatten)]
+    pub(crate) etcd_tls: EtcdTlsArgs,
+
     /// Do not serve etcd's v3 API (KV, Watch, Lease, Maintenance, Cluster)
     /// next to orchestrator.v1 on the same port.
     #[arg(long)]
@@ -82,6 +88,44 @@ pub(crate) struct StoreArgs {
     /// An etcd cluster: comma-separated client URLs.
     #[arg(long, value_name = "URLS", value_delimiter = ',', num_args = 1..)]
     pub(crate) etcd_endpoints: Option<Vec<String>>,
+}
+
+/// TLS for everything served on the port.
+#[derive(Debug, Args)]
+pub(crate) struct ServeTlsArgs {
+    /// Serve TLS with this certificate (chain), PEM.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, PEM.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (mutual TLS), PEM. The
+    /// certificate's subject is the caller's identity.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+
+    /// Serve plaintext on a non-loopback address. Whoever reaches the port
+    /// controls what runs on every node, so this is refused without the flag.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub(crate) insecure: bool,
+}
+
+/// TLS to the etcd cluster of --etcd-endpoints (as etcdctl's flags).
+#[derive(Debug, Args)]
+pub(crate) struct EtcdTlsArgs {
+    /// Verify etcd's certificates with this CA, PEM; implies TLS.
+    #[arg(long, value_name = "PATH", requires = "etcd_endpoints")]
+    pub(crate) etcd_cacert: Option<PathBuf>,
+
+    /// Client certificate for etcd, PEM.
+    #[arg(long, value_name = "PATH", requires_all = ["etcd_key", "etcd_cacert"])]
+    pub(crate) etcd_cert: Option<PathBuf>,
+
+    /// Private key of --etcd-cert, PEM.
+    #[arg(long, value_name = "PATH", requires = "etcd_cert")]
+    pub(crate) etcd_key: Option<PathBuf>,
 }
 
 /// The store chosen on the command line.
@@ -122,9 +166,22 @@ impl StoreArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct InfoArgs {
-    /// The orchestrator's gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:7400")]
+    /// The orchestrator's gRPC address: `host:port`, `http://...`, or
+    /// `https://...` (the default scheme is https with --cacert, else http).
+    #[arg(long, default_value = "127.0.0.1:7400")]
     pub(crate) server: String,
+
+    /// Verify the server's certificate with this CA, PEM; implies TLS.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cacert: Option<PathBuf>,
+
+    /// Client certificate, for a server that requires one (mutual TLS), PEM.
+    #[arg(long, value_name = "PATH", requires_all = ["key", "cacert"])]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// Private key of --cert, PEM.
+    #[arg(long, value_name = "PATH", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -8,9 +8,12 @@ use drover_api::{StoreLocation, SystemInfo};
 use crate::cli::InfoArgs;
 
 pub(crate) async fn run(args: InfoArgs) -> anyhow::Result<()> {
-    let mut client = SystemServiceClient::connect(args.server.clone())
+    let endpoint = crate::tls::client_endpoint(&args)?;
+    let channel = endpoint
+        .connect()
         .await
         .with_context(|| format!("connecting to {}", args.server))?;
+    let mut client = SystemServiceClient::new(channel);
     let response = client
         .get_info(GetInfoRequest {})
         .await
@@ -29,11 +32,12 @@ fn render(info: &SystemInfo) -> String {
         StoreLocation::Etcd { endpoints } => format!("etcd {}", endpoints.join(",")),
     };
     format!(
-        "version:  {}\nstore:    {} ({location})\nrevision: {}\nuptime:   {}s\n",
+        "version:  {}\nstore:    {} ({location})\nrevision: {}\nuptime:   {}s\ncaller:   {}\n",
         info.version,
         info.store.backend,
         info.store.revision,
-        info.uptime.as_secs()
+        info.uptime.as_secs(),
+        info.caller.as_deref().unwrap_or("anonymous")
     )
 }
 
@@ -54,10 +58,11 @@ mod tests {
                 },
             },
             uptime: std::time::Duration::from_millis(61_500),
+            caller: Some("CN=ops,O=drover".into()),
         };
         assert_eq!(
             render(&info),
-            "version:  0.1.0\nstore:    etcd (etcd http://a:1,http://b:2)\nrevision: 12\nuptime:   61s\n"
+            "version:  0.1.0\nstore:    etcd (etcd http://a:1,http://b:2)\nrevision: 12\nuptime:   61s\ncaller:   CN=ops,O=drover\n"
         );
     }
 }

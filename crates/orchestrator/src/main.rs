@@ -7,6 +7,7 @@ mod info;
 mod metrics;
 mod serve;
 mod system;
+mod tls;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use drover_api::StoreLocation;
 use drover_api::pb::orchestrator::v1::system_service_server::SystemServiceServer;
+use drover_api::{StoreLocation, identify_caller};
 use drover_etcd_api::{EtcdApi, EtcdApiConfig, MemberIdentity};
 use drover_store::Store;
 use drover_store::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -15,17 +15,23 @@ use drover_store::metered::Metered;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::service::InterceptorLayer;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::cli::{ServeArgs, StoreChoice};
 use crate::metrics::{GrpcMetrics, GrpcMetricsLayer, MetricsServer};
 use crate::system::SystemApi;
+use crate::tls;
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Handlers first, so a signal that arrives while starting up is not
     // fatal to the process (the default action) but an orderly stop.
     let shutdown = ShutdownSignal::install()?;
+    // Every refusal comes before the store is opened: a bad flag changes nothing.
+    let tls = tls::server_config(&args.tls)?;
+    tls::check_exposure(args.listen, tls.is_some(), args.tls.insecure)?;
+    let etcd_tls = tls::etcd_config(&args.etcd_tls)?;
     match args.store.choice()? {
         StoreChoice::Memory => {
             let store = EmbeddedStore::in_memory();
@@ -36,6 +42,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 StoreLocation::InMemory,
                 identity,
                 &args,
+                tls,
                 shutdown,
             )
             .await;
@@ -53,16 +60,27 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 }
             };
             let location = StoreLocation::DataDir(dir);
-            let served = serve(store.clone(), location, identity, &args, shutdown).await;
+            let served = serve(store.clone(), location, identity, &args, tls, shutdown).await;
             finish(served, close_embedded(&store).await)
         }
         StoreChoice::Etcd(endpoints) => {
-            let store =
-                drover_store_etcd::EtcdStore::connect(endpoints.clone(), Default::default())
-                    .await
-                    .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+            let config = drover_store_etcd::EtcdConfig {
+                tls: etcd_tls,
+                ..Default::default()
+            };
+            let store = drover_store_etcd::EtcdStore::connect(endpoints.clone(), config)
+                .await
+                .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
             let location = StoreLocation::Etcd { endpoints };
-            serve(store, location, MemberIdentity::random(), &args, shutdown).await
+            serve(
+                store,
+                location,
+                MemberIdentity::random(),
+                &args,
+                tls,
+                shutdown,
+            )
+            .await
         }
     }
 }
@@ -92,8 +110,16 @@ async fn serve<S: Store>(
     location: StoreLocation,
     identity: MemberIdentity,
     args: &ServeArgs,
+    tls: Option<ServerTlsConfig>,
     mut shutdown: ShutdownSignal,
 ) -> anyhow::Result<()> {
+    // What etcd clients are told to connect to (member list).
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let transport = match (&tls, &args.tls.tls_client_ca) {
+        (None, _) => "plaintext",
+        (Some(_), None) => "tls",
+        (Some(_), Some(_)) => "mutual tls",
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -128,7 +154,7 @@ async fn serve<S: Store>(
         .context("building the reflection service")?;
     let etcd = serve_etcd.then(|| {
         let config = EtcdApiConfig {
-            client_urls: vec![format!("http://{addr}")],
+            client_urls: vec![format!("{scheme}://{addr}")],
             ..EtcdApiConfig::default()
         };
         EtcdApi::new(store.clone(), identity, config)
@@ -137,12 +163,20 @@ async fn serve<S: Store>(
     let backend = store.backend_name();
     let system = SystemServiceServer::new(SystemApi::new(store, location.clone()));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let router = Server::builder()
-        .layer(GrpcMetricsLayer(GrpcMetrics::new(&registry)))
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("--tls-cert/--tls-key/--tls-client-ca: building the TLS configuration")?;
+    }
+    let router = builder
         .trace_fn(|req| {
             let id = next_request_id();
             tracing::info_span!("grpc", id, path = %req.uri().path())
         })
+        // Every service on the port sees who calls (drover_api::Caller).
+        .layer(InterceptorLayer::new(identify_caller))
+        .layer(GrpcMetricsLayer(GrpcMetrics::new(&registry)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -162,6 +196,7 @@ async fn serve<S: Store>(
     tracing::info!(
         %addr,
         backend,
+        transport,
         store = ?location,
         etcd_api = serve_etcd,
         member_id = format_args!("{:x}", identity.member_id),

@@ -1,7 +1,7 @@
 //! `orchestrator.v1.SystemService` on any store.
 
 use drover_api::pb::orchestrator::v1 as pb;
-use drover_api::{ApiError, StoreInfo, StoreLocation, SystemInfo, to_status};
+use drover_api::{ApiError, Caller, Identity, StoreInfo, StoreLocation, SystemInfo, to_status};
 use drover_store::Store;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -23,7 +23,8 @@ impl<S: Store> SystemApi<S> {
         }
     }
 
-    pub(crate) async fn info(&self) -> Result<SystemInfo, ApiError> {
+    /// What the server is, as seen by `caller`.
+    pub(crate) async fn info(&self, caller: Option<&Caller>) -> Result<SystemInfo, ApiError> {
         let revision = self.store.current_revision().await?;
         Ok(SystemInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -33,6 +34,10 @@ impl<S: Store> SystemApi<S> {
                 location: self.location.clone(),
             },
             uptime: self.started.elapsed(),
+            caller: caller.and_then(|caller| match &caller.identity {
+                Identity::Certificate(cert) => Some(cert.subject.clone()),
+                Identity::Anonymous => None,
+            }),
         })
     }
 }
@@ -41,9 +46,9 @@ impl<S: Store> SystemApi<S> {
 impl<S: Store> pb::system_service_server::SystemService for SystemApi<S> {
     async fn get_info(
         &self,
-        _request: Request<pb::GetInfoRequest>,
+        request: Request<pb::GetInfoRequest>,
     ) -> Result<Response<pb::GetInfoResponse>, Status> {
-        match self.info().await {
+        match self.info(Caller::of(&request)).await {
             Ok(info) => Ok(Response::new(info.into())),
             Err(e) => {
                 tracing::warn!(error = %e, "GetInfo failed");
@@ -78,6 +83,23 @@ mod tests {
         assert_eq!(info.store.revision, written.revision);
         assert_eq!(info.store.location, StoreLocation::InMemory);
         assert_eq!(info.uptime, std::time::Duration::from_secs(3));
+        assert_eq!(info.caller, None, "no caller attached: anonymous");
+    }
+
+    #[tokio::test]
+    async fn get_info_names_a_certificate_caller() {
+        let api = SystemApi::new(EmbeddedStore::in_memory(), StoreLocation::InMemory);
+        let mut request = Request::new(pb::GetInfoRequest {});
+        request.extensions_mut().insert(Caller {
+            remote_addr: None,
+            identity: Identity::Certificate(drover_api::CertificateIdentity {
+                subject: "CN=agent-7,O=nodes".into(),
+                common_name: Some("agent-7".into()),
+                dns_names: vec![],
+            }),
+        });
+        let response = api.get_info(request).await.unwrap().into_inner();
+        assert_eq!(response.caller, "CN=agent-7,O=nodes");
     }
 
     #[tokio::test]

@@ -69,7 +69,7 @@ use drover_store::{
 };
 use etcd_client::{Client, ConnectOptions, LeaseTimeToLiveOptions};
 
-pub use config::EtcdConfig;
+pub use config::{EtcdConfig, EtcdTls};
 use error_map::{ErrorContext, map_error};
 use keepalive::KeepAlives;
 
@@ -156,6 +156,10 @@ impl EtcdStore {
             // streams ("no leader") instead of stalling them, so watches are
             // re-created on a healthy member.
             .with_require_leader(true);
+        let options = match &config.tls {
+            Some(tls) => options.with_tls(tls.to_tonic()),
+            None => options,
+        };
         let client =
             Client::connect(&endpoints, Some(options))
                 .await

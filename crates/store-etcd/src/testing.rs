@@ -6,13 +6,17 @@
 //! - [`FaultProxy`]: a loopback TCP proxy in front of an etcd that can cut
 //!   every connection and refuse new ones, to simulate a network partition
 //!   between one client and etcd.
+//! - [`TestPki`]: a throwaway CA with a server and a client certificate, as
+//!   PEM files, for TLS and mutual-TLS tests.
 //! - [`shared_etcd`]: a client for the etcd `cargo xtask test` runs for the
 //!   whole test run, or `None` (skip) when there is none.
 
 mod fault_proxy;
+mod pki;
 mod private_etcd;
 
 pub use fault_proxy::FaultProxy;
+pub use pki::{TEST_CLIENT_NAME, TestPki};
 pub use private_etcd::{ETCD_BIN_VAR, PrivateEtcd};
 
 use crate::{EtcdConfig, EtcdStore};

@@ -14,6 +14,12 @@ pub struct GetInfoResponse {
     /// Time since the server started serving.
     #[prost(message, optional, tag = "3")]
     pub uptime: ::core::option::Option<::prost_types::Duration>,
+    /// Who the server takes the caller of this request to be: the subject of
+    /// its verified client certificate (mutual TLS), e.g.
+    /// "CN=agent-7,O=nodes". Empty for an anonymous caller (no client
+    /// certificate).
+    #[prost(string, tag = "4")]
+    pub caller: ::prost::alloc::string::String,
 }
 /// A store backend and where its data lives.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
