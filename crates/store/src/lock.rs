@@ -31,8 +31,10 @@
 //! let lock = Lock::try_acquire(store.clone(), &keys, "rc", "web", &lease, "farm-1")
 //!     .await?
 //!     .expect("nobody holds it");
-//! // A second holder is refused while the first holds it.
-//! assert!(Lock::try_acquire(store.clone(), &keys, "rc", "web", &lease, "farm-2").await?.is_none());
+//! // A holder on another lease is refused while the first holds it (the
+//! // same lease would get the lock back: one farm, one lease).
+//! let other = Lease::grant(store.clone(), LeaseConfig::new(5)).await?;
+//! assert!(Lock::try_acquire(store.clone(), &keys, "rc", "web", &other, "farm-2").await?.is_none());
 //!
 //! lock.commit_fenced([Put::new("/drover/intent/n1/web", "manifest").into()]).await?;
 //! lock.release().await?;
