@@ -52,8 +52,9 @@ pub enum ApiError {
 /// | error | code |
 /// |---|---|
 /// | [`ProtocolError`] (missing / invalid field) | `InvalidArgument` |
-/// | `RequestTooLarge`, `TooManyOps`, `DuplicateKey`, `InvalidArgument`, `LeaseTtlTooLarge` | `InvalidArgument` |
+/// | `RequestTooLarge`, `TooManyOps`, `DuplicateKey`, `InvalidArgument`, `LeaseTtlTooLarge`, `KeyNotFound`, `ValueProvided`, `LeaseProvided` | `InvalidArgument` |
 /// | `LeaseNotFound` | `NotFound` |
+/// | `LeaseExists`, `LockLost` | `FailedPrecondition` (the state the request assumed no longer holds) |
 /// | `Compacted`, `FutureRevision` | `OutOfRange` |
 /// | `Unavailable`, `Closed` | `Unavailable` (retry, possibly elsewhere) |
 /// | `Storage` and anything else | `Internal` |
@@ -65,8 +66,12 @@ pub fn to_status(err: &ApiError) -> Status {
             | StoreError::TooManyOps { .. }
             | StoreError::DuplicateKey { .. }
             | StoreError::InvalidArgument(_)
-            | StoreError::LeaseTtlTooLarge { .. } => Code::InvalidArgument,
+            | StoreError::LeaseTtlTooLarge { .. }
+            | StoreError::KeyNotFound { .. }
+            | StoreError::ValueProvided { .. }
+            | StoreError::LeaseProvided { .. } => Code::InvalidArgument,
             StoreError::LeaseNotFound(_) => Code::NotFound,
+            StoreError::LeaseExists(_) | StoreError::LockLost { .. } => Code::FailedPrecondition,
             StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => Code::OutOfRange,
             StoreError::Unavailable { .. } | StoreError::Closed => Code::Unavailable,
             StoreError::Storage { .. } => Code::Internal,
@@ -188,6 +193,34 @@ mod tests {
             "store unavailable: etcd 127.0.0.1:2379: connection refused"
         );
         assert_eq!(status_of(StoreError::Closed).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn lost_ownership_and_taken_leases_are_failed_preconditions() {
+        let lost = status_of(StoreError::LockLost {
+            key: "/drover/locks/rc/web".into(),
+            token: 42,
+            reason: drover_store::lock::LockEnd::KeyDeleted,
+        });
+        assert_eq!(lost.code(), Code::FailedPrecondition);
+        assert!(lost.message().contains("/drover/locks/rc/web"), "{lost:?}");
+        assert_eq!(
+            status_of(StoreError::LeaseExists(7)).code(),
+            Code::FailedPrecondition
+        );
+    }
+
+    #[test]
+    fn ignore_flags_on_bad_puts_are_invalid_argument() {
+        for err in [
+            StoreError::KeyNotFound { key: "/k".into() },
+            StoreError::ValueProvided { key: "/k".into() },
+            StoreError::LeaseProvided { key: "/k".into() },
+        ] {
+            let status = status_of(err);
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains("/k"), "{status:?}");
+        }
     }
 
     #[test]
