@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use drover_store::fence::{Fence, OwnershipLoss, watch_ownership};
+use drover_store::fence::{Fence, OwnershipLoss, end_ownership, watch_ownership};
 use drover_store::lease::LeaseView;
 use drover_store::{Compare, LeaseId, Put, Revision, Store, Txn, TxnOp, TxnResponse};
 use parking_lot::Mutex;
@@ -110,18 +110,8 @@ impl<S: Store> Drop for TermInner<S> {
         if let Some(monitor) = self.monitor.lock().take() {
             monitor.abort();
         }
-        end_with(&self.end, &self.scope, TermEnd::Dropped);
+        end_ownership(&self.end, &self.scope, TermEnd::Dropped);
     }
-}
-
-fn end_with(slot: &Mutex<Option<TermEnd>>, scope: &CancellationToken, reason: TermEnd) {
-    {
-        let mut slot = slot.lock();
-        if slot.is_none() {
-            *slot = Some(reason);
-        }
-    }
-    scope.cancel();
 }
 
 impl<S: Store> Term<S> {
@@ -230,7 +220,7 @@ impl<S: Store> Term<S> {
 
     /// Ends the term locally (cancels its scope) without touching the store.
     pub fn end(&self, reason: TermEnd) {
-        end_with(&self.inner.end, &self.inner.scope, reason);
+        end_ownership(&self.inner.end, &self.inner.scope, reason);
     }
 
     /// This term as the election's leader record.
@@ -335,7 +325,7 @@ async fn monitor<S: Store>(
         loss = watch_ownership(&store, &fence, confirmed_revision, &lease) => TermEnd::from(loss),
     };
     tracing::info!(%reason, "term ended");
-    end_with(&end, &scope, reason);
+    end_ownership(&end, &scope, reason);
 }
 
 impl From<OwnershipLoss> for TermEnd {

@@ -142,6 +142,17 @@ impl fmt::Display for OwnershipLoss {
     }
 }
 
+/// Records why an ownership (a lock, a term) ended, keeping the first
+/// reason, then cancels its scope. Locks and election terms share it.
+pub fn end_ownership<E>(
+    slot: &parking_lot::Mutex<Option<E>>,
+    scope: &tokio_util::sync::CancellationToken,
+    reason: E,
+) {
+    slot.lock().get_or_insert(reason);
+    scope.cancel();
+}
+
 /// Resolves at the first sign that `fence`'s ownership is over: the lease is
 /// lost, its validity passed (before the store could expire it), or the key
 /// is gone (watched from `confirmed + 1`, where `confirmed` is a revision at

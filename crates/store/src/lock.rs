@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backoff::{Backoff, BackoffPolicy};
-use crate::fence::{Fence, OwnershipLoss, watch_ownership};
+use crate::fence::{Fence, OwnershipLoss, end_ownership, watch_ownership};
 use crate::keys::Keys;
 use crate::lease::{Lease, LeaseView};
 use crate::{
@@ -133,18 +133,8 @@ impl<S: Store> Drop for LockInner<S> {
         if let Some(monitor) = self.monitor.lock().take() {
             monitor.abort();
         }
-        end_with(&self.end, &self.scope, LockEnd::Dropped);
+        end_ownership(&self.end, &self.scope, LockEnd::Dropped);
     }
-}
-
-fn end_with(slot: &Mutex<Option<LockEnd>>, scope: &CancellationToken, reason: LockEnd) {
-    {
-        let mut slot = slot.lock();
-        if slot.is_none() {
-            *slot = Some(reason);
-        }
-    }
-    scope.cancel();
 }
 
 impl<S: Store> fmt::Debug for Lock<S> {
@@ -301,7 +291,7 @@ impl<S: Store> Lock<S> {
                     loss = watch_ownership(&store, &fence, confirmed, &lease) => loss.into(),
                 };
                 tracing::info!(%reason, "lock lost");
-                end_with(&end, &scope, reason);
+                end_ownership(&end, &scope, reason);
             }
             .instrument(span),
         );
@@ -374,7 +364,7 @@ impl<S: Store> Lock<S> {
     }
 
     fn end(&self, reason: LockEnd) {
-        end_with(&self.inner.end, &self.inner.scope, reason);
+        end_ownership(&self.inner.end, &self.inner.scope, reason);
     }
 
     fn check_live(&self) -> Result<()> {
