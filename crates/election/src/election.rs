@@ -9,8 +9,8 @@ use drover_store::backoff::{Backoff, BackoffPolicy};
 use drover_store::fence::Fence;
 use drover_store::lease::{Lease, LeaseView};
 use drover_store::{
-    Compare, CompareOp, Delete, EventKind, Get, KeyValue, LeaseId, Put, Revision, SortOrder,
-    SortTarget, Store, StoreError, Txn, TxnOpResponse, Watch,
+    Compare, CompareOp, EventKind, Get, KeyValue, LeaseId, Put, Revision, SortOrder, SortTarget,
+    Store, StoreError, Txn, TxnOpResponse, Watch,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,34 +34,39 @@ pub struct LeaderInfo {
     pub value: Vec<u8>,
     /// The fencing token: the key's create revision.
     pub token: Revision,
+    /// The revision of the key's last write (its creation or the latest
+    /// proclaim).
+    pub mod_revision: Revision,
+    /// How many times the key was written since it was created (1 after
+    /// creation, as etcd counts).
+    pub version: i64,
 }
 
 impl LeaderInfo {
-    pub(crate) fn new(
-        prefix: &str,
-        key: String,
-        lease: LeaseId,
-        value: Vec<u8>,
-        token: Revision,
-    ) -> Self {
+    pub(crate) fn from_kv(prefix: &str, kv: &KeyValue) -> Self {
+        let key = kv.key_str().into_owned();
         let id = key.strip_prefix(prefix).unwrap_or(&key).to_owned();
         LeaderInfo {
             key,
             id,
-            lease,
-            value,
-            token,
+            lease: kv.lease,
+            value: kv.value.clone(),
+            token: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
         }
     }
 
-    pub(crate) fn from_kv(prefix: &str, kv: &KeyValue) -> Self {
-        LeaderInfo::new(
-            prefix,
-            kv.key_str().into_owned(),
-            kv.lease,
-            kv.value.clone(),
-            kv.create_revision,
-        )
+    /// The candidate key as the store would return it.
+    pub fn to_kv(&self) -> KeyValue {
+        KeyValue {
+            key: self.key.clone().into_bytes(),
+            value: self.value.clone(),
+            create_revision: self.token,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        }
     }
 
     /// The value as UTF-8, lossily.
@@ -168,9 +173,11 @@ impl<S: Store> Election<S> {
             .await
     }
 
-    /// [`Election::campaign_until`] on a lease's view (usable from tasks
-    /// that do not own the lease handle).
-    pub(crate) async fn campaign_with_view(
+    /// [`Election::campaign_until`] on a lease's view: for tasks that do not
+    /// own the lease handle, and for a lease a remote client keeps alive
+    /// ([`LeaseView::kept_alive_elsewhere`]; the etcd API's Election and Lock
+    /// services campaign that way).
+    pub async fn campaign_with_view(
         &self,
         view: LeaseView,
         value: Vec<u8>,
@@ -182,7 +189,8 @@ impl<S: Store> Election<S> {
             if !view.is_valid() {
                 return Err(ElectionError::LeaseLost { lease: view.id() });
             }
-            let token = self.create_candidate(&key, &value, view.id()).await?;
+            let record = self.create_candidate(&key, &value, view.id()).await?;
+            let token = record.create_revision;
             let mut withdraw = WithdrawOnDrop {
                 store: Some(self.store.clone()),
                 key: key.clone(),
@@ -196,10 +204,8 @@ impl<S: Store> Election<S> {
                     Ok(Term::start(
                         self.store.clone(),
                         self.prefix.clone(),
-                        key.clone(),
-                        token,
+                        record,
                         view.clone(),
-                        value,
                         confirmed,
                     ))
                 }
@@ -219,9 +225,9 @@ impl<S: Store> Election<S> {
         .await
     }
 
-    /// Creates the candidate key (or adopts an existing one) and returns its
-    /// create revision.
-    async fn create_candidate(&self, key: &str, value: &[u8], lease: LeaseId) -> Result<Revision> {
+    /// Creates the candidate key (or adopts an existing one) and returns it
+    /// as written.
+    async fn create_candidate(&self, key: &str, value: &[u8], lease: LeaseId) -> Result<KeyValue> {
         let txn = Txn::new()
             .when([Compare::absent(key)])
             .and_then([Put::new(key, value).with_lease(lease).into()])
@@ -232,7 +238,14 @@ impl<S: Store> Election<S> {
             Err(e) => return Err(e.into()),
         };
         if response.succeeded {
-            return Ok(response.revision);
+            return Ok(KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: value.to_vec(),
+                create_revision: response.revision,
+                mod_revision: response.revision,
+                version: 1,
+                lease,
+            });
         }
         let existing = match response.responses.first() {
             Some(TxnOpResponse::Get(got)) => got.first().cloned(),
@@ -250,22 +263,28 @@ impl<S: Store> Election<S> {
                 key: key.to_owned(),
             });
         }
-        if existing.value != value {
-            let txn = Txn::new()
-                .when([Compare::create_revision(
-                    key,
-                    CompareOp::Equal,
-                    existing.create_revision,
-                )])
-                .and_then([Put::new(key, value).with_lease(lease).into()]);
-            let response = self.store.txn(txn).await?;
-            if !response.succeeded {
-                return Err(ElectionError::CandidacyLost {
-                    key: key.to_owned(),
-                });
-            }
+        if existing.value == value {
+            return Ok(existing);
         }
-        Ok(existing.create_revision)
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                key,
+                CompareOp::Equal,
+                existing.create_revision,
+            )])
+            .and_then([Put::new(key, value).with_lease(lease).into()]);
+        let response = self.store.txn(txn).await?;
+        if !response.succeeded {
+            return Err(ElectionError::CandidacyLost {
+                key: key.to_owned(),
+            });
+        }
+        Ok(KeyValue {
+            value: value.to_vec(),
+            mod_revision: response.revision,
+            version: existing.version + 1,
+            ..existing
+        })
     }
 
     /// Waits until no older candidate is left; returns the revision at which
@@ -401,6 +420,12 @@ impl<S: Store> Election<S> {
 
     /// The current leader (the oldest candidate), or `None`.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
+        Ok(self.leader_at_revision().await?.0)
+    }
+
+    /// The current leader (or `None`) and the store revision it was read at,
+    /// from which a watch continues without missing a change.
+    pub async fn leader_at_revision(&self) -> Result<(Option<LeaderInfo>, Revision)> {
         let got = self
             .store
             .get(
@@ -409,7 +434,8 @@ impl<S: Store> Election<S> {
                     .with_limit(1),
             )
             .await?;
-        Ok(got.first().map(|kv| LeaderInfo::from_kv(&self.prefix, kv)))
+        let leader = got.first().map(|kv| LeaderInfo::from_kv(&self.prefix, kv));
+        Ok((leader, got.revision))
     }
 
     /// Every candidate, leader first.
@@ -433,6 +459,42 @@ impl<S: Store> Election<S> {
     pub fn observe(&self) -> Observer {
         Observer::spawn(self.store.clone(), self.prefix.clone())
     }
+
+    /// Replaces the value of the candidate `fence` names without holding its
+    /// [`Term`] (etcd's `Proclaim` with a leader key from an earlier
+    /// campaign). Returns the revision of the write, or
+    /// [`ElectionError::NotLeader`] once that key is gone or belongs to
+    /// another candidacy or lease.
+    pub async fn proclaim_as(&self, fence: &Fence, value: impl Into<Vec<u8>>) -> Result<Revision> {
+        proclaim_fenced(&self.store, &self.prefix, fence, value.into()).await
+    }
+
+    /// Deletes the candidate key `fence` names if it still has the fence's
+    /// create revision, so it never removes a successor (etcd's `Resign`
+    /// with a leader key). A key that is gone already is not an error.
+    /// Returns the revision of the answer.
+    pub async fn resign_as(&self, fence: &Fence) -> Result<Revision> {
+        Ok(self.store.txn(fence.release_txn()).await?.revision)
+    }
+}
+
+/// Puts `value` on the fenced candidate key, keeping its lease; the write's
+/// revision, or [`ElectionError::NotLeader`].
+pub(crate) async fn proclaim_fenced<S: Store>(
+    store: &S,
+    prefix: &str,
+    fence: &Fence,
+    value: Vec<u8>,
+) -> Result<Revision> {
+    let put = Put::new(fence.key(), value).with_lease(fence.lease());
+    let response = store.txn(fence.txn([put.into()])).await?;
+    if !response.succeeded {
+        return Err(ElectionError::NotLeader {
+            prefix: prefix.to_owned(),
+            token: fence.token(),
+        });
+    }
+    Ok(response.revision)
 }
 
 enum Change {
@@ -446,10 +508,9 @@ pub(crate) async fn withdraw_candidate<S: Store>(
     key: &str,
     token: Revision,
 ) -> std::result::Result<(), StoreError> {
-    let txn = Txn::new()
-        .when([Compare::create_revision(key, CompareOp::Equal, token)])
-        .and_then([Delete::key(key).into()]);
-    store.txn(txn).await.map(|_| ())
+    // Release compares the create revision only; the lease does not matter.
+    let release = Fence::new(key, token, 0).release_txn();
+    store.txn(release).await.map(|_| ())
 }
 
 /// Withdraws the candidate key in the background if a campaign future is

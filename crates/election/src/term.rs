@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use drover_store::fence::{Fence, OwnershipLoss, end_ownership, watch_ownership};
 use drover_store::lease::LeaseView;
-use drover_store::{Compare, LeaseId, Put, Revision, Store, Txn, TxnOp, TxnResponse};
+use drover_store::{Compare, KeyValue, LeaseId, Revision, Store, Txn, TxnOp, TxnResponse};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::election::LeaderInfo;
+use crate::election::{LeaderInfo, proclaim_fenced};
 use crate::{ElectionError, Result};
 
 /// Why a [`Term`] ended.
@@ -86,7 +86,8 @@ struct TermInner<S: Store> {
     prefix: String,
     fence: Fence,
     lease: LeaseView,
-    value: Mutex<Vec<u8>>,
+    /// The candidate key as this term last wrote it.
+    record: Mutex<KeyValue>,
     started_at: Instant,
     scope: CancellationToken,
     end: Arc<Mutex<Option<TermEnd>>>,
@@ -119,21 +120,21 @@ impl<S: Store> Term<S> {
     pub(crate) fn start(
         store: S,
         prefix: String,
-        key: String,
-        token: Revision,
+        record: KeyValue,
         lease: LeaseView,
-        value: Vec<u8>,
         confirmed_revision: Revision,
     ) -> Self {
         let scope = CancellationToken::new();
         let end = Arc::new(Mutex::new(None));
+        let key = record.key_str().into_owned();
+        let token = record.create_revision;
         let fence = Fence::new(key.clone(), token, lease.id());
         let inner = Arc::new(TermInner {
             store: store.clone(),
             prefix,
             fence: fence.clone(),
             lease: lease.clone(),
-            value: Mutex::new(value),
+            record: Mutex::new(record),
             started_at: Instant::now(),
             scope: scope.clone(),
             end: end.clone(),
@@ -225,13 +226,7 @@ impl<S: Store> Term<S> {
 
     /// This term as the election's leader record.
     pub fn info(&self) -> LeaderInfo {
-        LeaderInfo::new(
-            &self.inner.prefix,
-            self.inner.fence.key().to_owned(),
-            self.inner.lease.id(),
-            self.inner.value.lock().clone(),
-            self.inner.fence.token(),
-        )
+        LeaderInfo::from_kv(&self.inner.prefix, &self.inner.record.lock())
     }
 
     /// The compares that hold only while this term's candidate key exists
@@ -265,13 +260,25 @@ impl<S: Store> Term<S> {
     pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
         let value = value.into();
         self.check_live()?;
-        let put = Put::new(self.key(), value.clone()).with_lease(self.inner.lease.id());
-        let response = self.inner.store.txn(self.fenced_txn([put.into()])).await?;
-        if !response.succeeded {
-            self.end(TermEnd::KeyDeleted);
-            return Err(self.not_leader());
-        }
-        *self.inner.value.lock() = value;
+        let written = proclaim_fenced(
+            &self.inner.store,
+            &self.inner.prefix,
+            &self.inner.fence,
+            value.clone(),
+        )
+        .await;
+        let revision = match written {
+            Ok(revision) => revision,
+            Err(e @ ElectionError::NotLeader { .. }) => {
+                self.end(TermEnd::KeyDeleted);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut record = self.inner.record.lock();
+        record.value = value;
+        record.mod_revision = revision;
+        record.version += 1;
         Ok(())
     }
 

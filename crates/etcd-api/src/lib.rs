@@ -8,11 +8,11 @@
 //!
 //! Served: `KV` (Range with every option, Put, DeleteRange, Txn, Compact),
 //! `Watch` (many watches per stream), `Lease` (grant, revoke, keep-alive,
-//! time-to-live, list), `Maintenance` (Status, Alarm) and `Cluster`
-//! (MemberList). The generated code for etcd's `Election` and `Lock`
-//! services is here too ([`pb::v3electionpb`], [`pb::v3lockpb`]).
-//! Everything else (auth, membership changes, snapshots) answers
-//! `UNIMPLEMENTED`.
+//! time-to-live, list), `Maintenance` (Status, Alarm), `Cluster`
+//! (MemberList), and etcd's `Election` (campaign, proclaim, leader, observe,
+//! resign) and `Lock` (lock, unlock) on `drover-election`, so any language
+//! with generated stubs can run an election through Drover. Everything else
+//! (auth, membership changes, snapshots) answers `UNIMPLEMENTED`.
 //!
 //! Every service is generic over `S: Store`: it translates wire messages
 //! into the store port's requests and the port's answers and errors back
@@ -55,6 +55,7 @@
 //! ```
 
 mod convert;
+mod election;
 mod error;
 mod identity;
 mod kv;
@@ -70,6 +71,10 @@ use std::time::Duration;
 
 use drover_store::Store;
 
+pub use election::{
+    DEFAULT_SESSION_TTL, ELECTION_SESSION_EXPIRED, ElectionService, LockService,
+    MISSING_LEADER_KEY, MUTEX_SESSION_EXPIRED, NO_LEADER, NOT_LEADER,
+};
 pub use error::EtcdApiError;
 pub use identity::{IDENTITY_FILE, MemberIdentity};
 pub use kv::KvService;
@@ -84,6 +89,8 @@ use pb::etcdserverpb::kv_server::KvServer;
 use pb::etcdserverpb::lease_server::LeaseServer;
 use pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use pb::etcdserverpb::watch_server::WatchServer;
+use pb::v3electionpb::election_server::ElectionServer;
+use pb::v3lockpb::lock_server::LockServer;
 
 /// The etcd server version reported by `Maintenance.Status`: the API level
 /// whose semantics are served (3.5 clients use nothing newer).
@@ -197,7 +204,7 @@ impl<S: Store> EtcdApi<S> {
     }
 
     /// A response header at `revision`, as every service sends it (for
-    /// services built on this crate, such as Election and Lock).
+    /// services built on this crate).
     pub fn header(&self, revision: i64) -> ResponseHeader {
         self.shared.header(revision)
     }
@@ -242,6 +249,18 @@ impl<S: Store> EtcdApi<S> {
         ClusterServer::new(ClusterService::new(self.shared.clone()))
     }
 
+    /// The `v3electionpb.Election` service.
+    pub fn election_server(&self) -> ElectionServer<ElectionService<S>> {
+        ElectionServer::new(ElectionService::new(self.shared.clone()))
+            .max_decoding_message_size(MAX_RECEIVE_BYTES)
+    }
+
+    /// The `v3lockpb.Lock` service.
+    pub fn lock_server(&self) -> LockServer<LockService<S>> {
+        LockServer::new(LockService::new(self.shared.clone()))
+            .max_decoding_message_size(MAX_RECEIVE_BYTES)
+    }
+
     /// Every service of this crate on one tonic router (for tests and simple
     /// servers; `orchestrator serve` adds them to its own router).
     pub fn into_router(self) -> tonic::service::Routes {
@@ -251,7 +270,9 @@ impl<S: Store> EtcdApi<S> {
             .add_service(self.watch_server())
             .add_service(self.lease_server())
             .add_service(self.maintenance_server())
-            .add_service(self.cluster_server());
+            .add_service(self.cluster_server())
+            .add_service(self.election_server())
+            .add_service(self.lock_server());
         routes.routes()
     }
 }

@@ -185,7 +185,9 @@ async fn serve<S: Store>(
         .add_optional_service(etcd.as_ref().map(EtcdApi::watch_server))
         .add_optional_service(etcd.as_ref().map(EtcdApi::lease_server))
         .add_optional_service(etcd.as_ref().map(EtcdApi::maintenance_server))
-        .add_optional_service(etcd.as_ref().map(EtcdApi::cluster_server));
+        .add_optional_service(etcd.as_ref().map(EtcdApi::cluster_server))
+        .add_optional_service(etcd.as_ref().map(EtcdApi::election_server))
+        .add_optional_service(etcd.as_ref().map(EtcdApi::lock_server));
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
         TcpListenerStream::new(listener),
         async {

@@ -531,6 +531,25 @@ impl LeaseView {
         }
     }
 
+    /// A view of a lease this process does not keep alive: a remote client
+    /// grants it and sends its keep-alives (the etcd API's Election and Lock
+    /// services campaign with their caller's lease, as etcd's do).
+    ///
+    /// Nothing here knows when it expires, so the view is valid until the
+    /// store says otherwise: ownership held with it ends only when the store
+    /// refuses the lease or deletes the keys bound to it, never by a local
+    /// timer. Use [`LeaseView::of`] whenever this process holds the lease.
+    pub fn kept_alive_elsewhere(id: LeaseId) -> Self {
+        // Far enough never to fire, near enough for every clock to add.
+        const UNKNOWN_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let (_, validity) = watch::channel(Instant::now() + UNKNOWN_EXPIRY);
+        LeaseView {
+            id,
+            validity,
+            lost: CancellationToken::new(),
+        }
+    }
+
     pub fn id(&self) -> LeaseId {
         self.id
     }
