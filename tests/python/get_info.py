@@ -9,25 +9,11 @@ packages grpcio and grpcio-tools.
 """
 
 import argparse
-import importlib
-import os
-import sys
-import tempfile
 
 import grpc
 from google.protobuf import json_format
-from grpc_tools import protoc
 
-
-def generate_stubs(proto_dir, out_dir):
-    well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-    protos = []
-    for base, _dirs, files in os.walk(proto_dir):
-        protos += [os.path.relpath(os.path.join(base, f), proto_dir) for f in files if f.endswith(".proto")]
-    args = ["grpc_tools.protoc", f"-I{proto_dir}", f"-I{well_known}",
-            f"--python_out={out_dir}", f"--grpc_python_out={out_dir}"] + sorted(protos)
-    if protoc.main(args) != 0:
-        sys.exit(f"grpc_tools.protoc failed on {proto_dir}")
+from stubs import generated
 
 
 def main():
@@ -37,11 +23,9 @@ def main():
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as out_dir:
-        generate_stubs(os.path.abspath(args.proto_dir), out_dir)
-        sys.path.insert(0, out_dir)
-        system_pb2 = importlib.import_module("orchestrator.v1.system_pb2")
-        system_pb2_grpc = importlib.import_module("orchestrator.v1.system_pb2_grpc")
+    with generated(args.proto_dir) as load:
+        system_pb2 = load("orchestrator.v1.system_pb2")
+        system_pb2_grpc = load("orchestrator.v1.system_pb2_grpc")
         with grpc.insecure_channel(args.server) as channel:
             stub = system_pb2_grpc.SystemServiceStub(channel)
             response = stub.GetInfo(system_pb2.GetInfoRequest(), timeout=args.timeout)

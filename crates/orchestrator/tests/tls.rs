@@ -205,84 +205,45 @@ async fn bad_tls_flags_are_clear_errors_before_anything_starts() {
     assert!(!log.contains("listening on"), "{log}");
 }
 
-/// etcdctl against the port; `None` (with a message) when etcdctl is not
-/// installed and the run does not require it.
-async fn etcdctl(args: &[&str]) -> Option<std::process::Output> {
-    let run = Command::new("etcdctl")
-        .arg("--command-timeout=20s")
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .stdin(std::process::Stdio::null())
-        .output();
-    match timeout(START_TIMEOUT, run).await.expect("etcdctl finished") {
-        Ok(output) => Some(output),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if std::env::var(drover_store::testing::REQUIRE_ETCD_VAR).as_deref() == Ok("1") {
-                panic!("etcdctl is required under `cargo xtask test`");
-            }
-            eprintln!("skipping: etcdctl is not installed");
-            None
-        }
-        Err(e) => panic!("running etcdctl: {e}"),
-    }
-}
-
 #[tokio::test]
 async fn etcdctl_with_client_certificates_reaches_a_mutual_tls_orchestrator() {
     let pki = TestPki::generate().unwrap();
     let server = start_tls(&pki, true).await;
     let endpoint = format!("https://{}", server.addr);
     let (ca, cert, key) = (pki.ca_path(), pki.client_cert_path(), pki.client_key_path());
-    let tls_flags = [
+    let Some(plain) = Etcdctl::at(&endpoint) else {
+        return;
+    };
+    let etcdctl = plain.clone().with_flags(&[
         "--cacert",
         path(&ca),
         "--cert",
         path(&cert),
         "--key",
         path(&key),
-    ];
-    let with_tls = |args: &[&str]| {
-        let mut all = vec!["--endpoints", endpoint.as_str()];
-        all.extend(tls_flags);
-        all.extend(args);
-        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
-    };
-    let run = |args: Vec<String>| async move {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        etcdctl(&args).await
-    };
+    ]);
 
-    let Some(put) = run(with_tls(&["put", "/drover/tls/k", "v"])).await else {
-        return;
-    };
-    assert!(put.status.success(), "{put:?}");
-    let got = run(with_tls(&["get", "/drover/tls/k", "--print-value-only"]))
-        .await
-        .unwrap();
-    assert!(got.status.success(), "{got:?}");
-    assert_eq!(String::from_utf8_lossy(&got.stdout), "v\n");
-    let members = run(with_tls(&["member", "list"])).await.unwrap();
-    assert!(members.status.success(), "{members:?}");
+    assert_eq!(etcdctl.ok(&["put", "/drover/tls/k", "v"]).await, "OK\n");
+    let got = etcdctl
+        .ok(&["get", "/drover/tls/k", "--print-value-only"])
+        .await;
+    assert_eq!(got, "v\n");
+    let members = etcdctl.ok(&["member", "list"]).await;
     assert!(
-        String::from_utf8_lossy(&members.stdout).contains(&endpoint),
-        "the advertised client URL is https: {members:?}"
+        members.contains(&endpoint),
+        "the advertised client URL is https: {members}"
     );
 
     // Without a client certificate the handshake is refused.
-    let refused = run([
-        "--endpoints",
-        endpoint.as_str(),
-        "--cacert",
-        path(&ca),
-        "--dial-timeout=3s",
-        "--command-timeout=5s",
-        "get",
-        "/drover/tls/k",
-    ]
-    .map(str::to_owned)
-    .to_vec())
-    .await
-    .unwrap();
+    let refused = plain
+        .with_flags(&[
+            "--cacert",
+            path(&ca),
+            "--dial-timeout=3s",
+            "--command-timeout=5s",
+        ])
+        .run(&["get", "/drover/tls/k"])
+        .await;
     assert!(
         !refused.status.success(),
         "answered without a client certificate: {refused:?}"

@@ -177,3 +177,237 @@ pub(crate) async fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// `etcdctl` (v3 API) against one endpoint, with any global flags (TLS).
+#[derive(Clone)]
+pub(crate) struct Etcdctl {
+    global: Vec<String>,
+}
+
+impl Etcdctl {
+    /// etcdctl for `endpoint`, or `None` (with a message) when etcdctl is
+    /// not installed and the run does not require it (`cargo xtask test`
+    /// does).
+    ///
+    /// Give plain endpoints as `HOST:PORT`, as etcd's docs do: etcdctl 3.4's
+    /// `endpoint status` sends an `http://` endpoint whole as the HTTP/2
+    /// `:authority`, which grpc-go servers accept and hyper's h2 refuses
+    /// (`PROTOCOL_ERROR`).
+    pub(crate) fn at(endpoint: &str) -> Option<Etcdctl> {
+        let installed = std::process::Command::new("etcdctl")
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            if std::env::var(drover_store::testing::REQUIRE_ETCD_VAR).as_deref() == Ok("1") {
+                panic!("etcdctl is required under `cargo xtask test`");
+            }
+            eprintln!("skipping: etcdctl is not installed");
+            return None;
+        }
+        Some(Etcdctl {
+            global: vec![
+                "--endpoints".into(),
+                endpoint.into(),
+                "--command-timeout=20s".into(),
+            ],
+        })
+    }
+
+    /// The same etcdctl with more global flags (`--cacert ...`).
+    pub(crate) fn with_flags(mut self, flags: &[&str]) -> Etcdctl {
+        self.global.extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("etcdctl");
+        command
+            .args(&self.global)
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs one command to completion (bounded).
+    pub(crate) async fn run(&self, args: &[&str]) -> std::process::Output {
+        self.run_with_input(args, "").await
+    }
+
+    /// Runs one command with `input` on its stdin (e.g. `txn`).
+    pub(crate) async fn run_with_input(&self, args: &[&str], input: &str) -> std::process::Output {
+        self.run_bounded(args, input, START_TIMEOUT).await
+    }
+
+    /// Runs one long command (`check perf` writes for a minute), bounded.
+    pub(crate) async fn run_within(&self, bound: Duration, args: &[&str]) -> std::process::Output {
+        self.run_bounded(args, "", bound).await
+    }
+
+    async fn run_bounded(
+        &self,
+        args: &[&str],
+        input: &str,
+        bound: Duration,
+    ) -> std::process::Output {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning etcdctl");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).await.unwrap();
+        drop(stdin);
+        timeout(bound, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("etcdctl {args:?} did not finish in {bound:?}"))
+            .expect("running etcdctl")
+    }
+
+    /// Runs one command that must succeed; its stdout.
+    pub(crate) async fn ok(&self, args: &[&str]) -> String {
+        stdout_of(&self.run(args).await)
+    }
+
+    /// Starts a command that keeps running (`watch`, `lock`, `elect`),
+    /// reading its stdout line by line.
+    pub(crate) fn spawn(&self, args: &[&str]) -> EtcdctlProcess {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning etcdctl");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        forward_lines(child.stdout.take().unwrap(), tx.clone());
+        forward_lines(child.stderr.take().unwrap(), tx);
+        EtcdctlProcess {
+            child,
+            lines,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+fn forward_lines(
+    output: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    let mut lines = BufReader::new(output).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// A running etcdctl command; killed when dropped.
+pub(crate) struct EtcdctlProcess {
+    child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    args: Vec<String>,
+}
+
+impl EtcdctlProcess {
+    /// The next line it printed (stdout or stderr), waiting (bounded); `None`
+    /// once it exited and everything was read.
+    pub(crate) async fn next_line(&mut self) -> Option<String> {
+        timeout(START_TIMEOUT, self.lines.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "etcdctl {:?} printed nothing in {START_TIMEOUT:?}",
+                    self.args
+                )
+            })
+    }
+
+    /// The next `n` lines, which must come.
+    pub(crate) async fn lines(&mut self, n: usize) -> Vec<String> {
+        let mut lines = Vec::with_capacity(n);
+        for _ in 0..n {
+            let line = self.next_line().await;
+            lines.push(
+                line.unwrap_or_else(|| panic!("etcdctl {:?} exited after {lines:?}", self.args)),
+            );
+        }
+        lines
+    }
+
+    /// Whatever it printed so far, without waiting.
+    pub(crate) fn printed_so_far(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.lines.try_recv().ok()).collect()
+    }
+
+    /// Sends `signal` (e.g. "INT") and waits (bounded) for the exit.
+    pub(crate) async fn stop(mut self, signal: &str) -> ExitStatus {
+        let pid = self.child.id().expect("etcdctl is running");
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success());
+        timeout(EXIT_TIMEOUT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("etcdctl {:?} ignored SIG{signal}", self.args))
+            .unwrap()
+    }
+
+    /// Waits (bounded) for it to exit on its own.
+    pub(crate) async fn exited(mut self) -> (ExitStatus, Vec<String>) {
+        let status = timeout(EXIT_TIMEOUT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("etcdctl {:?} did not exit", self.args))
+            .unwrap();
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = timeout(EXIT_TIMEOUT, self.lines.recv()).await {
+            rest.push(line);
+        }
+        (status, rest)
+    }
+}
+
+/// The stdout of a command that must have succeeded.
+pub(crate) fn stdout_of(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The first Python that has grpcio and grpcio-tools: `$DROVER_PYTHON`, then
+/// `python3` on PATH, then the system one (where Debian's python3-grpcio and
+/// python3-grpc-tools install, which a pyenv `python3` on PATH does not see).
+/// `None` (with a message) when there is none and the run does not require
+/// one (`cargo xtask test` does).
+pub(crate) fn python_with_grpc() -> Option<String> {
+    let candidates = std::env::var("DROVER_PYTHON")
+        .ok()
+        .into_iter()
+        .chain(["python3".to_string(), "/usr/bin/python3".to_string()]);
+    let found = candidates.into_iter().find(|python| {
+        std::process::Command::new(python)
+            .args(["-c", "import grpc, grpc_tools"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if found.is_none() {
+        if std::env::var(drover_store::testing::REQUIRE_ETCD_VAR).as_deref() == Ok("1") {
+            panic!(
+                "a python3 with grpcio and grpcio-tools is required under `cargo xtask test` \
+                 (tried $DROVER_PYTHON, python3 on PATH, /usr/bin/python3)"
+            );
+        }
+        eprintln!("skipping the Python client test: no python3 can `import grpc, grpc_tools`");
+    }
+    found
+}
