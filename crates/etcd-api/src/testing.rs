@@ -57,6 +57,14 @@ impl TestServer {
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// A connected channel, for the generated clients in [`crate::pb`].
+    pub async fn channel(&self) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        tonic::transport::Channel::from_shared(self.endpoint())
+            .expect("a loopback URL is a valid URI")
+            .connect()
+            .await
+    }
 }
 
 impl Drop for TestServer {

@@ -43,11 +43,7 @@ impl Api {
         let server = TestServer::start(store, EtcdApiConfig::default())
             .await
             .unwrap();
-        let channel = Channel::from_shared(server.endpoint())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = server.channel().await.unwrap();
         Api {
             _server: server,
             channel,

@@ -23,11 +23,7 @@ async fn start(config: EtcdApiConfig) -> (TestServer, Channel) {
     let server = TestServer::start(EmbeddedStore::in_memory(), config)
         .await
         .unwrap();
-    let channel = Channel::from_shared(server.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await.unwrap();
     (server, channel)
 }
 

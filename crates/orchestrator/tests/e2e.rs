@@ -2,7 +2,6 @@
 //! to over real gRPC (tonic clients, and Python's grpcio when available).
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use drover_api::StoreLocation;
 use tokio::process::Command;
@@ -362,20 +361,10 @@ async fn an_unusable_data_dir_is_a_clear_error() {
 /// from `proto/` by grpc_tools.
 #[tokio::test]
 async fn python_client_calls_get_info() {
-    let Some(python) = python_with_grpc() else {
+    let server = Server::start(&["--memory"]).await;
+    let Some(answer) = run_python_client("get_info.py", &server, &[]).await else {
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let server = Server::start(&["--memory"]).await;
-    let output = Command::new(&python)
-        .arg(root.join("tests/python/get_info.py"))
-        .args(["--proto-dir", root.join("proto").to_str().unwrap()])
-        .args(["--server", &server.addr.to_string()])
-        .output();
-    let output = timeout(START_TIMEOUT, output).await.unwrap().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{output:?}");
-    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON on stdout");
     assert_eq!(answer["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(answer["store"]["backend"], "embedded");
     assert_eq!(answer["store"]["revision"], "1");

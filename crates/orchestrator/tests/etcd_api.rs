@@ -5,7 +5,6 @@
 //! check perf`, and a Python client running an election through the
 //! Election and Lock services.
 
-use std::path::Path;
 use std::time::Duration;
 
 use drover_election::Election;
@@ -13,7 +12,6 @@ use drover_store::lease::{Lease, LeaseConfig, LeaseView};
 use drover_store::{Get, Store};
 use drover_store_etcd::{EtcdConfig, EtcdStore};
 use serde_json::Value;
-use tokio::process::Command;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -516,21 +514,12 @@ async fn etcdctl_check_perf_small_passes_through_the_proxy() {
 /// Lock services: Python's grpcio with stubs generated from `proto/etcd/`.
 #[tokio::test]
 async fn python_client_runs_an_election_and_a_lock() {
-    let Some(python) = python_with_grpc() else {
+    let server = Server::start(&["--memory"]).await;
+    let Some(report) =
+        run_python_client("election.py", &server, &["--name", "/demo/python-election"]).await
+    else {
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let server = Server::start(&["--memory"]).await;
-    let output = Command::new(&python)
-        .arg(root.join("tests/python/election.py"))
-        .args(["--proto-dir", root.join("proto").to_str().unwrap()])
-        .args(["--server", &server.addr.to_string()])
-        .args(["--name", "/demo/python-election"])
-        .kill_on_drop(true)
-        .output();
-    let output = timeout(START_TIMEOUT, output).await.unwrap().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let report = json(String::from_utf8_lossy(&output.stdout).trim());
     let [a, b] =
         [&report["leases"][0], &report["leases"][1]].map(|l| l.as_str().unwrap().to_owned());
     assert_eq!(report["first_key"], format!("/demo/python-election/{a}"));

@@ -411,3 +411,32 @@ pub(crate) fn python_with_grpc() -> Option<String> {
     }
     found
 }
+
+/// Runs `tests/python/<script>` (which generates its stubs from `proto/`)
+/// against `server` with `args`, and returns the JSON it printed; `None`
+/// when no Python with gRPC is available (see [`python_with_grpc`]).
+pub(crate) async fn run_python_client(
+    script: &str,
+    server: &Server,
+    args: &[&str],
+) -> Option<serde_json::Value> {
+    let python = python_with_grpc()?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = Command::new(&python)
+        .arg(root.join("tests/python").join(script))
+        .args(["--proto-dir", root.join("proto").to_str().unwrap()])
+        .args(["--server", &server.addr.to_string()])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = timeout(START_TIMEOUT, output)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish in {START_TIMEOUT:?}"))
+        .expect("running python");
+    assert!(output.status.success(), "{script}: {output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Some(
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}")),
+    )
+}
