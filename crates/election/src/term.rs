@@ -4,14 +4,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use drover_store::fence::{Fence, OwnershipLoss, end_ownership, watch_ownership};
+use drover_store::fence::{EndReason, Fence, Ownership, OwnershipLoss};
 use drover_store::lease::LeaseView;
 use drover_store::{Compare, KeyValue, LeaseId, Revision, Store, Txn, TxnOp, TxnResponse};
 use parking_lot::Mutex;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::election::{LeaderInfo, proclaim_fenced};
 use crate::{ElectionError, Result};
@@ -84,34 +82,24 @@ pub struct Term<S: Store> {
 struct TermInner<S: Store> {
     store: S,
     prefix: String,
-    fence: Fence,
-    lease: LeaseView,
+    ownership: Ownership<TermEnd>,
     /// The candidate key as this term last wrote it.
     record: Mutex<KeyValue>,
     started_at: Instant,
-    scope: CancellationToken,
-    end: Arc<Mutex<Option<TermEnd>>>,
-    monitor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl<S: Store> fmt::Debug for Term<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Term")
-            .field("key", &self.inner.fence.key())
-            .field("token", &self.inner.fence.token())
-            .field("lease", &format_args!("{:x}", self.inner.lease.id()))
+            .field("key", &self.inner.ownership.fence().key())
+            .field("token", &self.inner.ownership.fence().token())
+            .field(
+                "lease",
+                &format_args!("{:x}", self.inner.ownership.lease().id()),
+            )
             .field("valid_until", &self.valid_until())
             .field("ended", &self.end_reason())
             .finish()
-    }
-}
-
-impl<S: Store> Drop for TermInner<S> {
-    fn drop(&mut self) {
-        if let Some(monitor) = self.monitor.lock().take() {
-            monitor.abort();
-        }
-        end_ownership(&self.end, &self.scope, TermEnd::Dropped);
     }
 }
 
@@ -124,46 +112,38 @@ impl<S: Store> Term<S> {
         lease: LeaseView,
         confirmed_revision: Revision,
     ) -> Self {
-        let scope = CancellationToken::new();
-        let end = Arc::new(Mutex::new(None));
         let key = record.key_str().into_owned();
         let token = record.create_revision;
         let fence = Fence::new(key.clone(), token, lease.id());
-        let inner = Arc::new(TermInner {
-            store: store.clone(),
-            prefix,
-            fence: fence.clone(),
-            lease: lease.clone(),
-            record: Mutex::new(record),
-            started_at: Instant::now(),
-            scope: scope.clone(),
-            end: end.clone(),
-            monitor: Mutex::new(None),
-        });
         let span = tracing::debug_span!("term_monitor", key = %key, token);
-        let monitor = tokio::spawn(
-            monitor(store, fence, confirmed_revision, lease, scope, end).instrument(span),
-        );
-        *inner.monitor.lock() = Some(monitor);
-        Term { inner }
+        let ownership = Ownership::start(store.clone(), fence, lease, confirmed_revision, span);
+        Term {
+            inner: Arc::new(TermInner {
+                store,
+                prefix,
+                ownership,
+                record: Mutex::new(record),
+                started_at: Instant::now(),
+            }),
+        }
     }
 
     /// The fencing token: the candidate key's create revision. Hand it to
     /// external systems, which must reject writes carrying a smaller token
     /// than one they have already seen.
     pub fn token(&self) -> Revision {
-        self.inner.fence.token()
+        self.inner.ownership.fence().token()
     }
 
     /// The term's ownership of its candidate key, for [`Txn::fenced`] on
     /// any txn (the same [`Fence`] locks use).
     pub fn fence(&self) -> &Fence {
-        &self.inner.fence
+        self.inner.ownership.fence()
     }
 
     /// The candidate key (`<prefix><lease id in hex>`).
     pub fn key(&self) -> &str {
-        self.inner.fence.key()
+        self.inner.ownership.fence().key()
     }
 
     /// The election prefix.
@@ -173,7 +153,7 @@ impl<S: Store> Term<S> {
 
     /// The lease the candidate key is bound to.
     pub fn lease_id(&self) -> LeaseId {
-        self.inner.lease.id()
+        self.inner.ownership.lease().id()
     }
 
     /// The store this term writes to.
@@ -190,38 +170,38 @@ impl<S: Store> Term<S> {
     /// validity (send time of the last acknowledged keep-alive + TTL - safety
     /// margin). The term's scope is cancelled when it passes.
     pub fn valid_until(&self) -> Instant {
-        self.inner.lease.valid_until()
+        self.inner.ownership.valid_until()
     }
 
     /// True while the term has not ended and `valid_until` is in the future.
     pub fn is_valid(&self) -> bool {
-        self.end_reason().is_none() && self.inner.lease.is_valid()
+        self.inner.ownership.is_valid()
     }
 
     /// The term's cancellation scope: cancelled when the term ends. Run
     /// leader work under it (or under a child token).
     pub fn cancellation(&self) -> CancellationToken {
-        self.inner.scope.clone()
+        self.inner.ownership.scope().clone()
     }
 
     /// Resolves when the term has ended.
     pub async fn cancelled(&self) {
-        self.inner.scope.cancelled().await
+        self.inner.ownership.scope().cancelled().await
     }
 
     /// True once the term has ended.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.scope.is_cancelled()
+        self.inner.ownership.scope().is_cancelled()
     }
 
     /// Why the term ended, or `None` while it lasts.
     pub fn end_reason(&self) -> Option<TermEnd> {
-        *self.inner.end.lock()
+        self.inner.ownership.end_reason()
     }
 
     /// Ends the term locally (cancels its scope) without touching the store.
     pub fn end(&self, reason: TermEnd) {
-        end_ownership(&self.inner.end, &self.inner.scope, reason);
+        self.inner.ownership.end(reason);
     }
 
     /// This term as the election's leader record.
@@ -233,13 +213,13 @@ impl<S: Store> Term<S> {
     /// with this term's create revision and lease ([`Fence::compares`]). Add
     /// them to any txn whose writes must only happen "as leader".
     pub fn guard(&self) -> Vec<Compare> {
-        self.inner.fence.compares()
+        self.inner.ownership.fence().compares()
     }
 
     /// A txn that runs `ops` only while this term leads (the store decides,
     /// atomically). Extend it with more compares or an else-branch if needed.
     pub fn fenced_txn(&self, ops: impl IntoIterator<Item = TxnOp>) -> Txn {
-        self.inner.fence.txn(ops)
+        self.inner.ownership.fence().txn(ops)
     }
 
     /// Runs `ops` as leader: refused locally once the term has ended
@@ -263,7 +243,7 @@ impl<S: Store> Term<S> {
         let written = proclaim_fenced(
             &self.inner.store,
             &self.inner.prefix,
-            &self.inner.fence,
+            self.inner.ownership.fence(),
             value.clone(),
         )
         .await;
@@ -287,25 +267,21 @@ impl<S: Store> Term<S> {
     /// it after the term ended for another reason still removes the key.
     pub async fn resign(&self) -> Result<()> {
         self.end(TermEnd::Resigned);
-        self.inner.store.txn(self.inner.fence.release_txn()).await?;
+        self.inner
+            .store
+            .txn(self.inner.ownership.fence().release_txn())
+            .await?;
         Ok(())
     }
 
     fn check_live(&self) -> Result<()> {
-        if let Some(reason) = self.end_reason() {
-            return Err(ElectionError::TermEnded {
+        match self.inner.ownership.check_live() {
+            Some(reason) => Err(ElectionError::TermEnded {
                 token: self.token(),
                 reason,
-            });
+            }),
+            None => Ok(()),
         }
-        if Instant::now() >= self.valid_until() {
-            self.end(TermEnd::ValidityExpired);
-            return Err(ElectionError::TermEnded {
-                token: self.token(),
-                reason: self.end_reason().unwrap_or(TermEnd::ValidityExpired),
-            });
-        }
-        Ok(())
     }
 
     fn not_leader(&self) -> ElectionError {
@@ -316,23 +292,8 @@ impl<S: Store> Term<S> {
     }
 }
 
-/// Ends the term on the first sign of lost ownership (lease lost,
-/// validity passed, candidate key gone); stops when the term ends for any
-/// other reason.
-async fn monitor<S: Store>(
-    store: S,
-    fence: Fence,
-    confirmed_revision: Revision,
-    lease: LeaseView,
-    scope: CancellationToken,
-    end: Arc<Mutex<Option<TermEnd>>>,
-) {
-    let reason = tokio::select! {
-        _ = scope.cancelled() => return,
-        loss = watch_ownership(&store, &fence, confirmed_revision, &lease) => TermEnd::from(loss),
-    };
-    tracing::info!(%reason, "term ended");
-    end_ownership(&end, &scope, reason);
+impl EndReason for TermEnd {
+    const DROPPED: Self = TermEnd::Dropped;
 }
 
 impl From<OwnershipLoss> for TermEnd {

@@ -1,6 +1,7 @@
 //! [`Fence`]: the compares that make a write happen only while its writer
-//! still owns something, and [`watch_ownership`], the monitor that says when
-//! that ownership ended.
+//! still owns something; [`watch_ownership`], the monitor that says when
+//! that ownership ended; and [`Ownership`], the two together with a scope,
+//! which a [`crate::lock::Lock`] and an election term are each built on.
 //!
 //! Ownership in Drover is a key bound to a lease: an election candidate key
 //! (`election/<name>/<lease hex>`) or a lock (`locks/<kind>/<id>`, see
@@ -29,7 +30,14 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::lease::LeaseView;
@@ -142,13 +150,131 @@ impl fmt::Display for OwnershipLoss {
     }
 }
 
-/// Records why an ownership (a lock, a term) ended, keeping the first
-/// reason, then cancels its scope. Locks and election terms share it.
-pub fn end_ownership<E>(
-    slot: &parking_lot::Mutex<Option<E>>,
-    scope: &tokio_util::sync::CancellationToken,
-    reason: E,
-) {
+/// Why an ownership ended: a lock's or a term's own reasons, which include
+/// the three ways ownership is lost.
+pub trait EndReason: Copy + fmt::Display + From<OwnershipLoss> + Send + Sync + 'static {
+    /// The reason recorded when every handle was dropped.
+    const DROPPED: Self;
+}
+
+/// Held ownership of a fenced key: the [`Fence`], the lease's validity, and
+/// a scope cancelled at the first end, whose reason is kept. A monitor task
+/// ends it (with the [`OwnershipLoss`] as reason) when the lease is lost,
+/// its validity passes without a renewal, or the key goes; the owner ends
+/// it for its own reasons (released, resigned...). Dropping it stops the
+/// monitor and ends it as [`EndReason::DROPPED`]; nothing is written to the
+/// store either way.
+pub struct Ownership<E: EndReason> {
+    fence: Fence,
+    lease: LeaseView,
+    scope: CancellationToken,
+    end: Arc<Mutex<Option<E>>>,
+    monitor: JoinHandle<()>,
+}
+
+impl<E: EndReason> fmt::Debug for Ownership<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ownership")
+            .field("key", &self.fence.key())
+            .field("token", &self.fence.token())
+            .field("lease", &format_args!("{:x}", self.lease.id()))
+            .field("valid_until", &self.valid_until())
+            .field("ended", &self.end_reason().map(|e| e.to_string()))
+            .finish()
+    }
+}
+
+impl<E: EndReason> Ownership<E> {
+    /// Starts holding `fence` on `lease`, owned as of revision `confirmed`,
+    /// with the monitor running in `span` (which names the owner).
+    pub fn start<S: Store>(
+        store: S,
+        fence: Fence,
+        lease: LeaseView,
+        confirmed: Revision,
+        span: tracing::Span,
+    ) -> Self {
+        let scope = CancellationToken::new();
+        let end = Arc::new(Mutex::new(None));
+        let monitor = tokio::spawn({
+            let (fence, lease, scope, end) =
+                (fence.clone(), lease.clone(), scope.clone(), end.clone());
+            async move {
+                let reason = tokio::select! {
+                    _ = scope.cancelled() => return,
+                    loss = watch_ownership(&store, &fence, confirmed, &lease) => E::from(loss),
+                };
+                tracing::info!(%reason, "ownership lost");
+                end_ownership(&end, &scope, reason);
+            }
+            .instrument(span)
+        });
+        Ownership {
+            fence,
+            lease,
+            scope,
+            end,
+            monitor,
+        }
+    }
+
+    /// The owned key, its token and lease.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// The lease the key is bound to.
+    pub fn lease(&self) -> &LeaseView {
+        &self.lease
+    }
+
+    /// The lease's conservative validity; the scope is cancelled when it
+    /// passes.
+    pub fn valid_until(&self) -> Instant {
+        self.lease.valid_until()
+    }
+
+    /// True while not ended and `valid_until` is in the future.
+    pub fn is_valid(&self) -> bool {
+        self.end_reason().is_none() && self.lease.is_valid()
+    }
+
+    /// Cancelled when the ownership ends.
+    pub fn scope(&self) -> &CancellationToken {
+        &self.scope
+    }
+
+    /// Why it ended, or `None` while it lasts.
+    pub fn end_reason(&self) -> Option<E> {
+        *self.end.lock()
+    }
+
+    /// Ends it locally (the first reason is kept) and cancels the scope.
+    pub fn end(&self, reason: E) {
+        end_ownership(&self.end, &self.scope, reason);
+    }
+
+    /// `None` while it lasts, else why it ended; a validity that passed
+    /// ends it first (so a caller never writes on a timer the monitor has
+    /// not seen yet).
+    pub fn check_live(&self) -> Option<E> {
+        if self.end_reason().is_none() && Instant::now() >= self.valid_until() {
+            self.end(OwnershipLoss::ValidityExpired.into());
+        }
+        self.end_reason()
+    }
+}
+
+impl<E: EndReason> Drop for Ownership<E> {
+    fn drop(&mut self) {
+        self.monitor.abort();
+        self.end(E::DROPPED);
+    }
+}
+
+/// Records why an ownership ended, keeping the first reason, then cancels
+/// its scope.
+fn end_ownership<E>(slot: &Mutex<Option<E>>, scope: &CancellationToken, reason: E) {
     slot.lock().get_or_insert(reason);
     scope.cancel();
 }

@@ -47,14 +47,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backoff::{Backoff, BackoffPolicy};
-use crate::fence::{Fence, OwnershipLoss, end_ownership, watch_ownership};
+use crate::fence::{EndReason, Fence, Ownership, OwnershipLoss};
 use crate::keys::Keys;
 use crate::lease::{Lease, LeaseView};
 use crate::{
@@ -91,6 +89,10 @@ impl LockEnd {
     }
 }
 
+impl EndReason for LockEnd {
+    const DROPPED: Self = LockEnd::Dropped;
+}
+
 impl From<OwnershipLoss> for LockEnd {
     fn from(loss: OwnershipLoss) -> Self {
         match loss {
@@ -121,28 +123,18 @@ pub struct Lock<S: Store> {
 
 struct LockInner<S: Store> {
     store: S,
-    fence: Fence,
-    lease: LeaseView,
-    scope: CancellationToken,
-    end: Arc<Mutex<Option<LockEnd>>>,
-    monitor: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl<S: Store> Drop for LockInner<S> {
-    fn drop(&mut self) {
-        if let Some(monitor) = self.monitor.lock().take() {
-            monitor.abort();
-        }
-        end_ownership(&self.end, &self.scope, LockEnd::Dropped);
-    }
+    ownership: Ownership<LockEnd>,
 }
 
 impl<S: Store> fmt::Debug for Lock<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lock")
-            .field("key", &self.inner.fence.key())
-            .field("token", &self.inner.fence.token())
-            .field("lease", &format_args!("{:x}", self.inner.lease.id()))
+            .field("key", &self.key())
+            .field("token", &self.token())
+            .field(
+                "lease",
+                &format_args!("{:x}", self.inner.ownership.lease().id()),
+            )
             .field("valid_until", &self.valid_until())
             .field("ended", &self.end_reason())
             .finish()
@@ -273,45 +265,26 @@ impl<S: Store> Lock<S> {
     }
 
     fn start(store: S, fence: Fence, lease: LeaseView, confirmed: Revision) -> Self {
-        let scope = CancellationToken::new();
-        let end = Arc::new(Mutex::new(None));
-        let inner = Arc::new(LockInner {
-            store: store.clone(),
-            fence: fence.clone(),
-            lease: lease.clone(),
-            scope: scope.clone(),
-            end: end.clone(),
-            monitor: Mutex::new(None),
-        });
         let span = tracing::debug_span!("lock", key = %fence.key(), token = fence.token());
-        let monitor = tokio::spawn(
-            async move {
-                let reason: LockEnd = tokio::select! {
-                    _ = scope.cancelled() => return,
-                    loss = watch_ownership(&store, &fence, confirmed, &lease) => loss.into(),
-                };
-                tracing::info!(%reason, "lock lost");
-                end_ownership(&end, &scope, reason);
-            }
-            .instrument(span),
-        );
-        *inner.monitor.lock() = Some(monitor);
-        Lock { inner }
+        let ownership = Ownership::start(store.clone(), fence, lease, confirmed, span);
+        Lock {
+            inner: Arc::new(LockInner { store, ownership }),
+        }
     }
 
     /// The ownership this lock holds, for [`Txn::fenced`].
     pub fn fence(&self) -> &Fence {
-        &self.inner.fence
+        self.inner.ownership.fence()
     }
 
     /// The fencing token: the lock key's create revision.
     pub fn token(&self) -> Revision {
-        self.inner.fence.token()
+        self.inner.ownership.fence().token()
     }
 
     /// The lock key (`locks/<kind>/<id>` under the layout's prefix).
     pub fn key(&self) -> &str {
-        self.inner.fence.key()
+        self.inner.ownership.fence().key()
     }
 
     /// The store this lock lives in.
@@ -322,23 +295,23 @@ impl<S: Store> Lock<S> {
     /// Until when the lock is certainly held: the lease's conservative
     /// validity. The scope is cancelled when it passes.
     pub fn valid_until(&self) -> Instant {
-        self.inner.lease.valid_until()
+        self.inner.ownership.valid_until()
     }
 
     /// True while the lock has not ended and `valid_until` is in the future.
     pub fn is_valid(&self) -> bool {
-        self.end_reason().is_none() && self.inner.lease.is_valid()
+        self.inner.ownership.is_valid()
     }
 
     /// The lock's scope: cancelled when the lock ends. Run the owner's work
     /// under it (or under a child token).
     pub fn scope(&self) -> CancellationToken {
-        self.inner.scope.clone()
+        self.inner.ownership.scope().clone()
     }
 
     /// Why the lock ended, or `None` while it is held.
     pub fn end_reason(&self) -> Option<LockEnd> {
-        *self.inner.end.lock()
+        self.inner.ownership.end_reason()
     }
 
     /// Runs `ops` as the holder: refused locally once the lock has ended, and
@@ -346,7 +319,11 @@ impl<S: Store> Lock<S> {
     /// refusals are [`StoreError::LockLost`].
     pub async fn commit_fenced(&self, ops: impl IntoIterator<Item = TxnOp>) -> Result<TxnResponse> {
         self.check_live()?;
-        let response = self.inner.store.txn(self.inner.fence.txn(ops)).await?;
+        let response = self
+            .inner
+            .store
+            .txn(self.inner.ownership.fence().txn(ops))
+            .await?;
         if !response.succeeded {
             self.end(LockEnd::KeyDeleted);
             return Err(self.lost());
@@ -359,28 +336,28 @@ impl<S: Store> Lock<S> {
     /// removes its key if it is there.
     pub async fn release(&self) -> Result<()> {
         self.end(LockEnd::Released);
-        self.inner.store.txn(self.inner.fence.release_txn()).await?;
+        self.inner
+            .store
+            .txn(self.inner.ownership.fence().release_txn())
+            .await?;
         Ok(())
     }
 
     fn end(&self, reason: LockEnd) {
-        end_ownership(&self.inner.end, &self.inner.scope, reason);
+        self.inner.ownership.end(reason);
     }
 
     fn check_live(&self) -> Result<()> {
-        if self.end_reason().is_none() && Instant::now() >= self.valid_until() {
-            self.end(LockEnd::ValidityExpired);
+        match self.inner.ownership.check_live() {
+            Some(_) => Err(self.lost()),
+            None => Ok(()),
         }
-        if self.end_reason().is_some() {
-            return Err(self.lost());
-        }
-        Ok(())
     }
 
     fn lost(&self) -> StoreError {
         StoreError::LockLost {
-            key: self.inner.fence.key().to_owned(),
-            token: self.inner.fence.token(),
+            key: self.inner.ownership.fence().key().to_owned(),
+            token: self.inner.ownership.fence().token(),
             reason: self.end_reason().unwrap_or(LockEnd::KeyDeleted),
         }
     }
