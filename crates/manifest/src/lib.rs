@@ -135,7 +135,7 @@ use sha2::{Digest, Sha256};
 
 pub use builder::ManifestBuilder;
 pub use error::{FieldError, FieldErrorKind, ManifestError};
-pub use id::{LaunchableId, MAX_ID_LEN, PodId};
+pub use id::{IdError, LaunchableId, MAX_ID_LEN, PodId};
 pub use model::{
     Artifact, DEFAULT_ENTRY_POINT, DEFAULT_RESTART_BACKOFF, DEFAULT_STATUS_PATH,
     DEFAULT_TERMINATION_GRACE_PERIOD, LAUNCHABLE_TYPES, Launchable, LaunchableKind, MAX_DURATION,
