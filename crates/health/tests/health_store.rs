@@ -119,16 +119,14 @@ async fn results_live_and_die_with_the_lease<S: Store>(store: S, keys: Keys) {
 
 async fn bad_input_changes_nothing<S: Store>(store: S, keys: Keys) {
     let health = HealthStore::with_keys(store.clone(), keys.clone());
-    let mut bad_pod = r("web", "n1", Passing, 1);
-    bad_pod.pod = "a/b".into();
+    // Results carry typed ids: one with a bad id cannot be made, so it
+    // cannot be written.
     assert!(matches!(
-        health.put_health(&bad_pod, 0).await,
+        HealthResult::new("a/b", "n1", Passing, "", at(1)),
         Err(HealthError::InvalidId { field: "pod", ref id, .. }) if id == "a/b"
     ));
-    let mut bad_node = r("web", "n1", Passing, 1);
-    bad_node.node = String::new();
     assert!(matches!(
-        health.put_health(&bad_node, 0).await,
+        HealthResult::new("web", "", Passing, "", at(1)),
         Err(HealthError::InvalidId { field: "node", .. })
     ));
     let mut bad_time = r("web", "n1", Passing, 1);
@@ -163,9 +161,10 @@ async fn bad_input_changes_nothing<S: Store>(store: S, keys: Keys) {
 async fn corrupt_records_are_errors<S: Store>(store: S, keys: Keys) {
     let health = HealthStore::with_keys(store.clone(), keys.clone());
     let other_node = r("web", "n9", Passing, 1).to_json().unwrap();
-    let cases: [(&str, &[u8]); 3] = [
+    let cases: [(&str, &[u8]); 4] = [
         ("garbage", b"garbage"),
         ("bad-state", br#"{"pod":"web","node":"bad-state","state":"fine","observed_at":"2023-11-14T22:13:20Z"}"#),
+        ("bad-id", br#"{"pod":"web","node":"Bad_Id","state":"passing","observed_at":"2023-11-14T22:13:20Z"}"#),
         ("misplaced", &other_node),
     ];
     for (node, value) in cases {
@@ -289,10 +288,15 @@ async fn embedded_watch_relists_after_compaction() {
     let mut summary = Vec::new();
     for _ in 0..3 {
         summary.push(match next_change(&mut w).await {
-            HealthChange::Removed { node, revision } => ("removed", node, None, revision),
-            HealthChange::Updated { result, revision } => {
-                ("updated", result.node, Some(result.state), revision)
+            HealthChange::Removed { node, revision } => {
+                ("removed", node.into_string(), None, revision)
             }
+            HealthChange::Updated { result, revision } => (
+                "updated",
+                result.node.into_string(),
+                Some(result.state),
+                revision,
+            ),
             HealthChange::Initial { .. } => panic!("one Initial only"),
         });
     }
