@@ -3,7 +3,7 @@
 //! Agents write each result as JSON bound to their lease, so a dead node's
 //! results vanish with its lease and it reads as missing (unknown).
 
-use drover_store::keys::{KeyError, Keys};
+use drover_store::keys::Keys;
 use drover_store::reflector::{Codec, Reflector, ReflectorError, ReflectorEvent};
 use drover_store::{Delete, Get, KeyValue, LeaseId, Put, Revision, Store, StoreError};
 
@@ -46,27 +46,6 @@ fn store_err(context: impl Into<String>) -> impl FnOnce(StoreError) -> HealthErr
     move |source| HealthError::Store { context, source }
 }
 
-/// validate_id is stricter than the key layout, so this only maps errors
-/// that cannot occur today; it keeps them typed if the rules ever diverge.
-fn key_err(e: KeyError) -> HealthError {
-    match e {
-        KeyError::InvalidSegment {
-            field,
-            value,
-            reason,
-        } => HealthError::InvalidId {
-            field,
-            id: value,
-            reason: reason.into(),
-        },
-        other => HealthError::InvalidId {
-            field: "key",
-            id: other.to_string(),
-            reason: "rejected by the key layout".into(),
-        },
-    }
-}
-
 impl<S: Store> HealthStore<S> {
     /// Health under the default key prefix (`/drover/`).
     pub fn new(store: S) -> Self {
@@ -82,22 +61,12 @@ impl<S: Store> HealthStore<S> {
         &self.store
     }
 
-    fn key(&self, pod: &PodId, node: &NodeId) -> Result<String> {
-        self.keys
-            .health(pod.as_str(), node.as_str())
-            .map_err(key_err)
-    }
-
-    fn pod_prefix(&self, pod: &PodId) -> Result<String> {
-        self.keys.health_pod_prefix(pod.as_str()).map_err(key_err)
-    }
-
     /// Writes `result` under `health/<pod>/<node>`, attached to `lease`
     /// (0 = no lease; agents pass theirs so results die with the node).
     /// Nothing is written when the result is invalid or the lease is gone.
     pub async fn put_health(&self, result: &HealthResult, lease: LeaseId) -> Result<Revision> {
         let value = result.to_json()?;
-        let key = self.key(&result.pod, &result.node)?;
+        let key = self.keys.health(&result.pod, &result.node);
         let resp = self
             .store
             .put(Put::new(key.as_str(), value).with_lease(lease))
@@ -108,7 +77,9 @@ impl<S: Store> HealthStore<S> {
 
     /// Deletes one node's result (a stopped pod); true if there was one.
     pub async fn remove_health(&self, pod: impl AsRef<str>, node: impl AsRef<str>) -> Result<bool> {
-        let key = self.key(&typed_id(pod.as_ref())?, &typed_id(node.as_ref())?)?;
+        let key = self
+            .keys
+            .health(&typed_id(pod.as_ref())?, &typed_id(node.as_ref())?);
         let resp = self
             .store
             .delete(Delete::key(key.as_str()))
@@ -124,7 +95,7 @@ impl<S: Store> HealthStore<S> {
         node: impl AsRef<str>,
     ) -> Result<Option<HealthResult>> {
         let pod: PodId = typed_id(pod.as_ref())?;
-        let key = self.key(&pod, &typed_id(node.as_ref())?)?;
+        let key = self.keys.health(&pod, &typed_id(node.as_ref())?);
         let resp = self
             .store
             .get(Get::key(key.as_str()))
@@ -149,7 +120,7 @@ impl<S: Store> HealthStore<S> {
     /// Every node's result for `pod`, read at one revision.
     pub async fn pod_health(&self, pod: impl AsRef<str>) -> Result<PodHealthSnapshot> {
         let pod: PodId = typed_id(pod.as_ref())?;
-        let prefix = self.pod_prefix(&pod)?;
+        let prefix = self.keys.health_pod_prefix(&pod);
         let resp = self
             .store
             .get(Get::prefix(prefix.as_str()))
@@ -168,7 +139,7 @@ impl<S: Store> HealthStore<S> {
     /// Watches `pod`'s health on every node (see [`HealthWatch`]).
     pub fn watch_pod(&self, pod: impl AsRef<str>) -> Result<HealthWatch<S>> {
         let pod: PodId = typed_id(pod.as_ref())?;
-        let prefix = self.pod_prefix(&pod)?;
+        let prefix = self.keys.health_pod_prefix(&pod);
         let current = PodHealth::new(pod.clone())?;
         let codec = HealthCodec {
             keys: self.keys.clone(),
@@ -233,12 +204,8 @@ impl Codec for HealthCodec {
     type Error = HealthError;
 
     fn id(&self, key: &[u8]) -> Result<NodeId> {
-        match self
-            .keys
-            .parse_health(key)
-            .and_then(|(_, node)| NodeId::new(node).ok())
-        {
-            Some(node) => Ok(node),
+        match self.keys.parse_health(key) {
+            Some((_, node)) => Ok(node),
             None => Err(HealthError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),
                 reason: "not a health key of the layout".to_owned(),

@@ -23,6 +23,11 @@ fn r(pod: &str, node: &str, state: HealthState, t: u64) -> HealthResult {
     HealthResult::new(pod, node, state, format!("{state} at {t}"), at(t)).unwrap()
 }
 
+/// The key of `pod`'s health on `node`.
+fn health_key(keys: &Keys, pod: &str, node: &str) -> String {
+    keys.health(&pod.parse().unwrap(), &node.parse().unwrap())
+}
+
 async fn count_under<S: Store>(store: &S, prefix: &str) -> i64 {
     store
         .get(Get::prefix(prefix).count_only())
@@ -58,7 +63,7 @@ async fn put_and_read<S: Store>(store: S, keys: Keys) {
     put(&health, r("web", "n2", Critical, 1), 0).await;
     put(&health, r("web2", "n1", Warning, 1), 0).await;
 
-    let key = keys.health("web", "n1").unwrap();
+    let key = health_key(&keys, "web", "n1");
     let raw = store.get(Get::key(key.as_str())).await.unwrap();
     let stored: serde_json::Value = serde_json::from_slice(&raw.kvs[0].value).unwrap();
     assert_eq!(stored["state"], "passing");
@@ -98,7 +103,7 @@ async fn results_live_and_die_with_the_lease<S: Store>(store: S, keys: Keys) {
     let health = HealthStore::with_keys(store.clone(), keys.clone());
     let lease = store.lease_grant(30).await.unwrap().id;
     put(&health, r("web", "n1", Passing, 1), lease).await;
-    let key = keys.health("web", "n1").unwrap();
+    let key = health_key(&keys, "web", "n1");
     assert_eq!(
         store.get(Get::key(key.as_str())).await.unwrap().kvs[0].lease,
         lease
@@ -168,7 +173,7 @@ async fn corrupt_records_are_errors<S: Store>(store: S, keys: Keys) {
         ("misplaced", &other_node),
     ];
     for (node, value) in cases {
-        let key = keys.health("web", node).unwrap();
+        let key = health_key(&keys, "web", node);
         store.put(Put::new(key.as_str(), value)).await.unwrap();
         assert!(
             matches!(health.node_health("web", node).await, Err(HealthError::Corrupt { key: ref k, .. }) if *k == key),
@@ -196,7 +201,7 @@ async fn corrupt_records_are_errors<S: Store>(store: S, keys: Keys) {
 
     // A watch whose first listing holds a corrupt record reports it, and
     // lists again on the next call.
-    let bad = keys.health("web", "n2").unwrap();
+    let bad = health_key(&keys, "web", "n2");
     store.put(Put::new(bad.as_str(), "{")).await.unwrap();
     put(&health, r("web", "n1", Passing, 1), 0).await;
     let mut w = health.watch_pod("web").unwrap();
@@ -253,7 +258,7 @@ async fn watch_follows_changes<S: Store>(store: S, keys: Keys) {
     assert_eq!(w.current().counts().missing, 1);
 
     // A corrupt record is reported and the watch goes on.
-    let bad = keys.health("web", "n4").unwrap();
+    let bad = health_key(&keys, "web", "n4");
     store.put(Put::new(bad.as_str(), "{")).await.unwrap();
     let err = next_error(&mut w).await;
     assert!(

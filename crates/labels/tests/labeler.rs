@@ -114,7 +114,7 @@ async fn set_get_remove<S: Store>(store: S, keys: Keys) {
         .set(LabelType::Pod, "n1/web", "rc", "rc-1")
         .await
         .unwrap();
-    let pod_key = keys.pod_labels("n1", "web").unwrap();
+    let pod_key = keys.pod_labels(&"n1".parse().unwrap(), &"web".parse().unwrap());
     assert!(raw_value(&store, &pod_key).await.is_some());
 }
 
@@ -320,7 +320,7 @@ async fn concurrent_writers_all_land<S: Store>(store: S, keys: Keys) {
 async fn txn_composition_is_fenced<S: Store>(store: S, keys: Keys) {
     let labeler = Labeler::with_keys(store.clone(), keys.clone());
     let lock = keys.lock("rc", "rc-1").unwrap();
-    let intent = keys.intent("n1", "web").unwrap();
+    let intent = keys.intent(&"n1".parse().unwrap(), &"web".parse().unwrap());
     store.put(Put::new(lock.as_str(), "farm-1")).await.unwrap();
     let lock_rev = store.get(Get::key(lock.as_str())).await.unwrap().kvs[0].create_revision;
     let holds_lock = Compare::create_revision(lock.as_str(), CompareOp::Equal, lock_rev);
