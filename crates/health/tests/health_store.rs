@@ -10,6 +10,7 @@ use drover_health::{
 };
 use drover_store::embedded::EmbeddedStore;
 use drover_store::keys::Keys;
+use drover_store::testing::count_under;
 use drover_store::{Delete, Get, LeaseId, Put, Store, StoreError};
 
 /// Generous bound on one awaited event; only catches hangs.
@@ -26,14 +27,6 @@ fn r(pod: &str, node: &str, state: HealthState, t: u64) -> HealthResult {
 /// The key of `pod`'s health on `node`.
 fn health_key(keys: &Keys, pod: &str, node: &str) -> String {
     keys.health(&pod.parse().unwrap(), &node.parse().unwrap())
-}
-
-async fn count_under<S: Store>(store: &S, prefix: &str) -> i64 {
-    store
-        .get(Get::prefix(prefix).count_only())
-        .await
-        .unwrap()
-        .count
 }
 
 /// Writes `result` (an agent's report) under `lease` (0 = none).
