@@ -42,7 +42,7 @@ mod store;
 
 pub use aggregate::{NodeState, PodHealth, StateCounts};
 pub use error::{HealthError, Result};
-pub use result::{HealthResult, MAX_ID_LEN, validate_id};
+pub use result::{HealthResult, MAX_ID_LEN};
 pub use state::HealthState;
 #[cfg(feature = "store")]
 pub use store::{HealthChange, HealthStore, HealthWatch, PodHealthSnapshot};

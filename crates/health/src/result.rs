@@ -103,19 +103,9 @@ impl HealthResult {
     }
 }
 
-/// Checks `id` against the workspace's one pod and node id grammar
-/// ([`drover_ids`]: a DNS label of at most [`MAX_ID_LEN`] characters), which
-/// also makes it one segment of a health key.
-pub fn validate_id(field: &'static str, id: &str) -> Result<()> {
-    drover_ids::check_id(id).map_err(|reason| HealthError::InvalidId {
-        field,
-        id: id.to_owned(),
-        reason,
-    })
-}
-
-/// `id` as a typed id ([`PodId`] or [`NodeId`]); the error names the field
-/// and keeps the rejected id.
+/// `id` as a typed id ([`PodId`] or [`NodeId`]: the workspace's one id
+/// grammar, a DNS label of at most [`MAX_ID_LEN`] characters); the error
+/// names the field and keeps the rejected id.
 pub(crate) fn typed_id<T>(id: impl Into<String>) -> Result<T>
 where
     T: TryFrom<String, Error = IdError>,

@@ -67,7 +67,8 @@ pub enum KeyError {
         reason: &'static str,
     },
 
-    /// A key segment (node name, pod id, ...) is malformed; `field` names it.
+    /// A key segment (an rc, replication, lock, election or audit id, or
+    /// the layout of a label id) is malformed; `field` names it.
     #[error("invalid {field} {value:?}: {reason}")]
     InvalidSegment {
         field: &'static str,
