@@ -1,7 +1,10 @@
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use drover_ids::{NodeId, PodId};
+
 use crate::error::{HealthError, Result};
-use crate::result::{HealthResult, validate_id};
+use crate::result::{HealthResult, typed_id};
 use crate::state::HealthState;
 
 /// The health of one pod across nodes: the results that exist, plus the
@@ -9,15 +12,15 @@ use crate::state::HealthState;
 /// no result ("missing").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodHealth {
-    pod: String,
-    results: BTreeMap<String, HealthResult>,
-    expected: BTreeSet<String>,
+    pod: PodId,
+    results: BTreeMap<NodeId, HealthResult>,
+    expected: BTreeSet<NodeId>,
 }
 
 /// One node's standing in a [`PodHealth`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeState<'a> {
-    pub node: &'a str,
+    pub node: &'a NodeId,
     /// [`HealthState::Unknown`] when `missing`.
     pub state: HealthState,
     /// Expected, but no result exists.
@@ -62,12 +65,11 @@ impl StateCounts {
 }
 
 impl PodHealth {
-    /// No results and no expected nodes yet.
+    /// No results and no expected nodes yet. The pod id may be given as
+    /// text or as a [`PodId`].
     pub fn new(pod: impl Into<String>) -> Result<Self> {
-        let pod = pod.into();
-        validate_id("pod", &pod)?;
         Ok(PodHealth {
-            pod,
+            pod: typed_id(pod)?,
             results: BTreeMap::new(),
             expected: BTreeSet::new(),
         })
@@ -89,7 +91,7 @@ impl PodHealth {
         Ok(health)
     }
 
-    pub fn pod(&self) -> &str {
+    pub fn pod(&self) -> &PodId {
         &self.pod
     }
 
@@ -99,10 +101,10 @@ impl PodHealth {
         &mut self,
         nodes: impl IntoIterator<Item = N>,
     ) -> Result<()> {
-        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
-        for n in &nodes {
-            validate_id("node", n)?;
-        }
+        let nodes = nodes
+            .into_iter()
+            .map(typed_id)
+            .collect::<Result<Vec<NodeId>>>()?;
         self.expected.extend(nodes);
         Ok(())
     }
@@ -121,23 +123,33 @@ impl PodHealth {
     }
 
     /// Drops a node's result (its key was deleted or its lease expired).
-    /// An expected node then counts as missing.
-    pub fn forget(&mut self, node: &str) -> Option<HealthResult> {
+    /// An expected node then counts as missing. `node` is a [`NodeId`] or
+    /// its text.
+    pub fn forget<N: Ord + ?Sized>(&mut self, node: &N) -> Option<HealthResult>
+    where
+        NodeId: Borrow<N>,
+    {
         self.results.remove(node)
     }
 
     /// The result of `node`, if one exists.
-    pub fn result(&self, node: &str) -> Option<&HealthResult> {
+    pub fn result<N: Ord + ?Sized>(&self, node: &N) -> Option<&HealthResult>
+    where
+        NodeId: Borrow<N>,
+    {
         self.results.get(node)
     }
 
     /// Every result, by node.
-    pub fn results(&self) -> &BTreeMap<String, HealthResult> {
+    pub fn results(&self) -> &BTreeMap<NodeId, HealthResult> {
         &self.results
     }
 
     /// The state of `node`; unknown when it has no result.
-    pub fn state(&self, node: &str) -> HealthState {
+    pub fn state<N: Ord + ?Sized>(&self, node: &N) -> HealthState
+    where
+        NodeId: Borrow<N>,
+    {
         HealthState::or_missing(self.results.get(node).map(|r| r.state))
     }
 
@@ -266,7 +278,7 @@ mod tests {
         let order: Vec<_> = h
             .worst_first()
             .iter()
-            .map(|n| (n.node, n.state, n.missing))
+            .map(|n| (n.node.as_str(), n.state, n.missing))
             .collect();
         assert_eq!(
             order,
@@ -313,10 +325,9 @@ mod tests {
             h.record(other),
             Err(HealthError::PodMismatch { ref expected, ref found }) if expected == "web" && found == "db"
         ));
-        let mut invalid = r("n1", Passing);
-        invalid.node = "a/b".into();
+        // A result for an invalid node cannot be made, so cannot be recorded.
         assert!(matches!(
-            h.record(invalid),
+            HealthResult::new("web", "a/b", Passing, "", UNIX_EPOCH),
             Err(HealthError::InvalidId { field: "node", .. })
         ));
         assert!(matches!(

@@ -24,11 +24,14 @@ pub enum HealthError {
 
     /// A result belongs to another pod than the aggregate it was added to.
     #[error("health result for pod {found:?} given to the aggregate of pod {expected:?}")]
-    PodMismatch { expected: String, found: String },
+    PodMismatch {
+        expected: drover_ids::PodId,
+        found: drover_ids::PodId,
+    },
 
     /// Two results for the same node were given at once.
     #[error("two health results for node {node:?}")]
-    DuplicateNode { node: String },
+    DuplicateNode { node: drover_ids::NodeId },
 
     /// A health record is not valid JSON of the expected shape.
     #[error("malformed health record: {source}")]

@@ -4,8 +4,9 @@
 //! - [`HealthState`]: `passing > warning > unknown > critical`, as an `Ord`
 //!   so `max`/`min` are best/worst; parsing rejects unknown names with a
 //!   typed error; a missing result is unknown, not critical.
-//! - [`HealthResult`]: one node's observation of one pod, stored as JSON
-//!   under `health/<pod>/<node>`, with a caller-supplied wall-clock time.
+//! - [`HealthResult`]: one node's observation of one pod (typed ids,
+//!   `drover_ids`' `PodId` and `NodeId`), stored as JSON under
+//!   `health/<pod>/<node>`, with a caller-supplied wall-clock time.
 //! - [`PodHealth`]: per-pod aggregation: counts per state, nodes worst
 //!   first, threshold checks and the replication's minimum-healthy gate,
 //!   with expected-but-missing nodes counted as unknown.
@@ -41,7 +42,7 @@ mod store;
 
 pub use aggregate::{NodeState, PodHealth, StateCounts};
 pub use error::{HealthError, Result};
-pub use result::{HealthResult, MAX_ID_LEN, validate_id};
+pub use result::{HealthResult, MAX_ID_LEN};
 pub use state::HealthState;
 #[cfg(feature = "store")]
 pub use store::{HealthChange, HealthStore, HealthWatch, PodHealthSnapshot};

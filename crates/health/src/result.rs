@@ -1,5 +1,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use drover_ids::{IdError, NodeId, PodId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HealthError, Result};
@@ -15,23 +16,56 @@ pub use drover_ids::MAX_ID_LEN;
 /// {"pod":"web","node":"n1","state":"passing","output":"200 OK","observed_at":"2026-11-21T05:00:00Z"}
 /// ```
 ///
+/// The ids are typed ([`PodId`], [`NodeId`]), so a result always names a
+/// valid health key; on the wire they are plain strings, and a record whose
+/// id breaks the grammar does not decode (the error names the field).
 /// `observed_at` is wall-clock time supplied by the caller (this crate never
 /// reads a clock), serialized as RFC 3339 in UTC.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "StoredResult")]
 pub struct HealthResult {
-    pub pod: String,
-    pub node: String,
+    pub pod: PodId,
+    pub node: NodeId,
     pub state: HealthState,
     /// Check output for humans (HTTP status line, error text); may be empty.
-    #[serde(default)]
     pub output: String,
     #[serde(with = "rfc3339")]
     pub observed_at: SystemTime,
 }
 
+/// The stored shape with the ids still untyped, so that a bad id is an
+/// [`HealthError::InvalidId`] naming the field rather than a bare decode
+/// error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredResult {
+    pod: String,
+    node: String,
+    state: HealthState,
+    #[serde(default)]
+    output: String,
+    #[serde(with = "rfc3339")]
+    observed_at: SystemTime,
+}
+
+impl TryFrom<StoredResult> for HealthResult {
+    type Error = HealthError;
+
+    fn try_from(stored: StoredResult) -> Result<Self> {
+        let result = HealthResult {
+            pod: typed_id(stored.pod)?,
+            node: typed_id(stored.node)?,
+            state: stored.state,
+            output: stored.output,
+            observed_at: stored.observed_at,
+        };
+        result.validate()?;
+        Ok(result)
+    }
+}
+
 impl HealthResult {
-    /// A validated result.
+    /// A validated result. The ids may be given as text or typed ids.
     pub fn new(
         pod: impl Into<String>,
         node: impl Into<String>,
@@ -40,8 +74,8 @@ impl HealthResult {
         observed_at: SystemTime,
     ) -> Result<Self> {
         let result = HealthResult {
-            pod: pod.into(),
-            node: node.into(),
+            pod: typed_id(pod.into())?,
+            node: typed_id(node.into())?,
             state,
             output: output.into(),
             observed_at,
@@ -50,10 +84,8 @@ impl HealthResult {
         Ok(result)
     }
 
-    /// Checks the ids and the timestamp range.
+    /// Checks the timestamp range (the ids are valid by their types).
     pub fn validate(&self) -> Result<()> {
-        validate_id("pod", &self.pod)?;
-        validate_id("node", &self.node)?;
         check_time(self.observed_at)
     }
 
@@ -65,21 +97,24 @@ impl HealthResult {
 
     /// Parses and validates the stored JSON form.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let result: HealthResult =
+        let stored: StoredResult =
             serde_json::from_slice(bytes).map_err(|source| HealthError::Decode { source })?;
-        result.validate()?;
-        Ok(result)
+        stored.try_into()
     }
 }
 
-/// Checks `id` against the workspace's one pod and node id grammar
-/// ([`drover_ids`]: a DNS label of at most [`MAX_ID_LEN`] characters), which
-/// also makes it one segment of a health key.
-pub fn validate_id(field: &'static str, id: &str) -> Result<()> {
-    drover_ids::check_id(id).map_err(|reason| HealthError::InvalidId {
-        field,
-        id: id.to_owned(),
-        reason,
+/// `id` as a typed id ([`PodId`] or [`NodeId`]: the workspace's one id
+/// grammar, a DNS label of at most [`MAX_ID_LEN`] characters); the error
+/// names the field and keeps the rejected id.
+pub(crate) fn typed_id<T>(id: impl Into<String>) -> Result<T>
+where
+    T: TryFrom<String, Error = IdError>,
+{
+    let id = id.into();
+    T::try_from(id.clone()).map_err(|e| HealthError::InvalidId {
+        field: e.field,
+        id,
+        reason: e.reason,
     })
 }
 
@@ -177,6 +212,20 @@ mod tests {
             HealthResult::from_json(bad_pod),
             Err(HealthError::InvalidId { field: "pod", .. })
         ));
+        let bad_node =
+            br#"{"pod":"web","node":"N1","state":"passing","observed_at":"2023-11-14T22:13:20Z"}"#;
+        assert!(matches!(
+            HealthResult::from_json(bad_node),
+            Err(HealthError::InvalidId { field: "node", ref id, .. }) if id == "N1"
+        ));
+        // Plain serde (the Deserialize impl) names the field too.
+        let err = serde_json::from_slice::<HealthResult>(bad_node).unwrap_err();
+        assert!(err.to_string().contains("invalid node id"), "{err}");
+        let ok =
+            br#"{"pod":"web","node":"n1","state":"passing","observed_at":"2023-11-14T22:13:20Z"}"#;
+        let typed: HealthResult = serde_json::from_slice(ok).unwrap();
+        assert_eq!(typed, HealthResult::from_json(ok).unwrap());
+        assert_eq!((typed.pod.as_str(), typed.node.as_str()), ("web", "n1"));
     }
 
     #[test]
@@ -209,8 +258,8 @@ mod tests {
             Err(HealthError::TimestampOutOfRange)
         ));
         let unchecked = HealthResult {
-            pod: "p".into(),
-            node: "n".into(),
+            pod: "p".parse().unwrap(),
+            node: "n".parse().unwrap(),
             state: HealthState::Passing,
             output: String::new(),
             observed_at: at(MAX_SECS),

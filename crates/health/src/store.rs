@@ -3,13 +3,15 @@
 //! Agents write each result as JSON bound to their lease, so a dead node's
 //! results vanish with its lease and it reads as missing (unknown).
 
-use drover_store::keys::{KeyError, Keys};
+use drover_store::keys::Keys;
 use drover_store::reflector::{Codec, Reflector, ReflectorError, ReflectorEvent};
 use drover_store::{Delete, Get, KeyValue, LeaseId, Put, Revision, Store, StoreError};
 
+use drover_ids::{NodeId, PodId};
+
 use crate::aggregate::PodHealth;
 use crate::error::{HealthError, Result};
-use crate::result::{HealthResult, validate_id};
+use crate::result::{HealthResult, typed_id};
 use crate::state::HealthState;
 
 /// A pod's health read at one revision.
@@ -44,27 +46,6 @@ fn store_err(context: impl Into<String>) -> impl FnOnce(StoreError) -> HealthErr
     move |source| HealthError::Store { context, source }
 }
 
-/// validate_id is stricter than the key layout, so this only maps errors
-/// that cannot occur today; it keeps them typed if the rules ever diverge.
-fn key_err(e: KeyError) -> HealthError {
-    match e {
-        KeyError::InvalidSegment {
-            field,
-            value,
-            reason,
-        } => HealthError::InvalidId {
-            field,
-            id: value,
-            reason: reason.into(),
-        },
-        other => HealthError::InvalidId {
-            field: "key",
-            id: other.to_string(),
-            reason: "rejected by the key layout".into(),
-        },
-    }
-}
-
 impl<S: Store> HealthStore<S> {
     /// Health under the default key prefix (`/drover/`).
     pub fn new(store: S) -> Self {
@@ -80,23 +61,12 @@ impl<S: Store> HealthStore<S> {
         &self.store
     }
 
-    fn key(&self, pod: &str, node: &str) -> Result<String> {
-        validate_id("pod", pod)?;
-        validate_id("node", node)?;
-        self.keys.health(pod, node).map_err(key_err)
-    }
-
-    fn pod_prefix(&self, pod: &str) -> Result<String> {
-        validate_id("pod", pod)?;
-        self.keys.health_pod_prefix(pod).map_err(key_err)
-    }
-
     /// Writes `result` under `health/<pod>/<node>`, attached to `lease`
     /// (0 = no lease; agents pass theirs so results die with the node).
     /// Nothing is written when the result is invalid or the lease is gone.
     pub async fn put_health(&self, result: &HealthResult, lease: LeaseId) -> Result<Revision> {
         let value = result.to_json()?;
-        let key = self.key(&result.pod, &result.node)?;
+        let key = self.keys.health(&result.pod, &result.node);
         let resp = self
             .store
             .put(Put::new(key.as_str(), value).with_lease(lease))
@@ -106,8 +76,10 @@ impl<S: Store> HealthStore<S> {
     }
 
     /// Deletes one node's result (a stopped pod); true if there was one.
-    pub async fn remove_health(&self, pod: &str, node: &str) -> Result<bool> {
-        let key = self.key(pod, node)?;
+    pub async fn remove_health(&self, pod: impl AsRef<str>, node: impl AsRef<str>) -> Result<bool> {
+        let key = self
+            .keys
+            .health(&typed_id(pod.as_ref())?, &typed_id(node.as_ref())?);
         let resp = self
             .store
             .delete(Delete::key(key.as_str()))
@@ -117,36 +89,46 @@ impl<S: Store> HealthStore<S> {
     }
 
     /// One node's result for `pod`, `None` when missing.
-    pub async fn node_health(&self, pod: &str, node: &str) -> Result<Option<HealthResult>> {
-        let key = self.key(pod, node)?;
+    pub async fn node_health(
+        &self,
+        pod: impl AsRef<str>,
+        node: impl AsRef<str>,
+    ) -> Result<Option<HealthResult>> {
+        let pod: PodId = typed_id(pod.as_ref())?;
+        let key = self.keys.health(&pod, &typed_id(node.as_ref())?);
         let resp = self
             .store
             .get(Get::key(key.as_str()))
             .await
             .map_err(store_err(&key))?;
         resp.first()
-            .map(|kv| decode(&self.keys, pod, kv))
+            .map(|kv| decode(&self.keys, &pod, kv))
             .transpose()
     }
 
     /// One node's state for `pod`; missing is unknown.
-    pub async fn node_state(&self, pod: &str, node: &str) -> Result<HealthState> {
+    pub async fn node_state(
+        &self,
+        pod: impl AsRef<str>,
+        node: impl AsRef<str>,
+    ) -> Result<HealthState> {
         Ok(HealthState::or_missing(
             self.node_health(pod, node).await?.map(|r| r.state),
         ))
     }
 
     /// Every node's result for `pod`, read at one revision.
-    pub async fn pod_health(&self, pod: &str) -> Result<PodHealthSnapshot> {
-        let prefix = self.pod_prefix(pod)?;
+    pub async fn pod_health(&self, pod: impl AsRef<str>) -> Result<PodHealthSnapshot> {
+        let pod: PodId = typed_id(pod.as_ref())?;
+        let prefix = self.keys.health_pod_prefix(&pod);
         let resp = self
             .store
             .get(Get::prefix(prefix.as_str()))
             .await
             .map_err(store_err(&prefix))?;
-        let mut health = PodHealth::new(pod)?;
+        let mut health = PodHealth::new(pod.clone())?;
         for kv in &resp.kvs {
-            health.record(decode(&self.keys, pod, kv)?)?;
+            health.record(decode(&self.keys, &pod, kv)?)?;
         }
         Ok(PodHealthSnapshot {
             revision: resp.revision,
@@ -155,21 +137,23 @@ impl<S: Store> HealthStore<S> {
     }
 
     /// Watches `pod`'s health on every node (see [`HealthWatch`]).
-    pub fn watch_pod(&self, pod: &str) -> Result<HealthWatch<S>> {
-        let prefix = self.pod_prefix(pod)?;
+    pub fn watch_pod(&self, pod: impl AsRef<str>) -> Result<HealthWatch<S>> {
+        let pod: PodId = typed_id(pod.as_ref())?;
+        let prefix = self.keys.health_pod_prefix(&pod);
+        let current = PodHealth::new(pod.clone())?;
         let codec = HealthCodec {
             keys: self.keys.clone(),
-            pod: pod.to_owned(),
+            pod,
         };
         Ok(HealthWatch {
             reflector: Reflector::prefix(self.store.clone(), prefix.as_str(), codec),
-            current: PodHealth::new(pod)?,
+            current,
         })
     }
 }
 
 /// Decodes a stored result and checks it belongs at its key.
-fn decode(keys: &Keys, pod: &str, kv: &KeyValue) -> Result<HealthResult> {
+fn decode(keys: &Keys, pod: &PodId, kv: &KeyValue) -> Result<HealthResult> {
     let key = kv.key_str().into_owned();
     let corrupt = |reason: String| HealthError::Corrupt {
         key: key.clone(),
@@ -179,7 +163,7 @@ fn decode(keys: &Keys, pod: &str, kv: &KeyValue) -> Result<HealthResult> {
         return Err(corrupt("not a health key of the layout".to_owned()));
     };
     let result = HealthResult::from_json(&kv.value).map_err(|e| corrupt(e.to_string()))?;
-    if result.pod != key_pod || result.node != key_node || key_pod != pod {
+    if result.pod != key_pod || result.node != key_node || *pod != key_pod {
         return Err(corrupt(format!(
             "record is for pod {:?} on node {:?}",
             result.pod, result.node
@@ -203,7 +187,7 @@ pub enum HealthChange {
     },
     /// A node's result is gone (deleted, or its lease expired): it now
     /// counts as missing (unknown).
-    Removed { node: String, revision: Revision },
+    Removed { node: NodeId, revision: Revision },
 }
 
 /// Decodes one pod's `health/<pod>/<node>` records for a [`Reflector`],
@@ -211,17 +195,17 @@ pub enum HealthChange {
 #[derive(Debug)]
 struct HealthCodec {
     keys: Keys,
-    pod: String,
+    pod: PodId,
 }
 
 impl Codec for HealthCodec {
-    type Id = String;
+    type Id = NodeId;
     type Value = HealthResult;
     type Error = HealthError;
 
-    fn id(&self, key: &[u8]) -> Result<String> {
+    fn id(&self, key: &[u8]) -> Result<NodeId> {
         match self.keys.parse_health(key) {
-            Some((_, node)) => Ok(node.to_owned()),
+            Some((_, node)) => Ok(node),
             None => Err(HealthError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),
                 reason: "not a health key of the layout".to_owned(),
@@ -229,7 +213,7 @@ impl Codec for HealthCodec {
         }
     }
 
-    fn decode(&self, kv: &KeyValue) -> Result<(String, HealthResult)> {
+    fn decode(&self, kv: &KeyValue) -> Result<(NodeId, HealthResult)> {
         let result = decode(&self.keys, &self.pod, kv)?;
         Ok((result.node.clone(), result))
     }
@@ -280,8 +264,8 @@ impl<S: Store> HealthWatch<S> {
             })?;
             match event {
                 ReflectorEvent::Initial { revision, objects } => {
-                    let pod = self.current.pod().to_owned();
-                    let fresh = match PodHealth::from_results(&pod, objects.into_values()) {
+                    let pod = self.current.pod().clone();
+                    let fresh = match PodHealth::from_results(pod, objects.into_values()) {
                         Ok(fresh) => fresh,
                         Err(e) => {
                             // Nothing was reported yet: list again next time.

@@ -10,6 +10,7 @@ use drover_health::{
 };
 use drover_store::embedded::EmbeddedStore;
 use drover_store::keys::Keys;
+use drover_store::testing::count_under;
 use drover_store::{Delete, Get, LeaseId, Put, Store, StoreError};
 
 /// Generous bound on one awaited event; only catches hangs.
@@ -23,12 +24,9 @@ fn r(pod: &str, node: &str, state: HealthState, t: u64) -> HealthResult {
     HealthResult::new(pod, node, state, format!("{state} at {t}"), at(t)).unwrap()
 }
 
-async fn count_under<S: Store>(store: &S, prefix: &str) -> i64 {
-    store
-        .get(Get::prefix(prefix).count_only())
-        .await
-        .unwrap()
-        .count
+/// The key of `pod`'s health on `node`.
+fn health_key(keys: &Keys, pod: &str, node: &str) -> String {
+    keys.health(&pod.parse().unwrap(), &node.parse().unwrap())
 }
 
 /// Writes `result` (an agent's report) under `lease` (0 = none).
@@ -58,7 +56,7 @@ async fn put_and_read<S: Store>(store: S, keys: Keys) {
     put(&health, r("web", "n2", Critical, 1), 0).await;
     put(&health, r("web2", "n1", Warning, 1), 0).await;
 
-    let key = keys.health("web", "n1").unwrap();
+    let key = health_key(&keys, "web", "n1");
     let raw = store.get(Get::key(key.as_str())).await.unwrap();
     let stored: serde_json::Value = serde_json::from_slice(&raw.kvs[0].value).unwrap();
     assert_eq!(stored["state"], "passing");
@@ -98,7 +96,7 @@ async fn results_live_and_die_with_the_lease<S: Store>(store: S, keys: Keys) {
     let health = HealthStore::with_keys(store.clone(), keys.clone());
     let lease = store.lease_grant(30).await.unwrap().id;
     put(&health, r("web", "n1", Passing, 1), lease).await;
-    let key = keys.health("web", "n1").unwrap();
+    let key = health_key(&keys, "web", "n1");
     assert_eq!(
         store.get(Get::key(key.as_str())).await.unwrap().kvs[0].lease,
         lease
@@ -119,16 +117,14 @@ async fn results_live_and_die_with_the_lease<S: Store>(store: S, keys: Keys) {
 
 async fn bad_input_changes_nothing<S: Store>(store: S, keys: Keys) {
     let health = HealthStore::with_keys(store.clone(), keys.clone());
-    let mut bad_pod = r("web", "n1", Passing, 1);
-    bad_pod.pod = "a/b".into();
+    // Results carry typed ids: one with a bad id cannot be made, so it
+    // cannot be written.
     assert!(matches!(
-        health.put_health(&bad_pod, 0).await,
+        HealthResult::new("a/b", "n1", Passing, "", at(1)),
         Err(HealthError::InvalidId { field: "pod", ref id, .. }) if id == "a/b"
     ));
-    let mut bad_node = r("web", "n1", Passing, 1);
-    bad_node.node = String::new();
     assert!(matches!(
-        health.put_health(&bad_node, 0).await,
+        HealthResult::new("web", "", Passing, "", at(1)),
         Err(HealthError::InvalidId { field: "node", .. })
     ));
     let mut bad_time = r("web", "n1", Passing, 1);
@@ -163,13 +159,14 @@ async fn bad_input_changes_nothing<S: Store>(store: S, keys: Keys) {
 async fn corrupt_records_are_errors<S: Store>(store: S, keys: Keys) {
     let health = HealthStore::with_keys(store.clone(), keys.clone());
     let other_node = r("web", "n9", Passing, 1).to_json().unwrap();
-    let cases: [(&str, &[u8]); 3] = [
+    let cases: [(&str, &[u8]); 4] = [
         ("garbage", b"garbage"),
         ("bad-state", br#"{"pod":"web","node":"bad-state","state":"fine","observed_at":"2023-11-14T22:13:20Z"}"#),
+        ("bad-id", br#"{"pod":"web","node":"Bad_Id","state":"passing","observed_at":"2023-11-14T22:13:20Z"}"#),
         ("misplaced", &other_node),
     ];
     for (node, value) in cases {
-        let key = keys.health("web", node).unwrap();
+        let key = health_key(&keys, "web", node);
         store.put(Put::new(key.as_str(), value)).await.unwrap();
         assert!(
             matches!(health.node_health("web", node).await, Err(HealthError::Corrupt { key: ref k, .. }) if *k == key),
@@ -197,7 +194,7 @@ async fn corrupt_records_are_errors<S: Store>(store: S, keys: Keys) {
 
     // A watch whose first listing holds a corrupt record reports it, and
     // lists again on the next call.
-    let bad = keys.health("web", "n2").unwrap();
+    let bad = health_key(&keys, "web", "n2");
     store.put(Put::new(bad.as_str(), "{")).await.unwrap();
     put(&health, r("web", "n1", Passing, 1), 0).await;
     let mut w = health.watch_pod("web").unwrap();
@@ -254,7 +251,7 @@ async fn watch_follows_changes<S: Store>(store: S, keys: Keys) {
     assert_eq!(w.current().counts().missing, 1);
 
     // A corrupt record is reported and the watch goes on.
-    let bad = keys.health("web", "n4").unwrap();
+    let bad = health_key(&keys, "web", "n4");
     store.put(Put::new(bad.as_str(), "{")).await.unwrap();
     let err = next_error(&mut w).await;
     assert!(
@@ -289,10 +286,15 @@ async fn embedded_watch_relists_after_compaction() {
     let mut summary = Vec::new();
     for _ in 0..3 {
         summary.push(match next_change(&mut w).await {
-            HealthChange::Removed { node, revision } => ("removed", node, None, revision),
-            HealthChange::Updated { result, revision } => {
-                ("updated", result.node, Some(result.state), revision)
+            HealthChange::Removed { node, revision } => {
+                ("removed", node.into_string(), None, revision)
             }
+            HealthChange::Updated { result, revision } => (
+                "updated",
+                result.node.into_string(),
+                Some(result.state),
+                revision,
+            ),
             HealthChange::Initial { .. } => panic!("one Initial only"),
         });
     }

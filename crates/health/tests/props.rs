@@ -62,7 +62,7 @@ proptest! {
         let order = h.worst_first();
         prop_assert!(order.windows(2).all(|w| (w[0].state, w[0].node) <= (w[1].state, w[1].node)));
         for n in &order {
-            prop_assert_eq!(n.state, reported.get(n.node).copied().unwrap_or(HealthState::Unknown));
+            prop_assert_eq!(n.state, reported.get(n.node.as_str()).copied().unwrap_or(HealthState::Unknown));
         }
         prop_assert_eq!(h.worst(), order.first().map(|n| n.state));
     }

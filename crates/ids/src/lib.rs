@@ -22,10 +22,6 @@
 //! # Ok::<(), drover_ids::IdError>(())
 //! ```
 
-use std::borrow::Borrow;
-use std::fmt;
-use std::str::FromStr;
-
 /// The longest id accepted, as for a DNS label.
 pub const MAX_ID_LEN: usize = 63;
 
@@ -74,19 +70,44 @@ pub fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
+/// Defines a validated id newtype that follows the id grammar
+/// ([`check_id`]), with the same API as [`PodId`] and [`NodeId`]: `new`,
+/// `as_str`, `into_string`, `FromStr`, `TryFrom<String>`, `Display`,
+/// comparisons with `str`, and serde as a plain string that is validated on
+/// the way in. `field` names the id in its [`IdError`].
+///
+/// Crates whose ids follow the same grammar (a manifest's launchable ids)
+/// use this rather than a copy of it.
+///
+/// ```
+/// drover_ids::id_type!(
+///     /// A launchable's id.
+///     pub LaunchableId,
+///     "launchable"
+/// );
+/// let id: LaunchableId = "server".parse()?;
+/// assert_eq!(id, "server");
+/// assert_eq!(LaunchableId::new("Server").unwrap_err().field, "launchable");
+/// # Ok::<(), drover_ids::IdError>(())
+/// ```
+#[macro_export]
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+    ($(#[$doc:meta])* $vis:vis $name:ident, $field:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        $vis struct $name(::std::string::String);
 
         impl $name {
             /// Validates `id` against the id grammar.
-            pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
+            pub fn new(
+                id: impl ::std::convert::Into<::std::string::String>,
+            ) -> ::std::result::Result<Self, $crate::IdError> {
                 let id = id.into();
-                check_id(&id).map_err(|reason| IdError { field: $field, reason })?;
-                Ok(Self(id))
+                $crate::check_id(&id).map_err(|reason| $crate::IdError {
+                    field: $field,
+                    reason,
+                })?;
+                ::std::result::Result::Ok(Self(id))
             }
 
             /// The id as a string.
@@ -95,73 +116,101 @@ macro_rules! id_type {
             }
 
             /// The id as an owned string.
-            pub fn into_string(self) -> String {
+            pub fn into_string(self) -> ::std::string::String {
                 self.0
             }
         }
 
-        impl FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, IdError> {
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::IdError;
+            fn from_str(s: &str) -> ::std::result::Result<Self, $crate::IdError> {
                 Self::new(s)
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(s: String) -> Result<Self, IdError> {
+        impl ::std::convert::TryFrom<::std::string::String> for $name {
+            type Error = $crate::IdError;
+            fn try_from(
+                s: ::std::string::String,
+            ) -> ::std::result::Result<Self, $crate::IdError> {
                 Self::new(s)
             }
         }
 
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
+        impl ::std::convert::From<$name> for ::std::string::String {
+            fn from(id: $name) -> ::std::string::String {
                 id.0
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
 
-        impl AsRef<str> for $name {
+        impl ::std::convert::AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
             }
         }
 
-        impl Borrow<str> for $name {
+        impl ::std::borrow::Borrow<str> for $name {
             fn borrow(&self) -> &str {
                 &self.0
             }
         }
 
-        impl PartialEq<str> for $name {
+        impl ::std::cmp::PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
                 self.0 == other
             }
         }
 
-        impl PartialEq<&str> for $name {
+        impl ::std::cmp::PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
                 self.0 == *other
+            }
+        }
+
+        impl $crate::__private::serde::Serialize for $name {
+            fn serialize<S: $crate::__private::serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> ::std::result::Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> $crate::__private::serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::__private::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                let id = <::std::string::String as $crate::__private::serde::Deserialize>::deserialize(
+                    deserializer,
+                )?;
+                Self::new(id).map_err(<D::Error as $crate::__private::serde::de::Error>::custom)
             }
         }
     };
 }
 
+/// What [`id_type!`] expands to needs; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}
+
 id_type!(
     /// A pod id: a manifest's `id`, the `<pod>` in `intent/<node>/<pod>`,
     /// `reality/<node>/<pod>` and `health/<pod>/<node>`.
-    PodId,
+    pub PodId,
     "pod"
 );
 id_type!(
     /// A node id: the `<node>` in `nodes/<node>`, `intent/<node>/<pod>` and
     /// `health/<pod>/<node>`.
-    NodeId,
+    pub NodeId,
     "node"
 );
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use drover_labels::{LabelError, LabelType, Labeler, Labels, MatchEvent, Selector};
 use drover_store::embedded::EmbeddedStore;
 use drover_store::keys::{KeyError, Keys};
-use drover_store::testing::FaultyStore;
+use drover_store::testing::{FaultyStore, count_under, value_at};
 use drover_store::{Compare, CompareOp, Delete, Get, Put, Store, StoreError, Txn, TxnOp};
 
 /// Generous bound on one awaited event; only catches hangs.
@@ -28,19 +28,6 @@ async fn set_node<S: Store>(labeler: &Labeler<S>, id: &str, pairs: &[(&str, &str
         .set_all(LabelType::Node, id, &l(pairs))
         .await
         .unwrap();
-}
-
-async fn raw_value<S: Store>(store: &S, key: &str) -> Option<Vec<u8>> {
-    let resp = store.get(Get::key(key)).await.unwrap();
-    resp.first().map(|kv| kv.value.clone())
-}
-
-async fn count_under<S: Store>(store: &S, prefix: &str) -> i64 {
-    store
-        .get(Get::prefix(prefix).count_only())
-        .await
-        .unwrap()
-        .count
 }
 
 async fn next_event<S: Store>(w: &mut drover_labels::MatchWatch<S>) -> MatchEvent {
@@ -81,7 +68,7 @@ async fn set_get_remove<S: Store>(store: S, keys: Keys) {
 
     // Stored as a JSON map under labels/node/<id>.
     let key = keys.labels(ty, "n1").unwrap();
-    let raw = raw_value(&store, &key).await.expect("stored");
+    let raw = value_at(&store, &key).await.expect("stored");
     assert_eq!(
         String::from_utf8(raw).unwrap(),
         r#"{"example.com/tier":"web","zone":"a"}"#
@@ -102,7 +89,7 @@ async fn set_get_remove<S: Store>(store: S, keys: Keys) {
     labeler.remove(ty, "n1", "not-there").await.unwrap();
     // Removing the last label deletes the key.
     labeler.remove(ty, "n1", "example.com/tier").await.unwrap();
-    assert_eq!(raw_value(&store, &key).await, None);
+    assert_eq!(value_at(&store, &key).await, None);
 
     set_node(&labeler, "n2", &[("a", "1"), ("b", "2")]).await;
     labeler.remove_all(ty, "n2").await.unwrap();
@@ -114,8 +101,8 @@ async fn set_get_remove<S: Store>(store: S, keys: Keys) {
         .set(LabelType::Pod, "n1/web", "rc", "rc-1")
         .await
         .unwrap();
-    let pod_key = keys.pod_labels("n1", "web").unwrap();
-    assert!(raw_value(&store, &pod_key).await.is_some());
+    let pod_key = keys.pod_labels(&"n1".parse().unwrap(), &"web".parse().unwrap());
+    assert!(value_at(&store, &pod_key).await.is_some());
 }
 
 async fn list_and_match<S: Store>(store: S, keys: Keys) {
@@ -261,7 +248,7 @@ async fn corrupt_records_are_errors<S: Store>(store: S, keys: Keys) {
             labeler.set(ty, id, "zone", "b").await,
             Err(LabelError::Corrupt { .. })
         ));
-        assert_eq!(raw_value(&store, &key).await.as_deref(), Some(value));
+        assert_eq!(value_at(&store, &key).await.as_deref(), Some(value));
         // A list containing it fails rather than returning a partial set.
         assert!(matches!(
             labeler.list(ty).await,
@@ -320,7 +307,7 @@ async fn concurrent_writers_all_land<S: Store>(store: S, keys: Keys) {
 async fn txn_composition_is_fenced<S: Store>(store: S, keys: Keys) {
     let labeler = Labeler::with_keys(store.clone(), keys.clone());
     let lock = keys.lock("rc", "rc-1").unwrap();
-    let intent = keys.intent("n1", "web").unwrap();
+    let intent = keys.intent(&"n1".parse().unwrap(), &"web".parse().unwrap());
     store.put(Put::new(lock.as_str(), "farm-1")).await.unwrap();
     let lock_rev = store.get(Get::key(lock.as_str())).await.unwrap().kvs[0].create_revision;
     let holds_lock = Compare::create_revision(lock.as_str(), CompareOp::Equal, lock_rev);
@@ -376,7 +363,7 @@ async fn txn_composition_is_fenced<S: Store>(store: S, keys: Keys) {
             .and_then([TxnOp::Delete(Delete::key(intent.as_str()))]),
     );
     assert!(!store.txn(txn).await.unwrap().succeeded);
-    assert!(raw_value(&store, &intent).await.is_some());
+    assert!(value_at(&store, &intent).await.is_some());
     assert_eq!(
         labeler.get(LabelType::Pod, "n1/web").await.unwrap().len(),
         2
@@ -545,7 +532,7 @@ async fn lost_races_give_up_with_conflict<S: Store>(store: S, keys: Keys) {
     }
     // Only the rival's value is there: the lost writes changed nothing.
     assert_eq!(
-        raw_value(&store, &key).await.as_deref(),
+        value_at(&store, &key).await.as_deref(),
         Some(&br#"{"rival":"wins"}"#[..])
     );
 }

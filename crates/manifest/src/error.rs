@@ -3,8 +3,10 @@
 use std::fmt;
 
 /// Everything that can go wrong turning bytes into a [`Manifest`](crate::Manifest),
-/// or parsing a [`ManifestSha`](crate::ManifestSha).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// parsing a [`ManifestSha`](crate::ManifestSha) or a
+/// [`Reality`](crate::Reality), and (feature `store`) reading and writing
+/// intent and reality in the store.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
     /// The bytes are not one well-formed YAML document (or not UTF-8).
@@ -38,6 +40,43 @@ pub enum ManifestError {
         input: String,
         /// Why it was rejected.
         reason: &'static str,
+    },
+    /// A reality record (see [`Reality`](crate::Reality)) is not JSON of
+    /// the expected shape.
+    #[error("malformed reality record: {source}")]
+    MalformedReality {
+        /// What serde found wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A manifest was given as the intent of another pod than its own.
+    #[cfg(feature = "store")]
+    #[error("the manifest of pod {manifest} cannot be the intent of pod {pod}")]
+    PodMismatch {
+        /// The pod of the key.
+        pod: drover_ids::PodId,
+        /// The manifest's own id.
+        manifest: drover_ids::PodId,
+    },
+    /// The store failed; nothing is known about the records involved.
+    #[cfg(feature = "store")]
+    #[error("store operation on {context} failed")]
+    Store {
+        /// The key or prefix of the operation.
+        context: String,
+        /// The store's error.
+        #[source]
+        source: drover_store::StoreError,
+    },
+    /// A stored intent or reality record is unreadable or does not belong
+    /// at its key.
+    #[cfg(feature = "store")]
+    #[error("stored record at {key:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
     },
 }
 

@@ -1,9 +1,18 @@
 //! The Drover pod manifest: what a pod runs, as users write it in YAML, and
 //! its identity.
 //!
-//! This crate is pure: no async runtime, no I/O, no clock, no store. It turns
+//! The core is pure: no async runtime, no I/O, no clock, no store. It turns
 //! bytes into a validated [`Manifest`], gives it an identity ([`ManifestSha`],
-//! the SHA-256 of a canonical form) and writes it back out.
+//! the SHA-256 of a canonical form) and writes it back out. [`Reality`] is
+//! what a node's agent reports it launched (the manifest's SHA and a
+//! [`LaunchStatus`]).
+//!
+//! With the default feature `store`, the `store` module keeps intent
+//! (`intent/<node>/<pod>`: which manifest runs where) and reality
+//! (`reality/<node>/<pod>`) in the Drover store with typed ids, and gives
+//! controllers codecs for `drover_store::reflector::Reflector`. Without it
+//! (`default-features = false`) the crate depends on neither tokio nor the
+//! store.
 //!
 //! ```
 //! use drover_manifest::{Manifest, ManifestError, RestartPolicy};
@@ -124,6 +133,9 @@ mod error;
 mod id;
 mod model;
 mod parse;
+mod reality;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -135,13 +147,18 @@ use sha2::{Digest, Sha256};
 
 pub use builder::ManifestBuilder;
 pub use error::{FieldError, FieldErrorKind, ManifestError};
-pub use id::{LaunchableId, MAX_ID_LEN, PodId};
+pub use id::{IdError, LaunchableId, MAX_ID_LEN, PodId};
 pub use model::{
     Artifact, DEFAULT_ENTRY_POINT, DEFAULT_RESTART_BACKOFF, DEFAULT_STATUS_PATH,
     DEFAULT_TERMINATION_GRACE_PERIOD, LAUNCHABLE_TYPES, Launchable, LaunchableKind, MAX_DURATION,
     Process, ResourceLimits, RestartPolicy, StatusCheck,
 };
 pub use parse::MAX_NESTING_DEPTH;
+pub use reality::{LaunchStatus, Reality};
+#[cfg(feature = "store")]
+pub use store::{
+    IntentCodec, IntentStore, PodCodec, PodListing, PodRecord, PodStore, RealityCodec, RealityStore,
+};
 pub use units::{ByteSize, Cpus};
 
 /// The largest manifest accepted, in bytes: etcd's 1.5 MiB request limit less

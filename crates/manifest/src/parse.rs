@@ -7,7 +7,7 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use saphyr_parser::{Event, Parser, ScanError};
 
 use crate::error::{FieldError, FieldErrorKind as Kind, ManifestError};
-use crate::id::{LaunchableId, PodId, check_id, truncate};
+use crate::id::{LaunchableId, PodId, truncate};
 use crate::model::{
     Artifact, DEFAULT_ENTRY_POINT, DEFAULT_RESTART_BACKOFF, DEFAULT_STATUS_PATH,
     DEFAULT_TERMINATION_GRACE_PERIOD, LAUNCHABLE_TYPES, Launchable, LaunchableKind, MAX_DURATION,
@@ -373,10 +373,10 @@ fn document(ctx: &mut Ctx, root: &Node<'_>) -> Option<Spec> {
             ctx.report("id", root, Kind::Missing, "is required");
             None
         }
-        Some(node) => string(ctx, "id", node).and_then(|id| match check_id(id) {
-            Ok(()) => PodId::new(id).ok(),
-            Err(message) => {
-                ctx.report("id", node, Kind::InvalidId, message);
+        Some(node) => string(ctx, "id", node).and_then(|id| match PodId::new(id) {
+            Ok(id) => Some(id),
+            Err(err) => {
+                ctx.report("id", node, Kind::InvalidId, err.reason);
                 None
             }
         }),
@@ -478,10 +478,10 @@ fn launchables(ctx: &mut Ctx, node: &Node<'_>) -> Option<BTreeMap<LaunchableId, 
     let mut ok = true;
     for (name, key, value) in entries {
         let path = join("launchables", name);
-        let id = match check_id(name) {
-            Ok(()) => Some(LaunchableId::new_unchecked(name.to_string())),
-            Err(message) => {
-                ctx.report(&path, key, Kind::InvalidId, message);
+        let id = match LaunchableId::new(name) {
+            Ok(id) => Some(id),
+            Err(err) => {
+                ctx.report(&path, key, Kind::InvalidId, err.reason);
                 None
             }
         };

@@ -82,14 +82,14 @@ fn a_second_document_is_rejected() {
 #[test]
 fn invalid_utf8_is_a_yaml_error_at_its_position() {
     let err = Manifest::from_yaml(b"id: web\nrun_as: w\xffb\n").unwrap_err();
-    assert_eq!(
-        err,
+    match err {
         ManifestError::Yaml {
-            line: 2,
-            column: 10,
-            message: "invalid UTF-8".into()
-        }
-    );
+            line,
+            column,
+            message,
+        } => assert_eq!((line, column, message.as_str()), (2, 10, "invalid UTF-8")),
+        other => panic!("expected a YAML error, got {other:?}"),
+    }
 }
 
 #[test]
@@ -635,13 +635,12 @@ termination_grace_period: 30
 #[test]
 fn oversized_manifests_are_refused_before_parsing() {
     let too_big = vec![b'['; MAX_MANIFEST_BYTES + 1];
-    assert_eq!(
-        Manifest::from_yaml(&too_big).unwrap_err(),
-        ManifestError::TooLarge {
-            size: MAX_MANIFEST_BYTES + 1,
-            limit: MAX_MANIFEST_BYTES
+    match Manifest::from_yaml(&too_big).unwrap_err() {
+        ManifestError::TooLarge { size, limit } => {
+            assert_eq!((size, limit), (MAX_MANIFEST_BYTES + 1, MAX_MANIFEST_BYTES))
         }
-    );
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
     // A manifest of exactly the limit is accepted (and fits etcd's 1.5 MiB request).
     let head = format!("id: pod\n{OK_LAUNCHABLES}config: {{blob: '");
     let tail = "'}\n";

@@ -352,3 +352,86 @@ proptest! {
         }
     }
 }
+
+/// The store's codecs (feature `store`) give back exactly what the store's
+/// writes hold: the same ids, typed, and the same record.
+#[cfg(feature = "store")]
+mod store_codecs {
+    use drover_ids::{NodeId, PodId};
+    use drover_manifest::{
+        IntentCodec, LaunchStatus, Manifest, ManifestSha, PodRecord, Reality, RealityCodec,
+    };
+    use drover_store::KeyValue;
+    use drover_store::keys::Keys;
+    use drover_store::reflector::Codec;
+    use proptest::prelude::*;
+
+    use super::{id, manifest};
+
+    fn stored(key: String, value: Vec<u8>) -> KeyValue {
+        KeyValue {
+            key: key.into_bytes(),
+            value,
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    fn keys() -> impl Strategy<Value = Keys> {
+        prop_oneof![Just("/drover/".to_owned()), "/[a-z]{1,5}/"]
+            .prop_map(|prefix| Keys::new(prefix).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn intent_codec_round_trips(m in manifest(), node in id(), keys in keys()) {
+            let node: NodeId = node.parse().unwrap();
+            let kv = stored(keys.intent(&node, m.id()), m.encode());
+            let codec = IntentCodec::new(keys);
+            prop_assert_eq!(codec.id(&kv.key).unwrap(), (node.clone(), m.id().clone()));
+            let ((n, p), decoded) = codec.decode(&kv).unwrap();
+            prop_assert_eq!((&n, &p), (&node, m.id()));
+            prop_assert_eq!(decoded.sha(), m.sha());
+            prop_assert_eq!(decoded.raw_bytes(), m.raw_bytes());
+        }
+
+        #[test]
+        fn reality_codec_round_trips(
+            sha in any::<[u8; 32]>(),
+            launched in any::<bool>(),
+            node in id(),
+            pod in id(),
+            keys in keys(),
+        ) {
+            let (node, pod): (NodeId, PodId) = (node.parse().unwrap(), pod.parse().unwrap());
+            let status = if launched { LaunchStatus::Launched } else { LaunchStatus::Failed };
+            let reality = Reality { sha: ManifestSha::from_bytes(sha), status };
+            let kv = stored(keys.reality(&node, &pod), reality.encode());
+            let codec = RealityCodec::new(keys);
+            prop_assert_eq!(codec.decode(&kv).unwrap(), ((node, pod), reality));
+        }
+
+        /// An intent stored under another pod's key never decodes.
+        #[test]
+        fn a_misplaced_intent_is_corrupt(m in manifest(), other in id()) {
+            prop_assume!(m.id() != other.as_str());
+            let keys = Keys::default();
+            let kv = stored(keys.intent(&"n1".parse().unwrap(), &other.parse().unwrap()), m.encode());
+            let err = IntentCodec::new(keys).decode(&kv).unwrap_err();
+            prop_assert!(err.to_string().contains("manifest of pod"), "{}", err);
+        }
+    }
+
+    #[test]
+    fn stored_intents_are_the_manifests_bytes() {
+        let m = Manifest::from_yaml(
+            "id: web # a comment\nlaunchables: {w: {type: process, command: /bin/w}}\n",
+        )
+        .unwrap();
+        assert_eq!(m.encode(), m.raw_bytes());
+    }
+}

@@ -33,12 +33,11 @@ impl Codec for Zoned {
 
     fn id(&self, key: &[u8]) -> Result<String, NotOurs> {
         let id = if self.rcs {
-            self.keys.parse_rc(key)
+            self.keys.parse_rc(key).map(str::to_owned)
         } else {
-            self.keys.parse_node(key)
+            self.keys.parse_node(key).map(String::from)
         };
-        id.map(str::to_owned)
-            .ok_or_else(|| NotOurs(String::from_utf8_lossy(key).into_owned()))
+        id.ok_or_else(|| NotOurs(String::from_utf8_lossy(key).into_owned()))
     }
 
     fn decode(&self, kv: &KeyValue) -> Result<(String, String), NotOurs> {
@@ -113,9 +112,9 @@ async fn node_events_reconcile_the_rcs_they_concern() {
     };
     put(keys.rc("web").unwrap(), "a").await;
     put(keys.rc("db").unwrap(), "b").await;
-    put(keys.node("n1").unwrap(), "a").await;
-    put(keys.node("n2").unwrap(), "a").await;
-    put(keys.node("n3").unwrap(), "b").await;
+    put(keys.node(&"n1".parse().unwrap()), "a").await;
+    put(keys.node(&"n2".parse().unwrap()), "a").await;
+    put(keys.node(&"n3".parse().unwrap()), "b").await;
 
     let rcs = Reflector::prefix(
         store.clone(),
@@ -181,7 +180,7 @@ async fn node_events_reconcile_the_rcs_they_concern() {
 
     // n2 moves from zone a to zone b: both RCs are reconciled again.
     let before = seen.lock().len();
-    put(keys.node("n2").unwrap(), "b").await;
+    put(keys.node(&"n2".parse().unwrap()), "b").await;
     eventually("the move reconciled both zones", || {
         latest() == BTreeMap::from([("web".to_owned(), 1), ("db".to_owned(), 2)])
     })
@@ -195,7 +194,7 @@ async fn node_events_reconcile_the_rcs_they_concern() {
     // n3 (zone b) goes away: only db is concerned.
     let before = seen.lock().len();
     store
-        .delete(Delete::key(keys.node("n3").unwrap()))
+        .delete(Delete::key(keys.node(&"n3".parse().unwrap())))
         .await
         .unwrap();
     eventually("the deletion reconciled db", || {

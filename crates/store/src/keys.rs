@@ -16,29 +16,41 @@
 //! | `election/<name>/<lease id in lowercase hex>` | election (etcd `concurrency` layout) |
 //! | `audit/<id>` | controllers |
 //!
-//! Every segment is validated: non-empty, no `/`, no control characters.
-//! Parsers take a full key back to its typed parts and return `None` for
-//! anything that a formatter could not have produced.
+//! Pod and node segments are typed: the methods that build them take a
+//! [`PodId`] or a [`NodeId`] (`drover_ids`, the workspace's one id grammar,
+//! a DNS label), so an invalid id cannot reach a key and those methods
+//! cannot fail; the parsers of those keys return typed ids. The label ids of
+//! nodes and pods follow the same grammar. Every other segment (rc,
+//! replication, lock, election and audit ids) is checked by
+//! [`validate_segment`]: non-empty, no `/`, no control characters. Parsers
+//! take a full key back to its typed parts and return `None` for anything
+//! that a formatter could not have produced.
 //!
 //! ```
+//! use drover_ids::{NodeId, PodId};
 //! use drover_store::keys::{Keys, Key, LabelType};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let keys = Keys::default();
-//! let k = keys.intent("node-1", "web")?;
+//! let (node, pod): (NodeId, PodId) = ("node-1".parse()?, "web".parse()?);
+//! let k = keys.intent(&node, &pod);
 //! assert_eq!(k, "/drover/intent/node-1/web");
-//! assert_eq!(keys.parse_intent(&k), Some(("node-1", "web")));
-//! assert_eq!(keys.intent_node_prefix("node-1")?, "/drover/intent/node-1/");
-//! assert_eq!(keys.pod_labels("node-1", "web")?, "/drover/labels/pod/node-1/web");
+//! assert_eq!(keys.parse_intent(&k), Some((node.clone(), pod.clone())));
+//! assert_eq!(keys.intent_node_prefix(&node), "/drover/intent/node-1/");
+//! assert_eq!(keys.pod_labels(&node, &pod), "/drover/labels/pod/node-1/web");
 //! assert_eq!(keys.election_candidate("db", 0x694d77f5b3a4e00c)?, "/drover/election/db/694d77f5b3a4e00c");
 //! assert_eq!(
 //!     keys.parse("/drover/labels/pod/node-1/web"),
 //!     Some(Key::Labels { label_type: LabelType::Pod, id: "node-1/web" })
 //! );
-//! assert!(keys.intent("node/1", "web").is_err());
-//! # Ok::<(), drover_store::keys::KeyError>(())
+//! assert_eq!(keys.parse_intent("/drover/intent/Node_1/web"), None); // not a NodeId
+//! assert!(keys.rc("rc/1").is_err());
+//! # Ok(()) }
 //! ```
 
 use std::fmt;
 use std::str::FromStr;
+
+pub use drover_ids::{IdError, NodeId, PodId};
 
 use crate::{LeaseId, StoreError};
 
@@ -55,13 +67,18 @@ pub enum KeyError {
         reason: &'static str,
     },
 
-    /// A key segment (node name, pod id, ...) is malformed; `field` names it.
+    /// A key segment (an rc, replication, lock, election or audit id, or
+    /// the layout of a label id) is malformed; `field` names it.
     #[error("invalid {field} {value:?}: {reason}")]
     InvalidSegment {
         field: &'static str,
         value: String,
         reason: &'static str,
     },
+
+    /// A node or pod id (here: in a label id) breaks the id grammar.
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
 
     /// Lease ids in keys must be positive (etcd never grants others).
     #[error("invalid lease id {0}: must be positive")]
@@ -128,23 +145,24 @@ impl FromStr for LabelType {
     }
 }
 
-/// A full key parsed into its typed parts (borrowing from the key).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A full key parsed into its typed parts (pod and node ids typed, other
+/// segments borrowed from the key).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Key<'k> {
     Node {
-        node: &'k str,
+        node: NodeId,
     },
     Intent {
-        node: &'k str,
-        pod: &'k str,
+        node: NodeId,
+        pod: PodId,
     },
     Reality {
-        node: &'k str,
-        pod: &'k str,
+        node: NodeId,
+        pod: PodId,
     },
     Health {
-        pod: &'k str,
-        node: &'k str,
+        pod: PodId,
+        node: NodeId,
     },
     /// For [`LabelType::Pod`], `id` is `<node>/<pod>`.
     Labels {
@@ -281,9 +299,8 @@ impl Keys {
     // ---- nodes/<node> ----
 
     /// `nodes/<node>`.
-    pub fn node(&self, node: &str) -> Result<String, KeyError> {
-        validate_segment("node", node)?;
-        Ok(self.join(&[NODES, node]))
+    pub fn node(&self, node: &NodeId) -> String {
+        self.join(&[NODES, node.as_str()])
     }
 
     /// `nodes/`: every node record.
@@ -294,10 +311,8 @@ impl Keys {
     // ---- intent/<node>/<pod> ----
 
     /// `intent/<node>/<pod>`.
-    pub fn intent(&self, node: &str, pod: &str) -> Result<String, KeyError> {
-        validate_segment("node", node)?;
-        validate_segment("pod", pod)?;
-        Ok(self.join(&[INTENT, node, "/", pod]))
+    pub fn intent(&self, node: &NodeId, pod: &PodId) -> String {
+        self.join(&[INTENT, node.as_str(), "/", pod.as_str()])
     }
 
     /// `intent/`: every intent.
@@ -306,18 +321,15 @@ impl Keys {
     }
 
     /// `intent/<node>/`: every intent of one node.
-    pub fn intent_node_prefix(&self, node: &str) -> Result<String, KeyError> {
-        validate_segment("node", node)?;
-        Ok(self.join(&[INTENT, node, "/"]))
+    pub fn intent_node_prefix(&self, node: &NodeId) -> String {
+        self.join(&[INTENT, node.as_str(), "/"])
     }
 
     // ---- reality/<node>/<pod> ----
 
     /// `reality/<node>/<pod>`.
-    pub fn reality(&self, node: &str, pod: &str) -> Result<String, KeyError> {
-        validate_segment("node", node)?;
-        validate_segment("pod", pod)?;
-        Ok(self.join(&[REALITY, node, "/", pod]))
+    pub fn reality(&self, node: &NodeId, pod: &PodId) -> String {
+        self.join(&[REALITY, node.as_str(), "/", pod.as_str()])
     }
 
     /// `reality/`: every reality record.
@@ -326,18 +338,15 @@ impl Keys {
     }
 
     /// `reality/<node>/`: every reality record of one node.
-    pub fn reality_node_prefix(&self, node: &str) -> Result<String, KeyError> {
-        validate_segment("node", node)?;
-        Ok(self.join(&[REALITY, node, "/"]))
+    pub fn reality_node_prefix(&self, node: &NodeId) -> String {
+        self.join(&[REALITY, node.as_str(), "/"])
     }
 
     // ---- health/<pod>/<node> ----
 
     /// `health/<pod>/<node>`.
-    pub fn health(&self, pod: &str, node: &str) -> Result<String, KeyError> {
-        validate_segment("pod", pod)?;
-        validate_segment("node", node)?;
-        Ok(self.join(&[HEALTH, pod, "/", node]))
+    pub fn health(&self, pod: &PodId, node: &NodeId) -> String {
+        self.join(&[HEALTH, pod.as_str(), "/", node.as_str()])
     }
 
     /// `health/`: every health result.
@@ -346,25 +355,30 @@ impl Keys {
     }
 
     /// `health/<pod>/`: the health of one pod on every node.
-    pub fn health_pod_prefix(&self, pod: &str) -> Result<String, KeyError> {
-        validate_segment("pod", pod)?;
-        Ok(self.join(&[HEALTH, pod, "/"]))
+    pub fn health_pod_prefix(&self, pod: &PodId) -> String {
+        self.join(&[HEALTH, pod.as_str(), "/"])
     }
 
     // ---- labels/<type>/<id> ----
 
     /// `labels/<type>/<id>`. For [`LabelType::Pod`] the id is `<node>/<pod>`
     /// (see [`Keys::pod_labels`]); for the other types it is one segment.
+    /// Node and pod ids must follow the id grammar ([`NodeId`], [`PodId`]).
     pub fn labels(&self, label_type: LabelType, id: &str) -> Result<String, KeyError> {
         validate_label_id(label_type, id)?;
         Ok(self.join(&[LABELS, label_type.as_str(), "/", id]))
     }
 
     /// `labels/pod/<node>/<pod>`.
-    pub fn pod_labels(&self, node: &str, pod: &str) -> Result<String, KeyError> {
-        validate_segment("node", node)?;
-        validate_segment("pod", pod)?;
-        Ok(self.join(&[LABELS, LabelType::Pod.as_str(), "/", node, "/", pod]))
+    pub fn pod_labels(&self, node: &NodeId, pod: &PodId) -> String {
+        self.join(&[
+            LABELS,
+            LabelType::Pod.as_str(),
+            "/",
+            node.as_str(),
+            "/",
+            pod.as_str(),
+        ])
     }
 
     /// `labels/`: every label map.
@@ -478,33 +492,34 @@ impl Keys {
         is_segment(rest).then_some(rest)
     }
 
+    /// `a/b` as two typed ids.
+    fn two_ids<A, B>(rest: &str) -> Option<(A, B)>
+    where
+        A: FromStr<Err = IdError>,
+        B: FromStr<Err = IdError>,
+    {
+        let (a, b) = rest.split_once('/')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+
     /// `nodes/<node>` -> node.
-    pub fn parse_node<'k, K: AsRef<[u8]> + ?Sized>(&self, key: &'k K) -> Option<&'k str> {
-        Self::one(self.rest(key.as_ref(), NODES)?)
+    pub fn parse_node<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<NodeId> {
+        self.rest(key.as_ref(), NODES)?.parse().ok()
     }
 
     /// `intent/<node>/<pod>` -> (node, pod).
-    pub fn parse_intent<'k, K: AsRef<[u8]> + ?Sized>(
-        &self,
-        key: &'k K,
-    ) -> Option<(&'k str, &'k str)> {
-        Self::two(self.rest(key.as_ref(), INTENT)?)
+    pub fn parse_intent<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<(NodeId, PodId)> {
+        Self::two_ids(self.rest(key.as_ref(), INTENT)?)
     }
 
     /// `reality/<node>/<pod>` -> (node, pod).
-    pub fn parse_reality<'k, K: AsRef<[u8]> + ?Sized>(
-        &self,
-        key: &'k K,
-    ) -> Option<(&'k str, &'k str)> {
-        Self::two(self.rest(key.as_ref(), REALITY)?)
+    pub fn parse_reality<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<(NodeId, PodId)> {
+        Self::two_ids(self.rest(key.as_ref(), REALITY)?)
     }
 
     /// `health/<pod>/<node>` -> (pod, node).
-    pub fn parse_health<'k, K: AsRef<[u8]> + ?Sized>(
-        &self,
-        key: &'k K,
-    ) -> Option<(&'k str, &'k str)> {
-        Self::two(self.rest(key.as_ref(), HEALTH)?)
+    pub fn parse_health<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<(PodId, NodeId)> {
+        Self::two_ids(self.rest(key.as_ref(), HEALTH)?)
     }
 
     /// `labels/<type>/<id>` -> (type, id); a pod's id is `<node>/<pod>`.
@@ -590,10 +605,10 @@ impl Keys {
     /// Formats a parsed key back (the inverse of [`Keys::parse`]).
     pub fn format(&self, key: &Key<'_>) -> Result<String, KeyError> {
         match *key {
-            Key::Node { node } => self.node(node),
-            Key::Intent { node, pod } => self.intent(node, pod),
-            Key::Reality { node, pod } => self.reality(node, pod),
-            Key::Health { pod, node } => self.health(pod, node),
+            Key::Node { ref node } => Ok(self.node(node)),
+            Key::Intent { ref node, ref pod } => Ok(self.intent(node, pod)),
+            Key::Reality { ref node, ref pod } => Ok(self.reality(node, pod)),
+            Key::Health { ref pod, ref node } => Ok(self.health(pod, node)),
             Key::Labels { label_type, id } => self.labels(label_type, id),
             Key::Rc { id } => self.rc(id),
             Key::Replication { id } => self.replication(id),
@@ -615,9 +630,16 @@ fn validate_label_id(label_type: LabelType, id: &str) -> Result<(), KeyError> {
                 });
             };
             validate_segment("node", node)?;
-            validate_segment("pod", pod)
+            validate_segment("pod", pod)?;
+            NodeId::new(node)?;
+            PodId::new(pod)?;
+            Ok(())
         }
-        LabelType::Node => validate_segment("node", id),
+        LabelType::Node => {
+            validate_segment("node", id)?;
+            NodeId::new(id)?;
+            Ok(())
+        }
         LabelType::Rc => validate_segment("rc id", id),
         LabelType::Replication => validate_segment("replication id", id),
     }

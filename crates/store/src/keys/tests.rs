@@ -2,21 +2,30 @@ use proptest::prelude::*;
 
 use super::*;
 
+fn node(id: &str) -> NodeId {
+    id.parse().unwrap()
+}
+
+fn pod(id: &str) -> PodId {
+    id.parse().unwrap()
+}
+
 #[test]
 fn default_layout_matches_the_brief() {
     let k = Keys::default();
+    let (n1, web) = (node("n1"), pod("web"));
     assert_eq!(k.prefix(), "/drover/");
-    assert_eq!(k.node("n1").unwrap(), "/drover/nodes/n1");
+    assert_eq!(k.node(&n1), "/drover/nodes/n1");
     assert_eq!(k.nodes_prefix(), "/drover/nodes/");
-    assert_eq!(k.intent("n1", "web").unwrap(), "/drover/intent/n1/web");
+    assert_eq!(k.intent(&n1, &web), "/drover/intent/n1/web");
     assert_eq!(k.intent_prefix(), "/drover/intent/");
-    assert_eq!(k.intent_node_prefix("n1").unwrap(), "/drover/intent/n1/");
-    assert_eq!(k.reality("n1", "web").unwrap(), "/drover/reality/n1/web");
+    assert_eq!(k.intent_node_prefix(&n1), "/drover/intent/n1/");
+    assert_eq!(k.reality(&n1, &web), "/drover/reality/n1/web");
     assert_eq!(k.reality_prefix(), "/drover/reality/");
-    assert_eq!(k.reality_node_prefix("n1").unwrap(), "/drover/reality/n1/");
-    assert_eq!(k.health("web", "n1").unwrap(), "/drover/health/web/n1");
+    assert_eq!(k.reality_node_prefix(&n1), "/drover/reality/n1/");
+    assert_eq!(k.health(&web, &n1), "/drover/health/web/n1");
     assert_eq!(k.health_prefix(), "/drover/health/");
-    assert_eq!(k.health_pod_prefix("web").unwrap(), "/drover/health/web/");
+    assert_eq!(k.health_pod_prefix(&web), "/drover/health/web/");
     assert_eq!(
         k.labels(LabelType::Node, "n1").unwrap(),
         "/drover/labels/node/n1"
@@ -25,10 +34,7 @@ fn default_layout_matches_the_brief() {
         k.labels(LabelType::Pod, "n1/web").unwrap(),
         "/drover/labels/pod/n1/web"
     );
-    assert_eq!(
-        k.pod_labels("n1", "web").unwrap(),
-        "/drover/labels/pod/n1/web"
-    );
+    assert_eq!(k.pod_labels(&n1, &web), "/drover/labels/pod/n1/web");
     assert_eq!(
         k.labels(LabelType::Rc, "rc1").unwrap(),
         "/drover/labels/rc/rc1"
@@ -101,7 +107,7 @@ fn prefixes_are_validated() {
         }
     }
     let k = Keys::new("/x/").unwrap();
-    assert_eq!(k.node("n").unwrap(), "/x/nodes/n");
+    assert_eq!(k.node(&node("n")), "/x/nodes/n");
     assert_eq!(
         k.parse_node("/drover/nodes/n"),
         None,
@@ -112,10 +118,17 @@ fn prefixes_are_validated() {
 #[test]
 fn segments_are_validated_and_the_error_names_the_field() {
     let k = Keys::default();
-    let cases: [(Result<String, KeyError>, &str, &str); 7] = [
-        (k.node(""), "node", ""),
-        (k.intent("a/b", "p"), "node", "a/b"),
-        (k.intent("n", "p\u{0}"), "pod", "p\u{0}"),
+    // Node and pod ids are typed: a bad one cannot be made, and its error
+    // names the id.
+    for (bad, field) in [("", "node"), ("a/b", "node"), ("p\u{0}", "pod")] {
+        let err = if field == "node" {
+            NodeId::new(bad).unwrap_err()
+        } else {
+            PodId::new(bad).unwrap_err()
+        };
+        assert_eq!(err.field, field, "{bad:?}");
+    }
+    let cases: [(Result<String, KeyError>, &str, &str); 4] = [
         (k.rc("x\ty"), "rc id", "x\ty"),
         (k.lock("", "id"), "lock kind", ""),
         (k.election_prefix("e/1"), "election name", "e/1"),
@@ -137,7 +150,21 @@ fn segments_are_validated_and_the_error_names_the_field() {
     }
     assert!(k.labels(LabelType::Node, "n/1").is_err());
     assert!(k.labels(LabelType::Pod, "n/p/q").is_err());
-    let err: StoreError = k.node("").unwrap_err().into();
+    let err: StoreError = k.rc("").unwrap_err().into();
+    assert!(matches!(err, StoreError::InvalidArgument(m) if m.contains("rc id")));
+    // Node and pod label ids follow the id grammar too.
+    for (id, field) in [("Node-1", "node"), ("n1/Web", "pod"), ("n_1/web", "node")] {
+        let ty = if id.contains('/') {
+            LabelType::Pod
+        } else {
+            LabelType::Node
+        };
+        match k.labels(ty, id) {
+            Err(KeyError::InvalidId(e)) => assert_eq!(e.field, field, "{id:?}"),
+            other => panic!("{id:?}: expected InvalidId, got {other:?}"),
+        }
+    }
+    let err: StoreError = k.labels(LabelType::Node, "N").unwrap_err().into();
     assert!(matches!(err, StoreError::InvalidArgument(m) if m.contains("node")));
 }
 
@@ -157,16 +184,35 @@ fn parsers_reject_keys_a_formatter_cannot_produce() {
         "/drover/other/x",
         "/drover/",
         "intent/n1/p",
+        // Node and pod segments that are not ids of the grammar.
+        "/drover/nodes/N1",
+        "/drover/intent/n1/web.1",
+        "/drover/reality/n 1/p",
+        "/drover/health/p/-n1",
+        "/drover/labels/node/N1",
+        "/drover/labels/pod/n1/Web",
     ] {
         assert_eq!(k.parse(bad), None, "{bad:?} parsed");
     }
     assert_eq!(k.parse(&b"/drover/nodes/\xff"[..]), None, "non-UTF-8");
-    assert_eq!(k.parse_intent("/drover/intent/n1/p"), Some(("n1", "p")));
-    assert_eq!(k.parse_node(&b"/drover/nodes/n1".to_vec()), Some("n1"));
+    assert_eq!(
+        k.parse_intent("/drover/intent/n1/p"),
+        Some((node("n1"), pod("p")))
+    );
+    assert_eq!(
+        k.parse_node(&b"/drover/nodes/n1".to_vec()),
+        Some(node("n1"))
+    );
     // Sections do not leak into each other.
     assert_eq!(k.parse_intent("/drover/reality/n1/p"), None);
-    assert_eq!(k.parse_reality("/drover/reality/n1/p"), Some(("n1", "p")));
-    assert_eq!(k.parse_health("/drover/health/p/n1"), Some(("p", "n1")));
+    assert_eq!(
+        k.parse_reality("/drover/reality/n1/p"),
+        Some((node("n1"), pod("p")))
+    );
+    assert_eq!(
+        k.parse_health("/drover/health/p/n1"),
+        Some((pod("p"), node("n1")))
+    );
 }
 
 #[test]
@@ -197,32 +243,45 @@ fn prefix() -> impl Strategy<Value = String> {
     })
 }
 
-fn owned_key() -> impl Strategy<Value = (u8, String, String, LabelType, LeaseId)> {
+/// A pod or node id (the id grammar: a DNS label).
+fn id() -> impl Strategy<Value = String> {
+    proptest::string::string_regex("[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?").unwrap()
+}
+
+/// (which key, two free segments, two ids, label type, lease).
+type Parts = (u8, String, String, String, String, LabelType, LeaseId);
+
+fn owned_key() -> impl Strategy<Value = Parts> {
     (
         0u8..11,
         segment(),
         segment(),
+        id(),
+        id(),
         prop::sample::select(LabelType::ALL.to_vec()),
         1..=LeaseId::MAX,
     )
 }
 
-fn build<'a>(
-    which: u8,
-    a: &'a str,
-    b: &'a str,
-    t: LabelType,
-    lease: LeaseId,
-    id: &'a str,
-) -> Key<'a> {
+fn build<'a>((which, a, b, x, y, t, lease): &'a Parts, pod_label_id: &'a str) -> Key<'a> {
+    let (a, b, t, lease) = (a.as_str(), b.as_str(), *t, *lease);
+    let (n, p) = (node(x), pod(y));
+    let id = pod_label_id;
     match which {
-        0 => Key::Node { node: a },
-        1 => Key::Intent { node: a, pod: b },
-        2 => Key::Reality { node: a, pod: b },
-        3 => Key::Health { pod: a, node: b },
+        0 => Key::Node { node: n },
+        1 => Key::Intent { node: n, pod: p },
+        2 => Key::Reality { node: n, pod: p },
+        3 => Key::Health {
+            pod: pod(x),
+            node: node(y),
+        },
         4 => Key::Labels {
             label_type: t,
-            id: if t == LabelType::Pod { id } else { a },
+            id: match t {
+                LabelType::Pod => id,
+                LabelType::Node => x,
+                LabelType::Rc | LabelType::Replication => a,
+            },
         },
         5 => Key::Rc { id: a },
         6 => Key::Replication { id: a },
@@ -238,33 +297,41 @@ fn build<'a>(
 
 proptest! {
     #[test]
-    fn format_then_parse_round_trips(p in prefix(), (which, a, b, t, lease) in owned_key()) {
+    fn format_then_parse_round_trips(p in prefix(), parts in owned_key()) {
         let keys = Keys::new(p.clone()).unwrap();
-        let pod_id = format!("{a}/{b}");
-        let key = build(which, &a, &b, t, lease, &pod_id);
+        let pod_id = format!("{}/{}", parts.3, parts.4);
+        let key = build(&parts, &pod_id);
         let formatted = keys.format(&key).unwrap();
         prop_assert!(formatted.starts_with(&p));
         prop_assert_eq!(keys.parse(&formatted), Some(key));
     }
 
     #[test]
-    fn typed_parsers_invert_their_formatters(a in segment(), b in segment(), lease in 1..=LeaseId::MAX) {
+    fn typed_parsers_invert_their_formatters(a in id(), b in id(), name in segment(), lease in 1..=LeaseId::MAX) {
         let k = Keys::default();
-        let intent = k.intent(&a, &b).unwrap();
-        prop_assert_eq!(k.parse_intent(&intent), Some((a.as_str(), b.as_str())));
-        let health = k.health(&a, &b).unwrap();
-        prop_assert_eq!(k.parse_health(&health), Some((a.as_str(), b.as_str())));
+        let (n, p) = (node(&a), pod(&b));
+        let intent = k.intent(&n, &p);
+        prop_assert_eq!(k.parse_intent(&intent), Some((n.clone(), p.clone())));
+        let reality = k.reality(&n, &p);
+        prop_assert_eq!(k.parse_reality(&reality), Some((n.clone(), p.clone())));
+        let health = k.health(&pod(&a), &node(&b));
+        prop_assert_eq!(k.parse_health(&health), Some((pod(&a), node(&b))));
+        prop_assert_eq!(k.parse_node(&k.node(&n)), Some(n.clone()));
         let pod_id = format!("{a}/{b}");
-        let labels = k.pod_labels(&a, &b).unwrap();
+        let labels = k.pod_labels(&n, &p);
         prop_assert_eq!(k.parse_labels(&labels), Some((LabelType::Pod, pod_id.as_str())));
-        let candidate = k.election_candidate(&a, lease).unwrap();
-        prop_assert_eq!(k.parse_election_candidate(&candidate), Some((a.as_str(), lease)));
+        let candidate = k.election_candidate(&name, lease).unwrap();
+        prop_assert_eq!(k.parse_election_candidate(&candidate), Some((name.as_str(), lease)));
         // Every key of a node's intent lies under that node's prefix, and no
         // other node's prefix (no "n1" vs "n10" confusion).
-        let key = k.intent(&a, &b).unwrap();
-        prop_assert!(key.starts_with(&k.intent_node_prefix(&a).unwrap()));
-        let other = format!("{a}x");
-        prop_assert!(!key.starts_with(&k.intent_node_prefix(&other).unwrap()));
+        prop_assert!(intent.starts_with(&k.intent_node_prefix(&n)));
+        let other = node(&format!("{a}x"));
+        prop_assert!(!intent.starts_with(&k.intent_node_prefix(&other)));
+        prop_assert!(reality.starts_with(&k.reality_node_prefix(&n)));
+        prop_assert!(!reality.starts_with(&k.reality_node_prefix(&other)));
+        prop_assert!(health.starts_with(&k.health_pod_prefix(&pod(&a))));
+        let other_pod = pod(&format!("{a}x"));
+        prop_assert!(!health.starts_with(&k.health_pod_prefix(&other_pod)));
     }
 
     #[test]
@@ -286,9 +353,13 @@ proptest! {
         let k = Keys::default();
         let with_slash = format!("{a}/{b}");
         let with_control = format!("{a}{c}");
-        prop_assert!(k.node(&with_slash).is_err());
-        prop_assert!(k.node(&with_control).is_err());
-        prop_assert!(k.intent(&a, &with_slash).is_err());
+        // Such node and pod ids cannot even be made.
+        prop_assert!(NodeId::new(with_slash.as_str()).is_err());
+        prop_assert!(NodeId::new(with_control.as_str()).is_err());
+        prop_assert!(PodId::new(with_slash.as_str()).is_err());
+        prop_assert!(k.labels(LabelType::Node, &with_slash).is_err());
+        prop_assert!(k.labels(LabelType::Node, &with_control).is_err());
+        prop_assert!(k.rc(&with_slash).is_err());
         prop_assert!(k.audit(&with_control).is_err());
     }
 }
