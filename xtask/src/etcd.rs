@@ -1,18 +1,17 @@
 //! A throwaway etcd on free loopback ports, for `test` and `bench`.
 //!
-//! [`Etcd`] is a guard: dropping it kills etcd and deletes its data
-//! directory, on success, on error and on Ctrl-C alike.
+//! [`Etcd`] is a guard: dropping it stops etcd and deletes its data
+//! directory, on success, on error and on Ctrl-C alike (see [`Daemon`]).
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tempfile::TempDir;
+use anyhow::{Context, Result};
 
+use crate::daemon::Daemon;
 use crate::signals;
 
 /// Raft timings short enough for fast tests on one node; with them etcd's
@@ -23,15 +22,14 @@ const PROGRESS_NOTIFY: &str = "1s";
 
 /// Start attempts (a port picked as free can be taken before etcd binds it).
 const START_ATTEMPTS: usize = 3;
-/// Health polls per attempt, `HEALTH_POLL` apart: about 30 s in total.
-const HEALTH_POLLS: usize = 300;
-const HEALTH_POLL: Duration = Duration::from_millis(100);
+/// How long one attempt waits for etcd to report itself healthy.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running etcd; killed and its directory removed on drop.
+/// A running etcd; stopped and its directory removed on drop.
 #[derive(Debug)]
 pub(crate) struct Etcd {
-    child: Option<Child>,
-    dir: Option<TempDir>,
+    /// Held for its `Drop`, which stops etcd.
+    _daemon: Daemon,
     client_url: String,
 }
 
@@ -55,44 +53,23 @@ impl Etcd {
 
     fn start_once(parent: Option<&Path>) -> Result<Etcd> {
         let binary = crate::cmd::which("etcd").context("`etcd` is not on PATH")?;
-        let dir = match parent {
-            Some(parent) => {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-                tempfile::Builder::new()
-                    .prefix("drover-etcd-")
-                    .tempdir_in(parent)
-            }
-            None => tempfile::Builder::new().prefix("drover-etcd-").tempdir(),
-        }
-        .context("creating etcd's temporary directory")?;
         let [client, peer] = free_ports()?;
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let log_path = dir.path().join("etcd.log");
-        let log = File::create(&log_path).context("creating etcd.log")?;
-
-        let mut cmd = Command::new(binary);
-        cmd.args(etcd_args(&dir.path().join("data"), &client_url, &peer_url))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        println!("$ {}", crate::cmd::display(&cmd));
-        let child = cmd.spawn().context("starting etcd")?;
-        signals::register(child.id());
-        let mut etcd = Etcd {
-            child: Some(child),
-            dir: Some(dir),
-            client_url,
-        };
-        etcd.wait_healthy().map_err(|e| {
-            let tail = etcd.log_tail(30);
-            e.context(format!(
-                "etcd did not become healthy; last lines of its log:\n{tail}"
-            ))
+        let addr: SocketAddr = format!("127.0.0.1:{client}").parse()?;
+        let mut daemon = Daemon::spawn("etcd", parent, |dir| {
+            let mut cmd = Command::new(binary);
+            cmd.args(etcd_args(&dir.join("data"), &client_url, &peer_url));
+            cmd
         })?;
-        println!("etcd is healthy at {}", etcd.client_url);
-        Ok(etcd)
+        daemon.wait_until("healthy", HEALTH_TIMEOUT, |_| {
+            probe_health(addr).unwrap_or(false).then_some(())
+        })?;
+        println!("etcd is healthy at {client_url}");
+        Ok(Etcd {
+            _daemon: daemon,
+            client_url,
+        })
     }
 
     /// The client URL, e.g. `http://127.0.0.1:43121`.
@@ -100,71 +77,10 @@ impl Etcd {
         &self.client_url
     }
 
-    fn wait_healthy(&mut self) -> Result<()> {
-        let addr: SocketAddr = self
-            .client_url
-            .trim_start_matches("http://")
-            .parse()
-            .context("parsing etcd's client address")?;
-        for _ in 0..HEALTH_POLLS {
-            if signals::interrupted() {
-                bail!("interrupted");
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("etcd exited during startup ({status})");
-            }
-            if probe_health(addr).unwrap_or(false) {
-                return Ok(());
-            }
-            std::thread::sleep(HEALTH_POLL);
-        }
-        bail!(
-            "etcd at {} was not healthy within {:?}",
-            self.client_url,
-            HEALTH_POLL * HEALTH_POLLS as u32
-        )
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let Some(dir) = &self.dir else {
-            return String::new();
-        };
-        let log = std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
     /// The directory holding etcd's data and log (for tests of the guard).
     #[cfg(test)]
     fn dir(&self) -> PathBuf {
-        self.dir
-            .as_ref()
-            .expect("present until drop")
-            .path()
-            .to_path_buf()
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            signals::unregister(child.id());
-        }
-        if let Some(dir) = self.dir.take() {
-            let path = dir.path().to_path_buf();
-            if let Err(e) = dir.close() {
-                eprintln!(
-                    "warning: could not remove etcd's directory {}: {e}",
-                    path.display()
-                );
-            }
-        }
+        self._daemon.dir().to_path_buf()
     }
 }
 

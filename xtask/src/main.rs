@@ -12,6 +12,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod codegen;
+mod daemon;
 mod etcd;
 mod layering;
 mod noise;

@@ -21,16 +21,22 @@ pub(crate) fn install() {
             eprintln!("\nxtask: interrupted, stopping child processes and cleaning up...");
         }
         for pid in CHILDREN.lock().iter() {
-            // `kill(1)` instead of libc: this crate forbids unsafe code.
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .stderr(std::process::Stdio::null())
-                .status();
+            terminate(*pid);
         }
     });
     if let Err(e) = installed {
         eprintln!("xtask: warning: cannot install the Ctrl-C handler: {e}");
     }
+}
+
+/// Send SIGTERM to `pid`. `kill(1)` instead of libc: this crate forbids
+/// unsafe code. Only call it for a child that was not reaped yet, so that
+/// the pid cannot belong to another process.
+pub(crate) fn terminate(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// True once Ctrl-C or SIGTERM was received.
