@@ -3,7 +3,10 @@
 //!
 //! etcd's data directory is put under `target/bench/`, on the same disk as
 //! the embedded store's bench data (`DROVER_BENCH_DIR`), so durable-write
-//! numbers compare like with like.
+//! numbers compare like with like. The store benchmark also gets a private
+//! `orchestrator serve` (built with the bench profile, embedded store durable
+//! under `target/bench/` too) and measures it through its etcd API
+//! (`DROVER_ORCHESTRATOR_ENDPOINTS`).
 
 use std::path::Path;
 
@@ -11,6 +14,7 @@ use anyhow::Result;
 
 use crate::cmd::{self, header};
 use crate::etcd::Etcd;
+use crate::orchestrator::{self, Orchestrator};
 use crate::provision;
 
 #[derive(Debug, clap::Args)]
@@ -26,7 +30,8 @@ pub(crate) struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Which {
-    /// Embedded store vs etcd, side by side (crates/store-etcd/benches/store.rs).
+    /// Embedded store, `orchestrator serve` (etcd API) and etcd, side by side
+    /// (crates/store-etcd/benches/store.rs).
     Store,
     /// Label selector matching (crates/labels/benches/labels.rs).
     Labels,
@@ -51,17 +56,26 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
     let bench_dir = crate::target_dir(root).join("bench");
     std::fs::create_dir_all(&bench_dir)?;
     for which in benches {
-        let (package, bench, needs_etcd) = match which {
-            Which::Store => ("drover-store-etcd", "store", true),
-            Which::Labels => ("drover-labels", "labels", false),
-            Which::Election => ("drover-election", "election", true),
+        let (package, bench, needs_etcd, needs_orchestrator) = match which {
+            Which::Store => ("drover-store-etcd", "store", true, true),
+            Which::Labels => ("drover-labels", "labels", false, false),
+            Which::Election => ("drover-election", "election", true, false),
             Which::All => unreachable!("expanded above"),
         };
         header(&format!("bench: {bench}"));
+        let orchestrator_binary = if needs_orchestrator {
+            Some(orchestrator::build(root, orchestrator::Profile::Bench)?)
+        } else {
+            None
+        };
         let etcd = if needs_etcd {
             Some(Etcd::start(Some(&bench_dir))?)
         } else {
             None
+        };
+        let orchestrator = match &orchestrator_binary {
+            Some(binary) => Some(Orchestrator::start(binary, &bench_dir)?),
+            None => None,
         };
         let mut cargo = cmd::cargo();
         cargo
@@ -73,7 +87,11 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
         if let Some(etcd) = &etcd {
             cargo.env("DROVER_ETCD_ENDPOINTS", etcd.endpoint());
         }
+        if let Some(orchestrator) = &orchestrator {
+            cargo.env("DROVER_ORCHESTRATOR_ENDPOINTS", orchestrator.endpoint());
+        }
         cmd::run(&mut cargo)?;
+        drop(orchestrator);
         drop(etcd);
     }
     Ok(())

@@ -16,6 +16,7 @@ mod daemon;
 mod etcd;
 mod layering;
 mod noise;
+mod orchestrator;
 mod provision;
 mod run;
 mod signals;
@@ -47,7 +48,8 @@ enum Command {
     /// Build and start `orchestrator serve` on the embedded store and stream
     /// its logs until Ctrl-C.
     Run(run::Args),
-    /// Run a benchmark (store: embedded vs etcd side by side).
+    /// Run a benchmark (store: embedded, served by an orchestrator, and etcd
+    /// side by side).
     Bench(bench::Args),
     /// Regenerate committed generated code (protobuf), or check it is fresh.
     Codegen {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{self, header};
-use crate::signals;
+use crate::{orchestrator, signals};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -30,10 +30,7 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
     })?;
 
     header("run: build orchestrator");
-    let mut build = cmd::cargo();
-    build.args(["build", "-p", "orchestrator"]);
-    cmd::run(&mut build)?;
-    let binary = crate::target_dir(root).join("debug").join("orchestrator");
+    let binary = orchestrator::build(root, orchestrator::Profile::Dev)?;
 
     header("run: orchestrator serve");
     let mut serve = Command::new(&binary);
