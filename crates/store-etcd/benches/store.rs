@@ -41,8 +41,9 @@
 //! Then `etcdctl check perf --load=s`, `m` and `l` (each 60 s of 1 KiB puts
 //! at 150, 1000 and 8000 writes/s from 50, 200 and 500 clients) run against
 //! the orchestrator and against etcd, alternating which goes first: the
-//! table shows etcdctl's verdict (it checks throughput, slowest request and
-//! latency spread) and the throughput it printed. It takes about seven
+//! table shows etcdctl's verdict (PASS needs at least 90% of the load's rate,
+//! no request slower than 500 ms, a latency standard deviation of at most
+//! 100 ms and no errors) and the throughput it printed. It takes about seven
 //! minutes; `DROVER_BENCH_CHECK_PERF` chooses the loads (default `s,m,l`,
 //! `xl` is accepted too) and `DROVER_BENCH_CHECK_PERF=off` skips it, e.g.
 //! for a quick run. It needs `etcdctl` on PATH.
@@ -241,7 +242,7 @@ impl Results {
     }
 }
 
-/// Every repeat's results of one column.
+/// Every repeat's results, per column.
 #[derive(Debug, Clone)]
 struct Runs {
     embedded: Vec<Results>,
