@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use drover_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::{EtcdApi, EtcdApiConfig, MemberIdentity};
 
@@ -30,10 +30,13 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
+        // As `orchestrator serve` does: without TCP_NODELAY a small answer
+        // waits for the client's delayed ACK.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let router = tonic::transport::Server::builder().add_routes(api.into_router());
         let task = tokio::spawn(async move {
             let served = router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 })
                 .await;

@@ -448,6 +448,9 @@ async fn a_client_that_never_reads_its_watch_gets_it_canceled() {
     }
     // The server stays responsive for everyone else meanwhile.
     assert_eq!(count(&channel, "s/").await, 200);
+    // The puts may all be answered before the server's send has waited out
+    // its timeout: keep not reading for a good while longer than that.
+    tokio::time::sleep(5 * Duration::from_millis(300)).await;
     // Now the client reads: what was queued, then the cancel with a reason,
     // never all 200 events.
     let mut events = 0;
