@@ -129,7 +129,7 @@ fn is_healthy_response(response: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -146,6 +146,22 @@ mod tests {
         let no_leader = "HTTP/1.0 503 Service Unavailable\r\n\r\n{\"health\":\"false\"}";
         assert!(!is_healthy_response(no_leader));
         assert!(!is_healthy_response(""));
+    }
+
+    /// A real etcd under `parent` for a test; `None` (with a message) where
+    /// etcd is not installed, unless DROVER_REQUIRE_ETCD=1 as under `cargo
+    /// xtask test`.
+    pub(crate) fn start_for_test(parent: &Path) -> Option<Etcd> {
+        if crate::cmd::which("etcd").is_none() {
+            assert_ne!(
+                std::env::var("DROVER_REQUIRE_ETCD").as_deref(),
+                Ok("1"),
+                "etcd is required but not on PATH"
+            );
+            eprintln!("skipping: etcd is not on PATH");
+            return None;
+        }
+        Some(Etcd::start(Some(parent)).unwrap())
     }
 
     #[test]
@@ -167,17 +183,10 @@ mod tests {
     /// installed, unless DROVER_REQUIRE_ETCD=1 as under `cargo xtask test`.
     #[test]
     fn guard_starts_healthy_etcd_and_cleans_up_on_drop() {
-        if crate::cmd::which("etcd").is_none() {
-            assert_ne!(
-                std::env::var("DROVER_REQUIRE_ETCD").as_deref(),
-                Ok("1"),
-                "etcd is required but not on PATH"
-            );
-            eprintln!("skipping: etcd is not on PATH");
-            return;
-        }
         let parent = tempfile::tempdir().unwrap();
-        let etcd = Etcd::start(Some(parent.path())).unwrap();
+        let Some(etcd) = start_for_test(parent.path()) else {
+            return;
+        };
         let dir = etcd.dir();
         assert!(dir.join("data").is_dir(), "etcd wrote its data dir");
         let addr: SocketAddr = etcd

@@ -266,17 +266,10 @@ mod tests {
     /// DROVER_REQUIRE_ETCD=1) and checks the writer really moves its revision.
     #[test]
     fn writer_moves_a_real_etcd_revision_and_reports() {
-        if crate::cmd::which("etcd").is_none() {
-            assert_ne!(
-                std::env::var("DROVER_REQUIRE_ETCD").as_deref(),
-                Ok("1"),
-                "etcd is required but not on PATH"
-            );
-            eprintln!("skipping: etcd is not on PATH");
-            return;
-        }
         let parent = tempfile::tempdir().unwrap();
-        let etcd = crate::etcd::Etcd::start(Some(parent.path())).unwrap();
+        let Some(etcd) = crate::etcd::tests::start_for_test(parent.path()) else {
+            return;
+        };
         let noise = Noise::start(etcd.endpoint(), 200).unwrap();
         // Bounded: at most 20 s for 20 writes at 200/s.
         let deadline = std::time::SystemTime::now() + Duration::from_secs(20);
