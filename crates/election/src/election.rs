@@ -173,16 +173,50 @@ impl<S: Store> Election<S> {
             .await
     }
 
-    /// [`Election::campaign_until`] on a lease's view: for tasks that do not
-    /// own the lease handle, and for a lease a remote client keeps alive
-    /// ([`LeaseView::kept_alive_elsewhere`]; the etcd API's Election and Lock
-    /// services campaign that way).
+    /// [`Election::campaign_until`] on a lease's view, for tasks that do not
+    /// own the lease handle.
     pub async fn campaign_with_view(
         &self,
         view: LeaseView,
         value: Vec<u8>,
         cancel: &CancellationToken,
     ) -> Result<Term<S>> {
+        let (record, confirmed) = self.lead(&view, value, cancel).await?;
+        Ok(Term::start(
+            self.store.clone(),
+            self.prefix.clone(),
+            record,
+            view,
+            confirmed,
+        ))
+    }
+
+    /// Campaigns for a lease a remote client keeps alive, until it leads or
+    /// `cancel` fires, and returns its leader record without starting a
+    /// [`Term`]: the leader is the remote process, which holds leadership
+    /// through its lease and key (the etcd API's Election and Lock services
+    /// campaign this way). Ownership ends only when the store refuses the
+    /// lease or deletes the key ([`LeaseView::kept_alive_elsewhere`]).
+    pub async fn campaign_for_remote_lease(
+        &self,
+        lease: LeaseId,
+        value: Vec<u8>,
+        cancel: &CancellationToken,
+    ) -> Result<LeaderInfo> {
+        let view = LeaseView::kept_alive_elsewhere(lease);
+        let (record, _) = self.lead(&view, value, cancel).await?;
+        Ok(LeaderInfo::from_kv(&self.prefix, &record))
+    }
+
+    /// Creates the candidate key and waits until it leads: the key as
+    /// written and the revision at which leadership was confirmed. The key
+    /// is withdrawn on cancellation, or if the future is dropped.
+    async fn lead(
+        &self,
+        view: &LeaseView,
+        value: Vec<u8>,
+        cancel: &CancellationToken,
+    ) -> Result<(KeyValue, Revision)> {
         let key = self.candidate_key(view.id());
         let span = tracing::debug_span!("campaign", prefix = %self.prefix, key = %key);
         async {
@@ -196,18 +230,11 @@ impl<S: Store> Election<S> {
                 key: key.clone(),
                 token,
             };
-            let result = self.wait_to_lead(&key, token, &view, cancel).await;
-            match result {
+            match self.wait_to_lead(&key, token, view, cancel).await {
                 Ok(confirmed) => {
                     withdraw.disarm();
                     tracing::debug!(token, "leading");
-                    Ok(Term::start(
-                        self.store.clone(),
-                        self.prefix.clone(),
-                        record,
-                        view.clone(),
-                        confirmed,
-                    ))
+                    Ok((record, confirmed))
                 }
                 Err(ElectionError::Cancelled) => {
                     withdraw.disarm();

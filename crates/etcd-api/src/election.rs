@@ -8,7 +8,7 @@
 //! a Drover elector on the prefix `<name>/` all exclude each other.
 //!
 //! The caller keeps its lease alive; the server only campaigns with it
-//! ([`LeaseView::kept_alive_elsewhere`]). A campaign or lock whose client
+//! ([`Election::campaign_for_remote_lease`], no local term or timer). A campaign or lock whose client
 //! goes away is withdrawn (its key deleted), as etcd does.
 //!
 //! Answers follow etcd: its error texts, and the code `UNKNOWN` where etcd
@@ -26,7 +26,6 @@ use std::sync::Arc;
 
 use drover_election::{Election, ElectionError, Observation};
 use drover_store::fence::Fence;
-use drover_store::lease::LeaseView;
 use drover_store::{Delete, LeaseId, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -95,35 +94,34 @@ fn election_named<S: Store>(store: &S, name: Vec<u8>) -> Result<Election<S>, Sta
 
 /// The caller's lease, or (for lease 0) a fresh one with etcd's session TTL
 /// that nothing keeps alive, as etcd's servers do.
-async fn session_lease<S: Store>(store: &S, lease: LeaseId) -> Result<LeaseView, Status> {
+async fn session_lease<S: Store>(store: &S, lease: LeaseId) -> Result<LeaseId, Status> {
     if lease != 0 {
-        return Ok(LeaseView::kept_alive_elsewhere(lease));
+        return Ok(lease);
     }
     let granted = store
         .lease_grant(DEFAULT_SESSION_TTL)
         .await
         .map_err(|e| to_status(&e))?;
-    Ok(LeaseView::kept_alive_elsewhere(granted.id))
+    Ok(granted.id)
 }
 
-/// Campaigns in `election` with `lease` until leading; the candidate key
-/// as written. Dropping the future (the client went away) withdraws it.
+/// Campaigns in `election` with the caller's `lease` until leading; the
+/// candidate key as written. Dropping the future (the client went away)
+/// withdraws it. The server keeps nothing afterwards: the caller holds
+/// leadership through its lease and key, as with etcd's servers.
 async fn campaign<S: Store>(
     election: &Election<S>,
-    lease: LeaseView,
+    lease: LeaseId,
     value: Vec<u8>,
     expired: &'static str,
 ) -> Result<drover_election::LeaderInfo, Status> {
-    let term = election
-        .campaign_with_view(lease, value, &CancellationToken::new())
+    election
+        .campaign_for_remote_lease(lease, value, &CancellationToken::new())
         .await
         .map_err(|e| match e {
             ElectionError::CandidacyLost { .. } => Status::unknown(expired),
             other => election_status(&other),
-        })?;
-    // The caller holds leadership through its lease and key from here on;
-    // the server keeps nothing (etcd's servers orphan their sessions too).
-    Ok(term.info())
+        })
 }
 
 /// An election failure as etcd would answer it.
@@ -159,7 +157,6 @@ impl<S: Store> pb::election_server::Election for ElectionService<S> {
         let span = tracing::debug_span!("etcd_campaign", election = %election.prefix(), lease = %format_args!("{:x}", req.lease));
         async {
             let lease = session_lease(&self.shared.store, req.lease).await?;
-            let lease_id = lease.id();
             let leader = campaign(&election, lease, req.value, ELECTION_SESSION_EXPIRED).await?;
             Ok(Response::new(pb::CampaignResponse {
                 header: Some(self.shared.current_header().await?),
@@ -167,7 +164,7 @@ impl<S: Store> pb::election_server::Election for ElectionService<S> {
                     name: req.name,
                     key: leader.key.into_bytes(),
                     rev: leader.token,
-                    lease: lease_id,
+                    lease,
                 }),
             }))
         }
