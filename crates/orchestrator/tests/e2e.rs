@@ -382,12 +382,7 @@ mod etcd_api_conformance {
         one_test = conformance_suite_through_the_served_etcd_api,
         setup = {
             let server = super::Server::start(&["--memory"]).await;
-            let store = drover_store_etcd::EtcdStore::connect(
-                [server.url()],
-                drover_store_etcd::EtcdConfig::default(),
-            )
-            .await
-            .expect("connecting to the orchestrator's etcd API");
+            let store = server.etcd_client().await;
             (store, server)
         },
     }
@@ -422,12 +417,7 @@ mod etcd_api_proxy_conformance {
             let Some(endpoints) = drover_store::testing::etcd_endpoints() else { return };
             let endpoints = endpoints.join(",");
             let server = super::Server::start(&["--etcd-endpoints", &endpoints]).await;
-            let store = drover_store_etcd::EtcdStore::connect(
-                [server.url()],
-                drover_store_etcd::EtcdConfig::default(),
-            )
-            .await
-            .expect("connecting to the orchestrator's etcd API");
+            let store = server.etcd_client().await;
             (store, server)
         },
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use drover_election::Election;
 use drover_store::lease::{Lease, LeaseConfig, LeaseView};
 use drover_store::{Get, Store};
-use drover_store_etcd::{EtcdConfig, EtcdStore};
+use drover_store_etcd::EtcdStore;
 use serde_json::Value;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -31,13 +31,6 @@ async fn serve(proxy: bool) -> Option<(Server, Option<tempfile::TempDir>)> {
     let data = dir.path().join("data");
     let server = Server::start(&["--data-dir", data.to_str().unwrap()]).await;
     Some((server, Some(dir)))
-}
-
-/// `drover-store-etcd` connected to the orchestrator, as an agent would be.
-async fn client_store(server: &Server) -> EtcdStore {
-    EtcdStore::connect([server.url()], EtcdConfig::default())
-        .await
-        .expect("connecting to the orchestrator's etcd API")
 }
 
 fn json(text: &str) -> Value {
@@ -434,7 +427,7 @@ async fn elect_and_lock_exclude_each_other_and_drover(proxy: bool) {
     let Some(etcdctl) = Etcdctl::at(&server.addr.to_string()) else {
         return;
     };
-    let store = client_store(&server).await;
+    let store = server.etcd_client().await;
     let base = drover_store::testing::unique_prefix("elect-lock");
     let lock = format!("{base}lock");
     etcdctl_holders_exclude_each_other_and_drover(&etcdctl, &store, &lock, &["lock", &lock]).await;
@@ -490,7 +483,8 @@ async fn check_perf_passes(proxy: bool) {
     assert!(output.status.success(), "{output:?}");
     assert!(said.contains("PASS: Throughput"), "{said}");
     assert!(said.lines().any(|l| l.trim() == "PASS"), "{said}");
-    let left = client_store(&server)
+    let left = server
+        .etcd_client()
         .await
         .get(Get::prefix(prefix.as_str()))
         .await

@@ -128,6 +128,17 @@ impl Server {
         })
     }
 
+    /// `drover-store-etcd` connected to the served etcd API, as an agent
+    /// would be.
+    pub(crate) async fn etcd_client(&self) -> drover_store_etcd::EtcdStore {
+        drover_store_etcd::EtcdStore::connect(
+            [self.url()],
+            drover_store_etcd::EtcdConfig::default(),
+        )
+        .await
+        .expect("connecting to the orchestrator's etcd API")
+    }
+
     pub(crate) async fn info(&self) -> SystemInfo {
         let mut client = SystemServiceClient::connect(self.url()).await.unwrap();
         let response = client.get_info(GetInfoRequest {}).await.unwrap();
