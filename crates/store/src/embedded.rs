@@ -62,6 +62,7 @@ mod mvcc;
 mod state;
 #[cfg(test)]
 mod tests;
+mod wal;
 mod watcher;
 mod writer;
 
@@ -115,7 +116,15 @@ pub struct EmbeddedConfig {
     /// a progress notification when it delivered nothing in between.
     /// Default 10 minutes, as etcd.
     pub progress_notify_interval: std::time::Duration,
+    /// Size of the write-ahead log (`drover.wal`) that makes each group
+    /// commit durable with one append and one `fdatasync`; when it is full
+    /// the database is synced (a checkpoint) and the log starts over. A
+    /// larger log means rarer checkpoints and a longer replay after a crash.
+    /// Default [`DEFAULT_WAL_BYTES`] (64 MiB).
+    pub wal_bytes: u64,
 }
+
+pub use wal::DEFAULT_WAL_BYTES;
 
 /// etcd's default progress notification interval.
 pub const DEFAULT_PROGRESS_NOTIFY_INTERVAL: std::time::Duration =
@@ -129,11 +138,17 @@ impl Default for EmbeddedConfig {
             watch_buffer: 64,
             max_group_commit: 4096,
             progress_notify_interval: DEFAULT_PROGRESS_NOTIFY_INTERVAL,
+            wal_bytes: DEFAULT_WAL_BYTES,
         }
     }
 }
 
 impl EmbeddedConfig {
+    pub fn with_wal_bytes(mut self, bytes: u64) -> Self {
+        self.wal_bytes = bytes;
+        self
+    }
+
     pub fn with_history_window(mut self, window: Option<u64>) -> Self {
         self.history_window = window;
         self
@@ -255,7 +270,8 @@ impl EmbeddedStore {
         let dir = dir.as_ref().to_path_buf();
         let opened = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || Durable::open(&dir, fresh_lease_id()))
+            let wal_bytes = config.wal_bytes;
+            tokio::task::spawn_blocking(move || Durable::open(&dir, fresh_lease_id(), wal_bytes))
                 .await
                 .map_err(|e| StoreError::Storage {
                     message: "opening the database failed".into(),

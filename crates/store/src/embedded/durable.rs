@@ -16,16 +16,22 @@
 //!   gives every lease its full TTL, as etcd does on a leader change.
 //! - `meta`: current revision, compact revision, next lease id.
 //!
-//! Each group commit is one redb write transaction with
-//! [`redb::Durability::Immediate`]: `commit` returns only after the data is
-//! fsync'd, and only then are the writes acknowledged and made visible.
+//! A group commit is made durable by the write-ahead log in front of the
+//! database (`drover.wal`, see [`super::wal`]): appended there and synced,
+//! then applied to the database without a sync. `commit` returns only after
+//! the log's sync, and only then are the writes acknowledged and made
+//! visible. When the log is full the commit is a durable database commit (a
+//! checkpoint) that also advances `wal_generation`, so that the log starts
+//! over; opening replays the log's records of the current generation.
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use parking_lot::Mutex;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::mvcc::Version;
 use super::state::Journal;
+use super::wal::Wal;
 use crate::{KeyValue, LeaseId, Revision, StoreError};
 
 const VERSIONS: TableDefinition<'static, (i64, u32), &[u8]> = TableDefinition::new("versions");
@@ -35,6 +41,9 @@ const META: TableDefinition<'static, &str, i64> = TableDefinition::new("meta");
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compact_revision";
 const META_NEXT_LEASE: &str = "next_lease_id";
+/// Which records of the write-ahead log follow the database's last durable
+/// commit.
+const META_WAL_GENERATION: &str = "wal_generation";
 
 pub(crate) const FILE_NAME: &str = "drover.redb";
 
@@ -81,6 +90,8 @@ pub(crate) struct Meta {
 pub(crate) struct Durable {
     db: Database,
     path: PathBuf,
+    /// Commits run one at a time (one commit job); the lock is uncontended.
+    wal: Mutex<Wal>,
     /// Tests make commits fail to check what a storage failure does.
     #[cfg(test)]
     pub(crate) fail_commits: std::sync::atomic::AtomicBool,
@@ -93,19 +104,51 @@ pub(crate) struct Durable {
 }
 
 impl Durable {
-    /// Open (or create) the database in `dir` and read it back.
+    /// Open (or create) the database in `dir` with a write-ahead log of
+    /// `wal_bytes`, replay the log and read everything back.
     pub(crate) fn open(
         dir: &Path,
         fresh_lease_id: LeaseId,
+        wal_bytes: u64,
     ) -> Result<(Durable, Restored), StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| storage(format!("cannot create data directory {}", dir.display()), e))?;
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path)
             .map_err(|e| storage(format!("cannot open database {}", path.display()), e))?;
+        // Create the tables so that reads of a fresh database find them.
+        write(&db, &path, Durability::Immediate, |txn| {
+            txn.open_table(VERSIONS)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
+        let generation = read_generation(&db)
+            .map_err(|e| storage(format!("read of {} failed", path.display()), e))?;
+        let (mut wal, replay) = Wal::open(dir, wal_bytes, generation)?;
+        if !replay.is_empty() {
+            // One durable commit of everything the log held (a checkpoint),
+            // so the log starts over.
+            let meta = replay.last().expect("not empty").meta;
+            write(&db, &path, Durability::Immediate, |txn| {
+                for batch in &replay {
+                    apply(txn, &batch.journal, batch.meta)?;
+                }
+                txn.open_table(META)?
+                    .insert(META_WAL_GENERATION, generation as i64 + 1)?;
+                Ok(())
+            })?;
+            wal.restart(generation + 1);
+            tracing::info!(
+                batches = replay.len(),
+                revision = meta.revision,
+                "replayed the write-ahead log"
+            );
+        }
         let durable = Durable {
             db,
             path,
+            wal: Mutex::new(wal),
             #[cfg(test)]
             fail_commits: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -113,27 +156,8 @@ impl Durable {
             #[cfg(test)]
             commits_started: std::sync::atomic::AtomicU64::new(0),
         };
-        // Create the tables so that reads of a fresh database find them.
-        durable.write(|txn| {
-            txn.open_table(VERSIONS)?;
-            txn.open_table(LEASES)?;
-            txn.open_table(META)?;
-            Ok(())
-        })?;
         let restored = durable.read_all(fresh_lease_id)?;
         Ok((durable, restored))
-    }
-
-    fn write(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<(), StoreError> {
-        let message = || format!("write to {} failed", self.path.display());
-        let mut txn = self.db.begin_write().map_err(|e| storage(message(), e))?;
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(|e| storage(message(), e))?;
-        f(&txn).map_err(|e| storage(message(), e))?;
-        txn.commit().map_err(|e| storage(message(), e))
     }
 
     fn read_all(&self, fresh_lease_id: LeaseId) -> Result<Restored, StoreError> {
@@ -178,7 +202,8 @@ impl Durable {
         Ok(restored)
     }
 
-    /// Persist one group commit durably.
+    /// Persist one group commit durably: in the log, or, when the log is
+    /// full, by a checkpoint.
     pub(crate) fn commit(&self, journal: &Journal, meta: Meta) -> Result<(), StoreError> {
         #[cfg(test)]
         {
@@ -195,32 +220,73 @@ impl Durable {
                 std::io::Error::other("injected by a test"),
             ));
         }
-        self.write(|txn| {
-            {
-                let mut versions = txn.open_table(VERSIONS)?;
-                for (at, row) in journal.version_rows() {
-                    versions.insert(at, row)?;
-                }
-                for at in &journal.removed {
-                    versions.remove(*at)?;
-                }
-            }
-            {
-                let mut leases = txn.open_table(LEASES)?;
-                for (id, ttl) in &journal.granted {
-                    leases.insert(*id, *ttl)?;
-                }
-                for id in &journal.revoked {
-                    leases.remove(*id)?;
-                }
-            }
-            let mut table = txn.open_table(META)?;
-            table.insert(META_REVISION, meta.revision)?;
-            table.insert(META_COMPACTED, meta.compacted)?;
-            table.insert(META_NEXT_LEASE, meta.next_lease_id)?;
+        let mut wal = self.wal.lock();
+        if wal.append(journal, meta)? {
+            // Durable in the log: the database catches up without a sync.
+            return write(&self.db, &self.path, Durability::None, |txn| {
+                apply(txn, journal, meta)
+            });
+        }
+        let next = wal.generation() + 1;
+        write(&self.db, &self.path, Durability::Immediate, |txn| {
+            apply(txn, journal, meta)?;
+            txn.open_table(META)?
+                .insert(META_WAL_GENERATION, next as i64)?;
             Ok(())
-        })
+        })?;
+        wal.restart(next);
+        Ok(())
     }
+}
+
+fn write(
+    db: &Database,
+    path: &Path,
+    durability: Durability,
+    f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+) -> Result<(), StoreError> {
+    let message = || format!("write to {} failed", path.display());
+    let mut txn = db.begin_write().map_err(|e| storage(message(), e))?;
+    txn.set_durability(durability)
+        .map_err(|e| storage(message(), e))?;
+    f(&txn).map_err(|e| storage(message(), e))?;
+    txn.commit().map_err(|e| storage(message(), e))
+}
+
+/// One group commit's effects on the tables: row inserts and removals only,
+/// so applying it again (a log replay) changes nothing.
+fn apply(txn: &redb::WriteTransaction, journal: &Journal, meta: Meta) -> Result<(), redb::Error> {
+    {
+        let mut versions = txn.open_table(VERSIONS)?;
+        for (at, row) in journal.version_rows() {
+            versions.insert(at, row)?;
+        }
+        for at in &journal.removed {
+            versions.remove(*at)?;
+        }
+    }
+    {
+        let mut leases = txn.open_table(LEASES)?;
+        for (id, ttl) in &journal.granted {
+            leases.insert(*id, *ttl)?;
+        }
+        for id in &journal.revoked {
+            leases.remove(*id)?;
+        }
+    }
+    let mut table = txn.open_table(META)?;
+    table.insert(META_REVISION, meta.revision)?;
+    table.insert(META_COMPACTED, meta.compacted)?;
+    table.insert(META_NEXT_LEASE, meta.next_lease_id)?;
+    Ok(())
+}
+
+fn read_generation(db: &Database) -> Result<u64, redb::Error> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    Ok(meta
+        .get(META_WAL_GENERATION)?
+        .map_or(0, |v| v.value().max(0) as u64))
 }
 
 /// `[key len: u32 LE][key][tag]` then, for a put,
@@ -302,7 +368,7 @@ mod tests {
     #[test]
     fn commits_are_read_back_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (durable, restored) = Durable::open(dir.path(), 5).unwrap();
+        let (durable, restored) = Durable::open(dir.path(), 5, 1 << 16).unwrap();
         assert_eq!(
             (
                 restored.revision,
@@ -329,7 +395,7 @@ mod tests {
         };
         durable.commit(&journal, meta).unwrap();
         drop(durable);
-        let (_durable, restored) = Durable::open(dir.path(), 1).unwrap();
+        let (_durable, restored) = Durable::open(dir.path(), 1, 1 << 16).unwrap();
         assert_eq!(restored.revision, 2);
         assert_eq!(restored.next_lease_id, 6);
         assert_eq!(restored.leases, vec![(5, 30)]);
@@ -344,6 +410,88 @@ mod tests {
                 }
             )]
         );
+    }
+
+    fn put_journal(rev: i64, key: &str, value: &str) -> (Journal, Meta, KeyValue) {
+        let kv = KeyValue {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+            lease: 0,
+        };
+        let mut journal = Journal::new(true);
+        journal.record_version(rev, 0, key.as_bytes(), Some(&kv));
+        let meta = Meta {
+            revision: rev,
+            compacted: 0,
+            next_lease_id: 9,
+        };
+        (journal, meta, kv)
+    }
+
+    fn restored_keys(restored: &Restored) -> Vec<(Vec<u8>, i64)> {
+        restored
+            .versions
+            .iter()
+            .map(|(key, v)| (key.clone(), v.rev))
+            .collect()
+    }
+
+    /// A power loss after the log's sync loses the database's unsynced
+    /// commits: here the database file is put back as it was before them.
+    /// Everything acknowledged comes back from the log.
+    #[test]
+    fn commits_only_in_the_log_are_replayed_after_the_database_lost_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_file = dir.path().join(FILE_NAME);
+        let (durable, _) = Durable::open(dir.path(), 1, 1 << 16).unwrap();
+        drop(durable);
+        let before = std::fs::read(&db_file).unwrap();
+        let (durable, _) = Durable::open(dir.path(), 1, 1 << 16).unwrap();
+        for rev in 2..=4 {
+            let (journal, meta, _) = put_journal(rev, &format!("k{rev}"), "v");
+            durable.commit(&journal, meta).unwrap();
+        }
+        drop(durable);
+        std::fs::write(&db_file, &before).unwrap();
+        let (durable, restored) = Durable::open(dir.path(), 1, 1 << 16).unwrap();
+        assert_eq!(restored.revision, 4);
+        assert_eq!(
+            restored_keys(&restored),
+            vec![
+                (b"k2".to_vec(), 2),
+                (b"k3".to_vec(), 3),
+                (b"k4".to_vec(), 4)
+            ]
+        );
+        // The replay was a checkpoint: the log starts over, and a later
+        // commit lands after the replayed ones.
+        let (journal, meta, _) = put_journal(5, "k5", "v");
+        durable.commit(&journal, meta).unwrap();
+        drop(durable);
+        let (_, restored) = Durable::open(dir.path(), 1, 1 << 16).unwrap();
+        assert_eq!(restored.revision, 5);
+        assert_eq!(restored.versions.len(), 4);
+    }
+
+    /// With a log too small for most batches, commits checkpoint and the log
+    /// wraps many times; every commit is read back, in order.
+    #[test]
+    fn a_small_log_checkpoints_and_wraps_without_losing_or_replaying_stale_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, _) = Durable::open(dir.path(), 1, 256).unwrap();
+        for rev in 2..=60 {
+            let value = "v".repeat((rev as usize * 7) % 90);
+            let (journal, meta, _) = put_journal(rev, "k", &value);
+            durable.commit(&journal, meta).unwrap();
+        }
+        drop(durable);
+        let (_, restored) = Durable::open(dir.path(), 1, 256).unwrap();
+        assert_eq!(restored.revision, 60);
+        let revs: Vec<i64> = restored.versions.iter().map(|(_, v)| v.rev).collect();
+        assert_eq!(revs, (2..=60).collect::<Vec<_>>());
     }
 
     proptest::proptest! {

@@ -54,6 +54,14 @@ impl Journal {
         self.versions.push(((rev, sub), start..self.rows.len()));
     }
 
+    /// Record a version whose row is already encoded (read back from the
+    /// write-ahead log).
+    pub(crate) fn push_row(&mut self, rev: Revision, sub: u32, row: &[u8]) {
+        let start = self.rows.len();
+        self.rows.extend_from_slice(row);
+        self.versions.push(((rev, sub), start..self.rows.len()));
+    }
+
     /// The recorded versions as ((revision, sub-revision), row).
     pub(crate) fn version_rows(&self) -> impl Iterator<Item = ((Revision, u32), &[u8])> {
         self.versions
