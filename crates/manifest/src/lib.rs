@@ -154,7 +154,7 @@ pub use model::{
     Process, ResourceLimits, RestartPolicy, StatusCheck,
 };
 pub use parse::MAX_NESTING_DEPTH;
-pub use reality::{LaunchStatus, Reality};
+pub use reality::{Exit, LaunchStatus, Reality};
 #[cfg(feature = "store")]
 pub use store::{
     IntentCodec, IntentStore, PodCodec, PodListing, PodRecord, PodStore, RealityCodec, RealityStore,

@@ -13,11 +13,13 @@ use crate::{Manifest, ManifestError, ManifestSha};
 ///
 /// Intent says which manifest should run; reality says which one does, by
 /// its identity ([`ManifestSha`]), so a controller knows a node has
-/// converged when the SHAs match ([`Reality::runs`]). The record is kept
-/// minimal on purpose: the node agent will add what it needs as new
-/// fields. Unknown fields are refused (a misspelt field is a corrupt record,
-/// not a silent default), so readers must learn a new field before writers
-/// send it.
+/// converged when the SHAs match ([`Reality::runs`]). Beside the status
+/// the agent reports how supervision goes: restarts, the last exit, why a
+/// pod is crash-looping or failed, since when, and which resource limits
+/// it could apply. Those fields are left out of the JSON when unset.
+/// Unknown fields are refused (a misspelt field is a corrupt record, not a
+/// silent default), so readers must learn a new field before writers send
+/// it.
 ///
 /// ```
 /// use drover_manifest::{LaunchStatus, Manifest, Reality};
@@ -30,21 +32,58 @@ use crate::{Manifest, ManifestError, ManifestSha};
 /// assert!(!Reality { status: LaunchStatus::Failed, ..reality }.runs(&web));
 /// # Ok::<(), drover_manifest::ManifestError>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reality {
     /// The identity of the manifest the agent launched (or tried to).
     pub sha: ManifestSha,
     /// How the launch went.
     pub status: LaunchStatus,
+    /// Restarts of the pod's launchables since this manifest was launched.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// How a launchable last exited, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<Exit>,
+    /// Why the pod is crash-looping, exited or failed, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the status last changed, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// Which resource limits the agent applied: `cgroup`, `rlimit` or
+    /// `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How a process exited: its exit code, or the signal that ended it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exit {
+    /// Which launchable exited is not recorded; the code it exited with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// The signal that ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
 }
 
 /// How launching a pod's manifest on a node went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum LaunchStatus {
     /// The pod's launchables were started and the agent supervises them.
     Launched,
+    /// A launchable keeps exiting; the agent restarts it after a growing
+    /// backoff (`reason` says why it last stopped).
+    CrashLooping,
+    /// Every launchable exited and its restart policy keeps it stopped.
+    Exited,
     /// The launch failed (for example an artifact could not be fetched);
     /// the agent retries.
     Failed,
@@ -53,17 +92,24 @@ pub enum LaunchStatus {
 impl Reality {
     /// `manifest`, launched.
     pub fn launched(manifest: &Manifest) -> Self {
-        Reality {
-            sha: manifest.sha(),
-            status: LaunchStatus::Launched,
-        }
+        Reality::new(manifest.sha(), LaunchStatus::Launched)
     }
 
     /// `manifest`, whose launch failed.
     pub fn failed(manifest: &Manifest) -> Self {
+        Reality::new(manifest.sha(), LaunchStatus::Failed)
+    }
+
+    /// A record of `status` for the manifest `sha`, with no details.
+    pub fn new(sha: ManifestSha, status: LaunchStatus) -> Self {
         Reality {
-            sha: manifest.sha(),
-            status: LaunchStatus::Failed,
+            sha,
+            status,
+            restarts: 0,
+            last_exit: None,
+            reason: None,
+            since_ms: None,
+            limits: None,
         }
     }
 
@@ -74,7 +120,7 @@ impl Reality {
 
     /// The stored JSON form.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a SHA and a status always serialize")
+        serde_json::to_vec(self).expect("a reality record always serializes")
     }
 
     /// Parses the stored JSON form.
@@ -112,6 +158,33 @@ mod tests {
                 .contains(r#""status":"failed""#)
         );
         assert_eq!(Reality::from_json(&failed.to_json()).unwrap(), failed);
+    }
+
+    #[test]
+    fn supervision_details_round_trip_and_are_left_out_when_unset() {
+        let m = manifest("-v");
+        let reality = Reality {
+            restarts: 3,
+            last_exit: Some(Exit {
+                code: Some(2),
+                signal: None,
+            }),
+            reason: Some("exited with status 2".into()),
+            since_ms: Some(1_700_000_000_000),
+            limits: Some("cgroup".into()),
+            ..Reality::new(m.sha(), LaunchStatus::CrashLooping)
+        };
+        let json = String::from_utf8(reality.to_json()).unwrap();
+        assert!(json.contains(r#""status":"crash-looping""#), "{json}");
+        assert!(json.contains(r#""last_exit":{"code":2}"#), "{json}");
+        assert_eq!(Reality::from_json(json.as_bytes()).unwrap(), reality);
+        assert!(!reality.runs(&m));
+        let bare = String::from_utf8(Reality::launched(&m).to_json()).unwrap();
+        assert!(
+            !bare.contains("restarts") && !bare.contains("since_ms"),
+            "{bare}"
+        );
+        assert!(Reality::from_json(br#"{"sha":"00","status":"launched","extra":1}"#).is_err());
     }
 
     #[test]

@@ -409,7 +409,7 @@ mod store_codecs {
         ) {
             let (node, pod): (NodeId, PodId) = (node.parse().unwrap(), pod.parse().unwrap());
             let status = if launched { LaunchStatus::Launched } else { LaunchStatus::Failed };
-            let reality = Reality { sha: ManifestSha::from_bytes(sha), status };
+            let reality = Reality::new(ManifestSha::from_bytes(sha), status);
             let kv = stored(keys.reality(&node, &pod), reality.encode());
             let codec = RealityCodec::new(keys);
             prop_assert_eq!(codec.decode(&kv).unwrap(), ((node, pod), reality));
