@@ -51,6 +51,19 @@ const CONFINED: &[(&str, &[&str])] = &[
         ],
     ),
     ("drover-election", &["drover-store-etcd"]),
+    // The agent reaches any store through the `Store` trait (an
+    // orchestrator or etcd alike), and knows nothing of elections or the
+    // API's generated code.
+    (
+        "drover-agent",
+        &[
+            "drover-store-etcd",
+            "drover-election",
+            "drover-api",
+            "drover-etcd-api",
+            "tonic",
+        ],
+    ),
 ];
 
 const ETCD_CLIENT: &str = "etcd-client";

@@ -1,0 +1,355 @@
+//! Health probing of one pod and the writes of its results.
+//!
+//! The probe follows the manifest's `status` stanza: an HTTP GET of
+//! `status.path` on `status.port` (2xx passing, anything else or no answer
+//! within the timeout a failure) when `status.http` is set, a TCP connect
+//! to the port otherwise (HTTPS probes are not implemented yet; a connect
+//! shows the server is up), and without a stanza whether every launchable's
+//! process runs. A pod whose processes are not all running is critical at
+//! once; otherwise the reported state changes after `failure_threshold`
+//! failures or `success_threshold` successes in a row. Results are written
+//! to `health/<pod>/<node>` with the agent's lease, only when the state
+//! changes, at most [`BURST`] writes at once and [`REFILL`] apart on
+//! average (p2's flap damping: 4 a minute, burst 16); a pod that flaps past
+//! that is reported `unknown` until the budget allows its real state again.
+
+use std::time::{Duration, SystemTime};
+
+use drover_health::{HealthResult, HealthState, HealthStore};
+use drover_ids::NodeId;
+use drover_manifest::{PodId, StatusCheck};
+use drover_store::{LeaseId, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::ProbeConfig;
+
+/// Health writes a pod may make at once.
+pub const BURST: u32 = 16;
+/// One more write is allowed this long after the last.
+pub const REFILL: Duration = Duration::from_secs(15);
+
+/// What to probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    Http { port: u16, path: String },
+    Tcp { port: u16 },
+    ProcessAlive,
+}
+
+impl Check {
+    pub(crate) fn of(status: Option<&StatusCheck>) -> Check {
+        match status {
+            Some(s) if s.http => Check::Http {
+                port: s.port,
+                path: s.path.clone(),
+            },
+            Some(s) => Check::Tcp { port: s.port },
+            None => Check::ProcessAlive,
+        }
+    }
+}
+
+/// One probe: passing or not, with output for humans.
+pub(crate) async fn probe(check: &Check, timeout: Duration) -> (bool, String) {
+    match check {
+        Check::ProcessAlive => (true, "processes running".into()),
+        Check::Tcp { port } => {
+            match tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", *port))).await {
+                Ok(Ok(_)) => (true, format!("tcp connect to port {port} succeeded")),
+                Ok(Err(e)) => (false, format!("tcp connect to port {port}: {e}")),
+                Err(_) => (
+                    false,
+                    format!("tcp connect to port {port} timed out after {timeout:?}"),
+                ),
+            }
+        }
+        Check::Http { port, path } => {
+            match tokio::time::timeout(timeout, http_get(*port, path)).await {
+                Ok(Ok(status)) if (200..300).contains(&status) => {
+                    (true, format!("GET {path} on port {port}: {status}"))
+                }
+                Ok(Ok(status)) => (false, format!("GET {path} on port {port}: {status}")),
+                Ok(Err(e)) => (false, format!("GET {path} on port {port}: {e}")),
+                Err(_) => (
+                    false,
+                    format!("GET {path} on port {port} timed out after {timeout:?}"),
+                ),
+            }
+        }
+    }
+}
+
+/// The status code of `GET path` on the loopback port: HTTP/1.0 with
+/// `Connection: close`, so the answer ends with the connection and only
+/// its status line is read.
+async fn http_get(port: u16, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next().and_then(|c| c.parse().ok())) {
+        (Some(version), Some(code)) if version.starts_with("HTTP/") => Ok(code),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not an HTTP status line: {line:?}"),
+        )),
+    }
+}
+
+/// Turns probe outcomes into the state to report, with thresholds.
+#[derive(Debug)]
+pub(crate) struct Thresholds {
+    config: ProbeConfig,
+    state: HealthState,
+    streak: u32,
+}
+
+impl Thresholds {
+    pub(crate) fn new(config: ProbeConfig) -> Self {
+        Thresholds {
+            config,
+            state: HealthState::Unknown,
+            streak: 0,
+        }
+    }
+
+    /// The state after one probe. `running`: every process runs (when not,
+    /// critical at once, whatever the probe says).
+    pub(crate) fn observe(&mut self, running: bool, passed: bool) -> HealthState {
+        if !running {
+            self.state = HealthState::Critical;
+            self.streak = 0;
+            return self.state;
+        }
+        let target = if passed {
+            HealthState::Passing
+        } else {
+            HealthState::Critical
+        };
+        if target == self.state {
+            self.streak = 0;
+            return self.state;
+        }
+        self.streak += 1;
+        let needed = match (self.state, target) {
+            // The first verdict counts at once.
+            (HealthState::Unknown, _) => 1,
+            (_, HealthState::Passing) => self.config.success_threshold,
+            _ => self.config.failure_threshold,
+        };
+        if self.streak >= needed.max(1) {
+            self.state = target;
+            self.streak = 0;
+        }
+        self.state
+    }
+}
+
+/// p2's flap damping as a token bucket on the tokio clock.
+#[derive(Debug)]
+pub(crate) struct WriteBudget {
+    tokens: u32,
+    refilled: Instant,
+}
+
+impl WriteBudget {
+    pub(crate) fn new() -> Self {
+        WriteBudget {
+            tokens: BURST,
+            refilled: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let gained = (self.refilled.elapsed().as_secs_f64() / REFILL.as_secs_f64()) as u32;
+        if gained > 0 {
+            self.tokens = (self.tokens + gained).min(BURST);
+            self.refilled += REFILL * gained;
+            if self.tokens == BURST {
+                self.refilled = Instant::now();
+            }
+        }
+    }
+
+    /// Takes a write; `false` when the budget is spent.
+    pub(crate) fn take(&mut self) -> bool {
+        self.refill();
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+
+    /// True when only the last write is left (kept to report `unknown`).
+    pub(crate) fn last_one(&mut self) -> bool {
+        self.refill();
+        self.tokens == 1
+    }
+}
+
+/// Probes `pod` every period and writes changes, until `stop`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn probe_loop<S: Store>(
+    health: HealthStore<S>,
+    pod: PodId,
+    node: NodeId,
+    check: Check,
+    config: ProbeConfig,
+    mut running: impl FnMut() -> bool + Send,
+    lease: watch::Receiver<LeaseId>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut thresholds = Thresholds::new(config);
+    let mut budget = WriteBudget::new();
+    let mut written: Option<(HealthState, LeaseId)> = None;
+    let mut ticker = tokio::time::interval(config.period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let alive = running();
+        let (passed, output) = if alive {
+            probe(&check, config.timeout).await
+        } else {
+            (false, "not every process of the pod is running".to_owned())
+        };
+        let state = thresholds.observe(alive, passed);
+        let lease_id = *lease.borrow();
+        if written == Some((state, lease_id)) {
+            continue;
+        }
+        let (state, output) = if budget.last_one() && written.map(|w| w.0) != Some(state) {
+            (
+                HealthState::Unknown,
+                format!("health flapping: writes throttled (last probe: {output})"),
+            )
+        } else {
+            (state, output)
+        };
+        if written == Some((state, lease_id)) || !budget.take() {
+            continue;
+        }
+        let result = match HealthResult::new(
+            pod.as_str(),
+            node.as_str(),
+            state,
+            output,
+            SystemTime::now(),
+        ) {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, %pod, "cannot build a health result");
+                continue;
+            }
+        };
+        match health.put_health(&result, lease_id).await {
+            Ok(_) => {
+                tracing::debug!(%pod, %state, "health written");
+                written = Some((state, lease_id));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %pod, "writing health failed; retrying at the next probe")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_need_streaks_except_for_the_first_verdict_and_dead_processes() {
+        let mut t = Thresholds::new(ProbeConfig::default());
+        assert_eq!(t.observe(true, true), HealthState::Passing);
+        assert_eq!(t.observe(true, false), HealthState::Passing);
+        assert_eq!(t.observe(true, false), HealthState::Passing);
+        assert_eq!(
+            t.observe(true, false),
+            HealthState::Critical,
+            "third failure in a row"
+        );
+        assert_eq!(
+            t.observe(true, true),
+            HealthState::Passing,
+            "one success suffices"
+        );
+        assert_eq!(t.observe(true, false), HealthState::Passing);
+        assert_eq!(
+            t.observe(true, true),
+            HealthState::Passing,
+            "the streak broke"
+        );
+        assert_eq!(
+            t.observe(false, true),
+            HealthState::Critical,
+            "dead process: at once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_write_budget_allows_a_burst_then_one_per_refill() {
+        let mut budget = WriteBudget::new();
+        for _ in 0..BURST {
+            assert!(budget.take());
+        }
+        assert!(!budget.take());
+        tokio::time::advance(REFILL).await;
+        assert!(budget.take());
+        assert!(!budget.take());
+        tokio::time::advance(REFILL * (BURST + 5)).await;
+        for _ in 0..BURST {
+            assert!(budget.take());
+        }
+        assert!(!budget.take(), "the bucket never holds more than the burst");
+    }
+
+    #[tokio::test]
+    async fn http_probes_read_the_status_code_and_fail_on_refusal() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            for code in ["200 OK", "503 Service Unavailable"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+        });
+        let check = Check::Http {
+            port,
+            path: "/_status".into(),
+        };
+        let timeout = Duration::from_secs(5);
+        let (ok, output) = probe(&check, timeout).await;
+        assert!(ok, "{output}");
+        let (ok, output) = probe(&check, timeout).await;
+        assert!(!ok && output.contains("503"), "{output}");
+        server.await.unwrap();
+        let (ok, output) = probe(&check, timeout).await;
+        assert!(!ok && output.contains("refused"), "{output}");
+    }
+}

@@ -1,0 +1,225 @@
+//! One pod on this node: its home, its launchables' supervisors, the reality
+//! they add up to, and its stop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use drover_manifest::{LaunchStatus, LaunchableKind, Manifest, PodId, Reality};
+use drover_store::backoff::BackoffPolicy;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::error::{AgentError, Result};
+use crate::process::{LaunchSpec, Processes};
+use crate::supervisor::{LaunchState, Supervision, supervise};
+
+/// A pod the agent runs: one supervisor task per launchable.
+pub(crate) struct PodRunner {
+    pub(crate) manifest: Manifest,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    states: Vec<watch::Receiver<LaunchState>>,
+    limits: &'static str,
+}
+
+impl std::fmt::Debug for PodRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodRunner")
+            .field("pod", self.manifest.id())
+            .field("sha", &self.manifest.sha().to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PodRunner {
+    /// Installs `manifest` (its home and config file) and starts its
+    /// launchables. `changed` is called whenever a launchable's state
+    /// changes.
+    pub(crate) fn start(
+        processes: Arc<dyn Processes>,
+        config: &AgentConfig,
+        manifest: Manifest,
+        changed: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<PodRunner> {
+        let pod = manifest.id().clone();
+        let home = config.pod_home(&pod);
+        let logs = home.join("logs");
+        std::fs::create_dir_all(&logs).map_err(AgentError::io(format!(
+            "create the pod home {}",
+            home.display()
+        )))?;
+        let config_path = home.join("config.yaml");
+        std::fs::write(&config_path, manifest.config_yaml()).map_err(AgentError::io(format!(
+            "write the pod config {}",
+            config_path.display()
+        )))?;
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let mut states = Vec::new();
+        for (id, launchable) in manifest.launchables() {
+            let root = home.join(id.as_str());
+            std::fs::create_dir_all(&root)
+                .map_err(AgentError::io(format!("create {}", root.display())))?;
+            let mut env = BTreeMap::new();
+            if let Some(path) = std::env::var_os("PATH") {
+                env.insert("PATH".to_owned(), path.to_string_lossy().into_owned());
+            }
+            for (name, value) in [
+                ("POD_ID", pod.as_str().to_owned()),
+                ("POD_HOME", home.display().to_string()),
+                ("HOME", home.display().to_string()),
+                ("CONFIG_PATH", config_path.display().to_string()),
+                ("LAUNCHABLE_ID", id.as_str().to_owned()),
+                ("LAUNCHABLE_ROOT", root.display().to_string()),
+                ("NODE_ID", config.node.as_str().to_owned()),
+                ("MANIFEST_SHA", manifest.sha().to_string()),
+            ] {
+                env.insert(name.to_owned(), value);
+            }
+            env.extend(launchable.env.clone());
+            let (program, args, working_dir) = match &launchable.kind {
+                LaunchableKind::Process(process) => (
+                    process.command.clone(),
+                    process.args.clone(),
+                    process
+                        .working_dir
+                        .as_ref()
+                        .map_or_else(|| root.clone(), Into::into),
+                ),
+                // Not supported yet: the supervisor reports the start failure.
+                _ => (String::new(), Vec::new(), root.clone()),
+            };
+            let spec = LaunchSpec {
+                name: format!("{pod}/{id}"),
+                program,
+                args,
+                env,
+                working_dir,
+                log_file: logs.join(format!("{id}.log")),
+            };
+            let supervision = Supervision {
+                policy: launchable.restart_policy,
+                backoff: BackoffPolicy::new(
+                    launchable.restart_backoff,
+                    config.restart_cap.max(launchable.restart_backoff),
+                ),
+                reset_after: config.restart_reset,
+                grace: manifest.termination_grace_period(),
+            };
+            let (tx, rx) = watch::channel(LaunchState {
+                status: LaunchStatus::Launched,
+                restarts: 0,
+                last_exit: None,
+                reason: None,
+                since_ms: 0,
+                pid: None,
+            });
+            let mut follow = rx.clone();
+            let changed = changed.clone();
+            let stopped = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                // Reports changes until the supervisor is gone.
+                while tokio::select! {
+                    r = follow.changed() => r.is_ok(),
+                    _ = stopped.cancelled() => false,
+                } {
+                    changed();
+                }
+            }));
+            let unsupported = !matches!(launchable.kind, LaunchableKind::Process(_));
+            let processes = processes.clone();
+            let token = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                if unsupported {
+                    tx.send_modify(|s| {
+                        s.status = LaunchStatus::Failed;
+                        s.reason =
+                            Some("artifact launchables are not supported by this agent yet".into());
+                        s.since_ms = crate::node::now_ms();
+                    });
+                    token.cancelled().await;
+                    return;
+                }
+                supervise(processes, spec, supervision, tx, token).await;
+            }));
+            states.push(rx);
+        }
+        Ok(PodRunner {
+            manifest,
+            stop,
+            tasks,
+            states,
+            limits: processes.limits(),
+        })
+    }
+
+    /// The launchables' current states.
+    pub(crate) fn states(&self) -> Vec<LaunchState> {
+        self.states.iter().map(|rx| rx.borrow().clone()).collect()
+    }
+
+    /// True when every launchable's main process runs.
+    pub(crate) fn all_running(&self) -> bool {
+        self.states.iter().all(|rx| rx.borrow().is_running())
+    }
+
+    /// The reality record the launchables add up to: failed if any failed,
+    /// else crash-looping if any is, else exited if all exited, else
+    /// launched.
+    pub(crate) fn reality(&self) -> Reality {
+        aggregate(&self.manifest, &self.states(), self.limits)
+    }
+
+    /// Stops every launchable (each with the manifest's grace period) and
+    /// waits for them.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+pub(crate) fn aggregate(manifest: &Manifest, states: &[LaunchState], limits: &str) -> Reality {
+    let worst = |status: LaunchStatus| states.iter().find(|s| s.status == status);
+    let (status, reason) = if let Some(s) = worst(LaunchStatus::Failed) {
+        (LaunchStatus::Failed, s.reason.clone())
+    } else if let Some(s) = worst(LaunchStatus::CrashLooping) {
+        (LaunchStatus::CrashLooping, s.reason.clone())
+    } else if !states.is_empty() && states.iter().all(|s| s.status == LaunchStatus::Exited) {
+        (
+            LaunchStatus::Exited,
+            states.iter().find_map(|s| s.reason.clone()),
+        )
+    } else {
+        (LaunchStatus::Launched, None)
+    };
+    let latest = states.iter().max_by_key(|s| s.since_ms);
+    Reality {
+        restarts: states.iter().map(|s| s.restarts).sum(),
+        last_exit: states
+            .iter()
+            .filter(|s| s.last_exit.is_some())
+            .max_by_key(|s| s.since_ms)
+            .and_then(|s| s.last_exit),
+        reason,
+        since_ms: latest.map(|s| s.since_ms).filter(|ms| *ms > 0),
+        limits: Some(limits.to_owned()),
+        ..Reality::new(manifest.sha(), status)
+    }
+}
+
+/// Removes a stopped pod's home.
+pub(crate) fn uninstall(config: &AgentConfig, pod: &PodId) -> Result<()> {
+    let home = config.pod_home(pod);
+    match std::fs::remove_dir_all(&home) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(AgentError::Io {
+            context: format!("remove the pod home {}", home.display()),
+            source: e,
+        }),
+    }
+}

@@ -1,0 +1,349 @@
+//! Where launchables run: the [`Processes`] port, and [`OsProcesses`], which
+//! starts real processes, each launchable in a cgroup v2 subtree of its own
+//! when the agent can create one (then a stop reaches every descendant, even
+//! one that called `setsid`, and `cgroup.kill` ends them all at once), else
+//! in a process group of its own.
+//!
+//! The reconcile and supervision logic only see the port, so it is tested
+//! without processes; hollow nodes use a port whose processes are pretend.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use drover_manifest::Exit;
+use futures::future::BoxFuture;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+use crate::config::CgroupMode;
+use crate::error::{AgentError, Result};
+
+/// How long a stop waits for SIGKILLed processes to vanish before it gives
+/// up (they are in uninterruptible sleep; the kernel ends them later).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How often a stop looks whether everything exited.
+const STOP_POLL: Duration = Duration::from_millis(10);
+
+/// One launchable to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// `<pod>/<launchable>`, for names and logs.
+    pub name: String,
+    /// The program: a path, or a name looked up in `PATH`.
+    pub program: String,
+    pub args: Vec<String>,
+    /// The whole environment of the process.
+    pub env: BTreeMap<String, String>,
+    pub working_dir: PathBuf,
+    /// stdout and stderr are appended to this file.
+    pub log_file: PathBuf,
+}
+
+/// Starts launchables.
+pub trait Processes: Send + Sync + 'static {
+    /// Starts `spec`; the error says why it could not.
+    fn spawn(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>>;
+    /// Which resource limits this runtime applies: `cgroup`, `rlimit` or
+    /// `none`, for the reality record.
+    fn limits(&self) -> &'static str;
+}
+
+/// A started launchable.
+pub trait Running: Send + Sync {
+    /// The main process's pid, when there is a real one.
+    fn pid(&self) -> Option<u32>;
+    /// Resolves when the main process exited (again at once afterwards).
+    fn wait(&mut self) -> BoxFuture<'_, Exit>;
+    /// Ends everything the launchable started: SIGTERM, up to `grace` for
+    /// it all to exit, then SIGKILL. Resolves once nothing is left.
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, ()>;
+}
+
+/// Real processes.
+#[derive(Debug)]
+pub struct OsProcesses {
+    /// The agent's cgroup v2 subtree, when it could create one.
+    cgroups: Option<PathBuf>,
+}
+
+impl OsProcesses {
+    /// Processes for one agent: in cgroups under the agent's own cgroup
+    /// (in a subtree named after `instance`, the same for every run of one
+    /// agent, so a restart finds what an earlier run left) when `mode`
+    /// allows and the agent may create them.
+    pub fn new(mode: CgroupMode, instance: &str) -> OsProcesses {
+        let cgroups = match mode {
+            CgroupMode::Off => None,
+            CgroupMode::Auto => match cgroup_base(instance) {
+                Ok(base) => Some(base),
+                Err(why) => {
+                    tracing::info!(%why, "no cgroup v2 subtree; launchables run in process groups");
+                    None
+                }
+            },
+        };
+        OsProcesses { cgroups }
+    }
+
+    /// The cgroup subtree launchables run in, if any.
+    pub fn cgroup_base(&self) -> Option<&Path> {
+        self.cgroups.as_deref()
+    }
+}
+
+/// True when this process can run launchables in cgroup v2 subtrees: it
+/// creates (and removes) a probe subtree to find out.
+pub fn cgroup_v2_available() -> bool {
+    let probe = format!("probe-{}", std::process::id());
+    match cgroup_base(&probe) {
+        Ok(dir) => {
+            let _ = std::fs::remove_dir(&dir);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `<cgroup2 mount><own cgroup>`.
+fn own_cgroup() -> std::result::Result<PathBuf, String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    // mountinfo: "... <mount point> ... - <fstype> <source> <options>"
+    let mount = mounts
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .ok_or("no cgroup2 file system is mounted")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("this process has no cgroup v2 membership")?;
+    Ok(mount.join(own.trim_start_matches('/')))
+}
+
+/// `<own cgroup>/drover-<instance>`, created.
+fn cgroup_base(instance: &str) -> std::result::Result<PathBuf, String> {
+    let base = own_cgroup()?.join(format!("drover-{instance}"));
+    std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    if !base.join("cgroup.kill").exists() {
+        return Err(format!(
+            "{} has no cgroup.kill (kernel older than 5.14)",
+            base.display()
+        ));
+    }
+    Ok(base)
+}
+
+impl Drop for OsProcesses {
+    fn drop(&mut self) {
+        // Empty once every launchable stopped; otherwise the next run of
+        // this agent ends what is left.
+        if let Some(base) = &self.cgroups {
+            let _ = std::fs::remove_dir(base);
+        }
+    }
+}
+
+impl Processes for OsProcesses {
+    fn spawn(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_file)
+            .map_err(AgentError::io(format!(
+                "open the log {}",
+                spec.log_file.display()
+            )))?;
+        let log2 = log
+            .try_clone()
+            .map_err(AgentError::io("duplicate the log file handle"))?;
+        let cgroup = match &self.cgroups {
+            Some(base) => {
+                let dir = base.join(spec.name.replace('/', "."));
+                if dir.exists() {
+                    // Left over from a crash of an earlier run: end it.
+                    kill_cgroup(&dir);
+                    let _ = std::fs::remove_dir(&dir);
+                }
+                std::fs::create_dir(&dir)
+                    .map_err(AgentError::io(format!("create cgroup {}", dir.display())))?;
+                Some(dir)
+            }
+            None => None,
+        };
+        let mut command = match &cgroup {
+            // The shell moves itself into the cgroup, then becomes the
+            // program: nothing the program starts can be outside it.
+            Some(dir) => {
+                let mut command = tokio::process::Command::new("/bin/sh");
+                command
+                    .arg("-c")
+                    .arg(r#"echo 0 > "$0" || exit 125; exec "$@""#)
+                    .arg(dir.join("cgroup.procs"))
+                    .arg(&spec.program);
+                command
+            }
+            None => tokio::process::Command::new(&spec.program),
+        };
+        command
+            .args(&spec.args)
+            .env_clear()
+            .envs(&spec.env)
+            .current_dir(&spec.working_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = command.spawn().map_err(|e| {
+            if let Some(dir) = &cgroup {
+                let _ = std::fs::remove_dir(dir);
+            }
+            AgentError::Io {
+                context: format!("start {} ({})", spec.name, spec.program),
+                source: e,
+            }
+        })?;
+        let pid = child.id();
+        Ok(Box::new(OsProcess {
+            child,
+            pid,
+            exit: None,
+            cgroup,
+        }))
+    }
+
+    fn limits(&self) -> &'static str {
+        // cpu and memory controllers are not enabled by this agent yet.
+        "none"
+    }
+}
+
+struct OsProcess {
+    child: tokio::process::Child,
+    pid: Option<u32>,
+    exit: Option<Exit>,
+    cgroup: Option<PathBuf>,
+}
+
+impl OsProcess {
+    fn signal_all(&self, signal: Signal) {
+        if let Some(pid) = self.pid {
+            // The process group: the main process and what it forked.
+            let _ = killpg(Pid::from_raw(pid as i32), signal);
+        }
+        if let Some(dir) = &self.cgroup {
+            // Also whatever left the group (setsid) but not the cgroup.
+            for pid in cgroup_pids(dir) {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+    }
+
+    /// True when nothing of the launchable is left.
+    fn all_gone(&mut self) -> bool {
+        if self.exit.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.exit = Some(exit_of(status));
+        }
+        let group_gone = match self.pid {
+            Some(pid) => killpg(Pid::from_raw(pid as i32), None).is_err(),
+            None => true,
+        };
+        let cgroup_gone = self
+            .cgroup
+            .as_deref()
+            .is_none_or(|dir| cgroup_pids(dir).is_empty());
+        self.exit.is_some() && group_gone && cgroup_gone
+    }
+
+    async fn wait_gone(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.all_gone() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+}
+
+impl Running for OsProcess {
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Exit> {
+        Box::pin(async move {
+            if let Some(exit) = self.exit {
+                return exit;
+            }
+            let exit = match self.child.wait().await {
+                Ok(status) => exit_of(status),
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for a launchable failed");
+                    Exit {
+                        code: None,
+                        signal: None,
+                    }
+                }
+            };
+            self.exit = Some(exit);
+            exit
+        })
+    }
+
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if !self.all_gone() {
+                self.signal_all(Signal::SIGTERM);
+                if !self.wait_gone(grace).await {
+                    if let Some(dir) = &self.cgroup {
+                        kill_cgroup(dir);
+                    }
+                    self.signal_all(Signal::SIGKILL);
+                    if !self.wait_gone(KILL_WAIT).await {
+                        tracing::warn!(pid = ?self.pid, "processes survived SIGKILL; leaving them to the kernel");
+                    }
+                }
+            }
+            if let Some(dir) = self.cgroup.take()
+                && let Err(e) = std::fs::remove_dir(&dir)
+            {
+                tracing::debug!(error = %e, cgroup = %dir.display(), "removing the cgroup failed");
+            }
+        })
+    }
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    Exit {
+        code: status.code(),
+        signal: status.signal(),
+    }
+}
+
+fn cgroup_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn kill_cgroup(dir: &Path) {
+    if let Err(e) = std::fs::write(dir.join("cgroup.kill"), "1") {
+        tracing::debug!(error = %e, cgroup = %dir.display(), "cgroup.kill failed; signalling its processes");
+        for pid in cgroup_pids(dir) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}

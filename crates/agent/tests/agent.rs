@@ -1,0 +1,458 @@
+//! The agent end to end: real processes (`drover-test-pod`), on the
+//! embedded store and on a real etcd. What happened is read from the store
+//! and from files the pods write, never from the agent's own counters.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use drover_agent::{Agent, AgentConfig, AgentError, ProbeConfig};
+use drover_health::{HealthState, HealthStore};
+use drover_ids::NodeId;
+use drover_manifest::{IntentStore, LaunchStatus, Manifest, RealityStore, StatusCheck};
+use drover_store::keys::Keys;
+use drover_store::{Get, Store};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const TEST_POD: &str = env!("CARGO_BIN_EXE_drover-test-pod");
+/// Every wait in these tests is bounded by this.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the agent stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn config(node: &NodeId, dir: &Path, keys: &Keys) -> AgentConfig {
+    let mut config = AgentConfig::new(node.clone(), dir);
+    config.keys = keys.clone();
+    config.lease_ttl_secs = 5;
+    config.probe = ProbeConfig {
+        period: Duration::from_millis(100),
+        timeout: Duration::from_millis(500),
+        failure_threshold: 3,
+        success_threshold: 1,
+    };
+    config
+}
+
+fn start<S: Store>(store: &S, config: AgentConfig) -> Running {
+    let shutdown = CancellationToken::new();
+    let agent = Agent::new(store.clone(), config).stop_pods_on_exit(true);
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    Running { shutdown, task }
+}
+
+/// Polls `check` until it returns `Some`, within [`PATIENCE`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn pids(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is dead for our purpose: check /proc's state too.
+    kill(Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Files {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    starts: PathBuf,
+    pids: PathBuf,
+    env: PathBuf,
+    unhealthy: PathBuf,
+}
+
+impl Drop for Files {
+    /// Whatever happened to the test, no pod process outlives it.
+    fn drop(&mut self) {
+        for pid in pids(&self.pids) {
+            let _ = kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+fn files() -> Files {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    Files {
+        data: root.join("agent"),
+        starts: root.join("starts"),
+        pids: root.join("pids"),
+        env: root.join("env"),
+        unhealthy: root.join("unhealthy"),
+        _dir: dir,
+    }
+}
+
+fn test_pod(f: &Files, extra: &[&str]) -> Vec<String> {
+    let mut argv = vec![
+        TEST_POD.to_owned(),
+        "--starts-file".into(),
+        f.starts.display().to_string(),
+        "--pids-file".into(),
+        f.pids.display().to_string(),
+        "--env-file".into(),
+        f.env.display().to_string(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    argv
+}
+
+async fn reality_of<S: Store>(
+    store: &S,
+    keys: &Keys,
+    node: &NodeId,
+    pod: &str,
+) -> Option<drover_manifest::Reality> {
+    RealityStore::with_keys(store.clone(), keys.clone())
+        .get(node, &pod.parse().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn health_of<S: Store>(
+    store: &S,
+    keys: &Keys,
+    node: &NodeId,
+    pod: &str,
+) -> Option<HealthState> {
+    HealthStore::with_keys(store.clone(), keys.clone())
+        .node_health(pod, node.as_str())
+        .await
+        .unwrap()
+        .map(|r| r.state)
+}
+
+/// Install, a new SHA restarts, delete stops and uninstalls; reality and
+/// health follow in the store; the pod gets p2's environment.
+async fn intent_drives_processes<S: Store>(store: S, keys: Keys) {
+    let f = files();
+    let node: NodeId = "n1".parse().unwrap();
+    let agent = start(&store, config(&node, &f.data, &keys));
+    let intents = IntentStore::with_keys(store.clone(), keys.clone());
+    let port = free_port();
+    let port_arg = port.to_string();
+    let v1 = Manifest::builder("web")
+        .process("server", test_pod(&f, &["--status-port", &port_arg]))
+        .status(StatusCheck {
+            http: true,
+            ..StatusCheck::port(port)
+        })
+        .config("greeting", "hello".into())
+        .build()
+        .unwrap();
+    intents.put(&node, v1.id(), &v1).await.unwrap();
+    let reality = eventually("reality of v1", || async {
+        reality_of(&store, &keys, &node, "web")
+            .await
+            .filter(|r| r.sha == v1.sha())
+    })
+    .await;
+    assert_eq!(reality.status, LaunchStatus::Launched);
+    eventually("health passing", || async {
+        (health_of(&store, &keys, &node, "web").await == Some(HealthState::Passing)).then_some(())
+    })
+    .await;
+    let first = eventually("v1 started", || async { pids(&f.starts).first().copied() }).await;
+    let env = std::fs::read_to_string(&f.env).unwrap();
+    let home = f.data.join("pods/web");
+    for expected in [
+        "POD_ID=web".to_owned(),
+        format!("POD_HOME={}", home.display()),
+        format!("CONFIG_PATH={}", home.join("config.yaml").display()),
+        "LAUNCHABLE_ID=server".to_owned(),
+        format!("LAUNCHABLE_ROOT={}", home.join("server").display()),
+    ] {
+        assert!(
+            env.lines().any(|l| l == expected),
+            "{expected} missing from\n{env}"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(home.join("config.yaml"))
+            .unwrap()
+            .contains("hello")
+    );
+
+    // A new SHA: the old process stops, the new one starts.
+    let v2 = Manifest::builder("web")
+        .process(
+            "server",
+            test_pod(&f, &["--status-port", &port_arg, "--children", "1"]),
+        )
+        .status(StatusCheck {
+            http: true,
+            ..StatusCheck::port(port)
+        })
+        .build()
+        .unwrap();
+    intents.put(&node, v2.id(), &v2).await.unwrap();
+    eventually("reality of v2", || async {
+        reality_of(&store, &keys, &node, "web")
+            .await
+            .filter(|r| r.sha == v2.sha() && r.status == LaunchStatus::Launched)
+    })
+    .await;
+    assert!(!alive(first), "v1's process stopped");
+    eventually("v2 started", || async {
+        (pids(&f.starts).len() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(pids(&f.starts).len(), 2, "exactly one more start");
+
+    // Deleted: everything stops, reality and health go, the home is removed.
+    intents.delete(&node, v2.id()).await.unwrap();
+    eventually("reality deleted", || async {
+        reality_of(&store, &keys, &node, "web")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(health_of(&store, &keys, &node, "web").await, None);
+    for pid in pids(&f.pids) {
+        assert!(!alive(pid), "pid {pid} survived the uninstall");
+    }
+    assert!(!home.exists(), "the pod home is removed");
+    agent.stop().await;
+}
+
+/// A pod that ignores SIGTERM, with children and a grandchild that left
+/// the process group, is gone after its grace period.
+async fn stop_kills_everything_after_the_grace_period<S: Store>(store: S, keys: Keys) {
+    let f = files();
+    let node: NodeId = "n2".parse().unwrap();
+    let agent = start(&store, config(&node, &f.data, &keys));
+    let intents = IntentStore::with_keys(store.clone(), keys.clone());
+    let stubborn = Manifest::builder("stubborn")
+        .process(
+            "main",
+            test_pod(
+                &f,
+                &["--ignore-sigterm", "--children", "2", "--setsid-grandchild"],
+            ),
+        )
+        .termination_grace_period(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    intents.put(&node, stubborn.id(), &stubborn).await.unwrap();
+    eventually("all four processes", || async {
+        (pids(&f.pids).len() == 4).then_some(())
+    })
+    .await;
+    let cgroups = drover_agent::process::cgroup_v2_available();
+    let started = tokio::time::Instant::now();
+    intents.delete(&node, stubborn.id()).await.unwrap();
+    eventually("reality deleted", || async {
+        reality_of(&store, &keys, &node, "stubborn")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "waited the grace period"
+    );
+    let all = pids(&f.pids);
+    let grandchild = *all.last().unwrap();
+    for pid in &all[..3] {
+        assert!(!alive(*pid), "pid {pid} survived");
+    }
+    if cgroups {
+        assert!(
+            !alive(grandchild),
+            "the setsid grandchild escaped the cgroup"
+        );
+    } else {
+        // Without a cgroup nothing can find it: the documented limit.
+        let _ = kill(Pid::from_raw(grandchild), nix::sys::signal::Signal::SIGKILL);
+    }
+    agent.stop().await;
+}
+
+/// A crashing pod is restarted after a growing backoff, and reality says
+/// it is crash-looping with its exit status.
+async fn crashes_restart_with_growing_backoff<S: Store>(store: S, keys: Keys) {
+    let f = files();
+    let node: NodeId = "n3".parse().unwrap();
+    let agent = start(&store, config(&node, &f.data, &keys));
+    let intents = IntentStore::with_keys(store.clone(), keys.clone());
+    let launchable = drover_manifest::Launchable::process(test_pod(
+        &f,
+        &["--exit-after", "50ms", "--exit-code", "3"],
+    ))
+    .restart_backoff(Duration::from_millis(100));
+    let crasher = Manifest::builder("crasher")
+        .launchable("main", launchable)
+        .build()
+        .unwrap();
+    intents.put(&node, crasher.id(), &crasher).await.unwrap();
+    eventually("four starts", || async {
+        (pids(&f.starts).len() >= 4).then_some(())
+    })
+    .await;
+    let reality = eventually("three restarts reported", || async {
+        reality_of(&store, &keys, &node, "crasher")
+            .await
+            .filter(|r| r.restarts >= 3)
+    })
+    .await;
+    assert_eq!(reality.last_exit.and_then(|e| e.code), Some(3));
+    let times: Vec<u64> = std::fs::read_to_string(&f.starts)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert!(times.len() >= 4, "{times:?}");
+    let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    // 50 ms of running plus 100, 200, 400 ms of backoff.
+    assert!(
+        gaps[0] >= 150 && gaps[1] >= 250 && gaps[2] >= 450,
+        "backoff grows: {gaps:?}"
+    );
+    assert!(
+        gaps[1] > gaps[0] && gaps[2] > gaps[1],
+        "backoff grows: {gaps:?}"
+    );
+    intents.delete(&node, crasher.id()).await.unwrap();
+    agent.stop().await;
+}
+
+/// The status endpoint's answers become health in the store, after the
+/// failure threshold.
+async fn health_transitions_reach_the_store<S: Store>(store: S, keys: Keys) {
+    let f = files();
+    let node: NodeId = "n4".parse().unwrap();
+    let agent = start(&store, config(&node, &f.data, &keys));
+    let intents = IntentStore::with_keys(store.clone(), keys.clone());
+    let port = free_port();
+    let unhealthy = f.unhealthy.display().to_string();
+    let pod = Manifest::builder("checked")
+        .process(
+            "main",
+            test_pod(
+                &f,
+                &[
+                    "--status-port",
+                    &port.to_string(),
+                    "--unhealthy-if",
+                    &unhealthy,
+                ],
+            ),
+        )
+        .status(StatusCheck {
+            http: true,
+            ..StatusCheck::port(port)
+        })
+        .build()
+        .unwrap();
+    intents.put(&node, pod.id(), &pod).await.unwrap();
+    let health = |want: HealthState| {
+        let (store, keys, node) = (store.clone(), keys.clone(), node.clone());
+        async move {
+            eventually(&format!("health {want}"), || async {
+                (health_of(&store, &keys, &node, "checked").await == Some(want)).then_some(())
+            })
+            .await
+        }
+    };
+    health(HealthState::Passing).await;
+    std::fs::write(&f.unhealthy, "").unwrap();
+    health(HealthState::Critical).await;
+    std::fs::remove_file(&f.unhealthy).unwrap();
+    health(HealthState::Passing).await;
+    // The result is bound to the agent's lease.
+    let key = keys.health(&"checked".parse().unwrap(), &node);
+    let kv = store.get(Get::key(key.as_str())).await.unwrap();
+    assert_ne!(kv.kvs[0].lease, 0, "health is bound to the agent's lease");
+    intents.delete(&node, pod.id()).await.unwrap();
+    agent.stop().await;
+}
+
+/// A second agent claiming a live node is refused; the same agent
+/// restarted on its data directory takes its node back at once.
+async fn one_live_agent_per_node<S: Store>(store: S, keys: Keys) {
+    let (f, other) = (files(), files());
+    let node: NodeId = "n5".parse().unwrap();
+    let agent = start(&store, config(&node, &f.data, &keys));
+    let node_key = keys.node(&node);
+    eventually("registered", || async {
+        (store.get(Get::key(node_key.as_str())).await.unwrap().count == 1).then_some(())
+    })
+    .await;
+    let refused = Agent::new(store.clone(), config(&node, &other.data, &keys))
+        .run(CancellationToken::new())
+        .await;
+    match refused {
+        Err(AgentError::NodeTaken { node: taken, .. }) => assert_eq!(taken, node),
+        other => panic!("a second agent must be refused, got {other:?}"),
+    }
+    // The first agent's crash (its task aborted: no revoke) and restart.
+    agent.task.abort();
+    let _ = agent.task.await;
+    let again = start(&store, config(&node, &f.data, &keys));
+    eventually("registered again", || async {
+        let kv = store.get(Get::key(node_key.as_str())).await.unwrap();
+        let record = drover_agent::NodeRecord::from_json(&kv.kvs.first()?.value).ok()?;
+        (!again.task.is_finished()).then_some(record)
+    })
+    .await;
+    again.stop().await;
+}
+
+drover_store_etcd::on_both_backends!(
+    intent_drives_processes,
+    stop_kills_everything_after_the_grace_period,
+    crashes_restart_with_growing_backoff,
+    health_transitions_reach_the_store,
+    one_live_agent_per_node,
+);
