@@ -128,7 +128,9 @@ impl AgentConfig {
             data_dir: data_dir.into(),
             labels: BTreeMap::new(),
             capacity: None,
-            address: String::new(),
+            address: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
             lease_ttl_secs: DEFAULT_LEASE_TTL_SECS,
             keys: Keys::default(),
             restart_cap: DEFAULT_RESTART_CAP,

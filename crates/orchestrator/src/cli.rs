@@ -41,6 +41,60 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Ask a running orchestrator what it is (SystemService/GetInfo).
     Info(InfoArgs),
+    /// Run a node agent: turn this node's intent into supervised,
+    /// health-checked processes and report reality.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The node this agent runs: its name in nodes/, intent/, reality/ and
+    /// health/.
+    #[arg(long)]
+    pub(crate) node: drover_ids::NodeId,
+
+    /// The store, through orchestrators (`orchestrator serve`) or etcd
+    /// members alike: comma-separated client URLs.
+    #[arg(long, value_name = "URLS", value_delimiter = ',', num_args = 1.., required = true)]
+    pub(crate) endpoints: Vec<String>,
+
+    /// Pod homes, logs and the agent's identity.
+    #[arg(long, value_name = "PATH", default_value = ".drover-agent")]
+    pub(crate) data_dir: PathBuf,
+
+    /// Node labels applied to labels/node/<node> (labels set by others are
+    /// kept): comma-separated name=value pairs.
+    #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_label)]
+    pub(crate) labels: Vec<(String, String)>,
+
+    /// The address recorded in the node record, for operators [default:
+    /// the host name].
+    #[arg(long)]
+    pub(crate) address: Option<String>,
+
+    /// TTL of the registration lease: a dead agent's node record and health
+    /// vanish this long after its last keep-alive.
+    #[arg(long, default_value = "10s", value_parser = parse_flag_duration)]
+    pub(crate) lease_ttl: std::time::Duration,
+
+    /// Stop every pod when the agent exits (by default pods keep running and
+    /// the next run of the agent restarts them).
+    #[arg(long)]
+    pub(crate) stop_pods_on_exit: bool,
+
+    /// Run launchables in process groups even when cgroup v2 is available.
+    #[arg(long)]
+    pub(crate) no_cgroups: bool,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not name=value"))?;
+    drover_labels::Labels::new()
+        .insert(name, value)
+        .map_err(|e| format!("label {text:?}: {e}"))?;
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 #[derive(Debug, Args)]

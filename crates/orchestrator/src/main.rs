@@ -2,6 +2,7 @@
 //! (`info`). Thin by design: the logic lives in the library crates; this
 //! binary parses arguments, picks a store, and wires the gRPC services.
 
+mod agent;
 mod cli;
 mod info;
 mod metrics;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
             Command::Info(args) => info::run(args).await,
         }
     });

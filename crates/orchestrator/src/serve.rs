@@ -257,13 +257,13 @@ fn next_request_id() -> u64 {
 }
 
 /// SIGINT or SIGTERM.
-struct ShutdownSignal {
+pub(crate) struct ShutdownSignal {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
 }
 
 impl ShutdownSignal {
-    fn install() -> anyhow::Result<Self> {
+    pub(crate) fn install() -> anyhow::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(ShutdownSignal {
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
@@ -272,7 +272,7 @@ impl ShutdownSignal {
     }
 
     /// The name of the first signal received.
-    async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",

@@ -1,0 +1,141 @@
+//! `orchestrator agent` as a real process on `orchestrator serve`, reached
+//! over the wire through the served etcd API: intent in, a real process
+//! out, reality and health back in the store; a second agent for the node
+//! refused; SIGTERM stops the agent (and, with --stop-pods-on-exit, its
+//! pods).
+
+// Each test binary uses a different part of the shared harness.
+#[allow(dead_code)]
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use drover_health::{HealthState, HealthStore};
+use drover_ids::NodeId;
+use drover_manifest::{IntentStore, LaunchStatus, Manifest, RealityStore};
+use support::{BIN, Server, run_to_exit};
+use tokio::process::Command;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_runs_intent_through_a_served_store() {
+    let server = Server::start(&["--memory"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("agent");
+    let pid_file = dir.path().join("pid");
+    let url = server.url();
+    let mut agent = Command::new(BIN)
+        .args([
+            "agent",
+            "--node",
+            "edge-1",
+            "--endpoints",
+            &url,
+            "--stop-pods-on-exit",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--labels", "zone=a"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let store = server.etcd_client().await;
+    let node: NodeId = "edge-1".parse().unwrap();
+    let script = format!("echo $$ > {}; exec sleep 600", pid_file.display());
+    let sleeper = Manifest::builder("sleeper")
+        .process("main", ["/bin/sh", "-c", script.as_str()])
+        .build()
+        .unwrap();
+    IntentStore::new(store.clone())
+        .put(&node, sleeper.id(), &sleeper)
+        .await
+        .unwrap();
+    let realities = RealityStore::new(store.clone());
+    let reality = eventually("reality", || async {
+        realities
+            .get(&node, sleeper.id())
+            .await
+            .unwrap()
+            .filter(|r| r.sha == sleeper.sha())
+    })
+    .await;
+    assert_eq!(reality.status, LaunchStatus::Launched);
+    let health = HealthStore::new(store.clone());
+    eventually("health passing", || async {
+        let result = health.node_health("sleeper", "edge-1").await.unwrap()?;
+        (result.state == HealthState::Passing).then_some(())
+    })
+    .await;
+    let pid: i32 = eventually("the pod's pid", || async {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .await;
+    assert!(alive(pid));
+
+    // Another agent for the same node is refused, clearly.
+    let other = dir.path().join("other");
+    let other = other.to_str().unwrap();
+    let (status, stderr) = run_to_exit(&[
+        "agent",
+        "--node",
+        "edge-1",
+        "--endpoints",
+        &url,
+        "--data-dir",
+        other,
+    ])
+    .await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("node edge-1 is already registered by another live agent"),
+        "{stderr}"
+    );
+
+    // SIGTERM: the agent stops its pods (as asked) and exits cleanly.
+    let agent_pid = agent.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &agent_pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(PATIENCE, agent.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!alive(pid), "the pod stopped with the agent");
+    server.signal("TERM");
+    server.wait_success().await;
+}
