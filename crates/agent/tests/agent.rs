@@ -354,13 +354,10 @@ async fn crashes_restart_with_growing_backoff<S: Store>(store: S, keys: Keys) {
         .collect();
     assert!(times.len() >= 4, "{times:?}");
     let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    // 50 ms of running plus 100, 200, 400 ms of backoff.
+    // At least 50 ms of running plus 100, 200, 400 ms of backoff: lower
+    // bounds only (a loaded machine may lengthen any gap, never shorten it).
     assert!(
         gaps[0] >= 150 && gaps[1] >= 250 && gaps[2] >= 450,
-        "backoff grows: {gaps:?}"
-    );
-    assert!(
-        gaps[1] > gaps[0] && gaps[2] > gaps[1],
         "backoff grows: {gaps:?}"
     );
     intents.delete(&node, crasher.id()).await.unwrap();
