@@ -113,7 +113,7 @@ impl<S: Store> Agent<S> {
         *trigger_slot.lock() = Some(controller.trigger());
 
         let work = shutdown.child_token();
-        let controller = tokio::spawn(controller.run(work.clone()));
+        let controller = tokio::spawn(controller.run(work.clone()).in_current_span());
         // Keep the registration: a lost lease (a partition longer than the
         // TTL) means registering again under a new one.
         let mut lease = lease;
@@ -263,16 +263,19 @@ impl<S: Store> PodReconciler<S> {
                 .get(&running_pod)
                 .is_none_or(|runner| runner.all_running())
         };
-        tokio::spawn(probe_loop(
-            self.health.clone(),
-            pod,
-            self.config.node.clone(),
-            check,
-            self.config.probe,
-            running,
-            self.lease.clone(),
-            stop,
-        ));
+        tokio::spawn(
+            probe_loop(
+                self.health.clone(),
+                pod,
+                self.config.node.clone(),
+                check,
+                self.config.probe,
+                running,
+                self.lease.clone(),
+                stop,
+            )
+            .in_current_span(),
+        );
     }
 
     fn stop_probe(&self, pod: &PodId) {

@@ -9,6 +9,7 @@ use drover_store::backoff::BackoffPolicy;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
@@ -119,31 +120,38 @@ impl PodRunner {
             let mut follow = rx.clone();
             let changed = changed.clone();
             let stopped = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                // Reports changes until the supervisor is gone.
-                while tokio::select! {
-                    r = follow.changed() => r.is_ok(),
-                    _ = stopped.cancelled() => false,
-                } {
-                    changed();
+            tasks.push(tokio::spawn(
+                async move {
+                    // Reports changes until the supervisor is gone.
+                    while tokio::select! {
+                        r = follow.changed() => r.is_ok(),
+                        _ = stopped.cancelled() => false,
+                    } {
+                        changed();
+                    }
                 }
-            }));
+                .in_current_span(),
+            ));
             let unsupported = !matches!(launchable.kind, LaunchableKind::Process(_));
             let processes = processes.clone();
             let token = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                if unsupported {
-                    tx.send_modify(|s| {
-                        s.status = LaunchStatus::Failed;
-                        s.reason =
-                            Some("artifact launchables are not supported by this agent yet".into());
-                        s.since_ms = crate::node::now_ms();
-                    });
-                    token.cancelled().await;
-                    return;
+            tasks.push(tokio::spawn(
+                async move {
+                    if unsupported {
+                        tx.send_modify(|s| {
+                            s.status = LaunchStatus::Failed;
+                            s.reason = Some(
+                                "artifact launchables are not supported by this agent yet".into(),
+                            );
+                            s.since_ms = crate::node::now_ms();
+                        });
+                        token.cancelled().await;
+                        return;
+                    }
+                    supervise(processes, spec, supervision, tx, token).await;
                 }
-                supervise(processes, spec, supervision, tx, token).await;
-            }));
+                .in_current_span(),
+            ));
             states.push(rx);
         }
         Ok(PodRunner {

@@ -62,7 +62,7 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "PATH", default_value = ".drover-agent")]
     pub(crate) data_dir: PathBuf,
 
-    /// Node labels applied to labels/node/<node> (labels set by others are
+    /// Node labels applied to labels/node/NODE (labels set by others are
     /// kept): comma-separated name=value pairs.
     #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_label)]
     pub(crate) labels: Vec<(String, String)>,
