@@ -135,8 +135,9 @@ impl<S: Store> Agent<S> {
         };
         work.cancel();
         let ran = controller.await;
-        for (_, probe) in probes.lock().drain() {
-            probe.cancel();
+        let stopping: Vec<Probe> = probes.lock().drain().map(|(_, p)| p).collect();
+        for probe in stopping {
+            probe.stop().await;
         }
         if self.stop_pods_on_exit {
             let runners: Vec<PodRunner> = pods.lock().drain().map(|(_, r)| r).collect();
@@ -217,6 +218,19 @@ fn pod_ids(event: &ReflectorEvent<(NodeId, PodId), Manifest>) -> Vec<PodId> {
     }
 }
 
+/// A pod's probe loop.
+struct Probe {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probe {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 struct PodReconciler<S: Store> {
     config: Arc<AgentConfig>,
     processes: Arc<dyn Processes>,
@@ -227,7 +241,7 @@ struct PodReconciler<S: Store> {
     /// runs two of one key), so taking it out and putting it back is safe.
     pods: Arc<Mutex<HashMap<PodId, PodRunner>>>,
     /// Each running pod's probe loop, stopped with the pod.
-    probes: Arc<Mutex<HashMap<PodId, CancellationToken>>>,
+    probes: Arc<Mutex<HashMap<PodId, Probe>>>,
     trigger: Arc<Mutex<Option<Trigger<PodId>>>>,
     lease: watch::Receiver<LeaseId>,
 }
@@ -251,7 +265,8 @@ impl<S: Store> PodReconciler<S> {
         Ok(runner)
     }
 
-    fn start_probe(&self, runner: &PodRunner, stop: CancellationToken) {
+    fn start_probe(&self, runner: &PodRunner) -> Probe {
+        let stop = CancellationToken::new();
         let pod = runner.manifest.id().clone();
         let check = Check::of(runner.manifest.status());
         let pods = self.pods.clone();
@@ -263,7 +278,7 @@ impl<S: Store> PodReconciler<S> {
                 .get(&running_pod)
                 .is_none_or(|runner| runner.all_running())
         };
-        tokio::spawn(
+        let task = tokio::spawn(
             probe_loop(
                 self.health.clone(),
                 pod,
@@ -272,15 +287,19 @@ impl<S: Store> PodReconciler<S> {
                 self.config.probe,
                 running,
                 self.lease.clone(),
-                stop,
+                stop.clone(),
             )
             .in_current_span(),
         );
+        Probe { stop, task }
     }
 
-    fn stop_probe(&self, pod: &PodId) {
-        if let Some(probe) = self.probes.lock().remove(pod) {
-            probe.cancel();
+    /// Stops the pod's probe loop and waits for it, so that no health
+    /// write of it lands after the record is deleted.
+    async fn stop_probe(&self, pod: &PodId) {
+        let probe = self.probes.lock().remove(pod);
+        if let Some(probe) = probe {
+            probe.stop().await;
         }
     }
 
@@ -346,7 +365,7 @@ impl<S: Store> Reconciler<S> for PodReconciler<S> {
             Step::Stop => {
                 let runner = running.expect("plan stops only a running pod");
                 tracing::info!(%pod, "intent deleted: stopping");
-                self.stop_probe(pod);
+                self.stop_probe(pod).await;
                 self.stop_pod(pod, runner).await?;
                 self.forget(pod).await?;
             }
@@ -354,15 +373,14 @@ impl<S: Store> Reconciler<S> for PodReconciler<S> {
                 let manifest = intent.expect("plan launches only an intended pod");
                 if let Some(old) = running {
                     tracing::info!(%pod, from = %old.manifest.sha(), to = %manifest.sha(), "manifest changed: replacing");
-                    self.stop_probe(pod);
+                    self.stop_probe(pod).await;
                     old.stop().await;
                 } else {
                     tracing::info!(%pod, sha = %manifest.sha(), "launching");
                 }
                 let runner = self.start(manifest)?;
                 let reality = runner.reality();
-                let probe = CancellationToken::new();
-                self.start_probe(&runner, probe.clone());
+                let probe = self.start_probe(&runner);
                 self.probes.lock().insert(pod.clone(), probe);
                 self.pods.lock().insert(pod.clone(), runner);
                 self.realities

@@ -221,6 +221,11 @@ pub(crate) async fn probe_loop<S: Store>(
     let mut thresholds = Thresholds::new(config);
     let mut budget = WriteBudget::new();
     let mut written: Option<(HealthState, LeaseId)> = None;
+    // Nothing is reported while the pod starts: a launching pod has no
+    // health yet (readers see it missing, i.e. unknown), not a critical one;
+    // one that has not run after `failure_threshold` periods is critical.
+    let mut started = false;
+    let mut waited = 0u32;
     let mut ticker = tokio::time::interval(config.period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -229,6 +234,11 @@ pub(crate) async fn probe_loop<S: Store>(
             _ = ticker.tick() => {}
         }
         let alive = running();
+        started |= alive;
+        if !started && waited < config.failure_threshold {
+            waited += 1;
+            continue;
+        }
         let (passed, output) = if alive {
             probe(&check, config.timeout).await
         } else {

@@ -252,15 +252,15 @@ impl OsProcess {
         {
             self.exit = Some(exit_of(status));
         }
-        let group_gone = match self.pid {
-            Some(pid) => killpg(Pid::from_raw(pid as i32), None).is_err(),
-            None => true,
+        // A process leaves its cgroup when it exits; it stays in its process
+        // group as a zombie until its (new) parent reaps it, so zombies do
+        // not count there.
+        let rest_gone = match (&self.cgroup, self.pid) {
+            (Some(dir), _) => cgroup_pids(dir).is_empty(),
+            (None, Some(pid)) => !group_has_live_members(pid as i32),
+            (None, None) => true,
         };
-        let cgroup_gone = self
-            .cgroup
-            .as_deref()
-            .is_none_or(|dir| cgroup_pids(dir).is_empty());
-        self.exit.is_some() && group_gone && cgroup_gone
+        self.exit.is_some() && rest_gone
     }
 
     async fn wait_gone(&mut self, within: Duration) -> bool {
@@ -331,6 +331,30 @@ fn exit_of(status: std::process::ExitStatus) -> Exit {
         code: status.code(),
         signal: status.signal(),
     }
+}
+
+/// True when a process of group `pgid` runs (is not a zombie): a scan of
+/// `/proc`, done only while a stop waits.
+fn group_has_live_members(pgid: i32) -> bool {
+    if killpg(Pid::from_raw(pgid), None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // "<pid> (<comm>) <state> <ppid> <pgrp> ...": comm may hold spaces.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        group == Some(pgid) && state != Some("Z")
+    })
 }
 
 fn cgroup_pids(dir: &Path) -> Vec<i32> {

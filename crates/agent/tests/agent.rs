@@ -50,6 +50,11 @@ fn config(node: &NodeId, dir: &Path, keys: &Keys) -> AgentConfig {
 }
 
 fn start<S: Store>(store: &S, config: AgentConfig) -> Running {
+    // The agent's logs, shown when a test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("drover_agent=debug,drover_runtime=debug,info")
+        .try_init();
     let shutdown = CancellationToken::new();
     let agent = Agent::new(store.clone(), config).stop_pods_on_exit(true);
     let task = tokio::spawn(agent.run(shutdown.clone()));

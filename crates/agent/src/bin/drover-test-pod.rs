@@ -143,13 +143,17 @@ fn idle() -> ! {
     }
 }
 
+/// Appends `line` in one `write` call: the pod's processes append to the
+/// same files at once, and `O_APPEND` keeps each single write whole (a
+/// formatted `writeln!` may split a line into several writes that then
+/// interleave with another process's).
 fn append(file: &Path, line: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(file)
     {
-        let _ = writeln!(f, "{line}");
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 
