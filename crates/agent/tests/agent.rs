@@ -61,23 +61,13 @@ fn start<S: Store>(store: &S, config: AgentConfig) -> Running {
     Running { shutdown, task }
 }
 
-/// Polls `check` until it returns `Some`, within [`PATIENCE`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// The shared poll-until helper, within [`PATIENCE`].
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    drover_store::testing::eventually(what, PATIENCE, check).await
 }
 
 fn pids(file: &Path) -> Vec<i32> {

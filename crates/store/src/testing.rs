@@ -12,7 +12,34 @@ pub use faulty::{Faults, FaultyStore};
 
 pub use env::{ETCD_ENDPOINTS_VAR, REQUIRE_ETCD_VAR, etcd_endpoints, unique_prefix};
 
+use std::future::Future;
+use std::time::Duration;
+
 use crate::{Get, Store};
+
+/// How often [`eventually`] checks.
+pub const POLL: Duration = Duration::from_millis(25);
+
+/// Polls `check` every [`POLL`] until it returns `Some`, and returns that;
+/// panics naming `what` if `within` passes first. For tests that wait on a
+/// store or on processes (on the tokio clock, so paused time skips ahead).
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
 
 /// How many keys start with `prefix` (a count-only get). Panics on a store
 /// error: for tests' "nothing was written" checks.

@@ -12,9 +12,6 @@ use crate::{
 /// within TTL + ~0.5 s; paused time makes these waits instant).
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-/// Poll step while waiting for a condition.
-pub(crate) const POLL: Duration = Duration::from_millis(50);
-
 /// A lease id no store has granted (etcd grants ids from a random-ish
 /// member-derived counter; this one is far from any).
 pub(crate) const UNKNOWN_LEASE: LeaseId = 0x7eed_beef_0000_0001;
@@ -23,23 +20,13 @@ pub(crate) fn key(prefix: &str, name: &str) -> String {
     format!("{prefix}{name}")
 }
 
-/// Polls `check` every [`POLL`] until it returns `Some`, for at most [`WAIT`].
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// [`crate::testing::eventually`] within [`WAIT`].
+pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    crate::testing::eventually(what, WAIT, check).await
 }
 
 pub(crate) async fn get_one<S: Store>(store: &S, k: &str) -> Result<Option<KeyValue>> {
