@@ -448,3 +448,81 @@ drover_store_etcd::on_both_backends!(
     health_transitions_reach_the_store,
     one_live_agent_per_node,
 );
+
+/// A partition longer than the lease TTL (the store sees nothing from the
+/// agent): the node record and health expire with the lease, the pod keeps
+/// running untouched (failed reads never stop a pod), and once the store is
+/// reachable again the agent registers under a new lease and reports again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_past_the_lease_keeps_pods_running_and_re_registers() {
+    use drover_store::embedded::EmbeddedStore;
+    use drover_store::testing::FaultyStore;
+
+    let inner = EmbeddedStore::in_memory();
+    let store = FaultyStore::new(inner.clone());
+    let keys = Keys::default();
+    let f = files();
+    let node: NodeId = "n6".parse().unwrap();
+    let mut cfg = config(&node, &f.data, &keys);
+    cfg.lease_ttl_secs = 2;
+    let agent = start(&store, cfg);
+    let pod = Manifest::builder("steady")
+        .process("main", test_pod(&f, &[]))
+        .build()
+        .unwrap();
+    IntentStore::new(inner.clone())
+        .put(&node, pod.id(), &pod)
+        .await
+        .unwrap();
+    eventually("health passing", || async {
+        (health_of(&inner, &keys, &node, "steady").await == Some(HealthState::Passing))
+            .then_some(())
+    })
+    .await;
+    let first = eventually("started", || async { pids(&f.starts).first().copied() }).await;
+    let node_key = keys.node(&node);
+    let lease_of_record = |store: EmbeddedStore| {
+        let key = node_key.clone();
+        async move {
+            store
+                .get(Get::key(key.as_str()))
+                .await
+                .unwrap()
+                .kvs
+                .first()
+                .map(|kv| kv.lease)
+        }
+    };
+    let old_lease = lease_of_record(inner.clone()).await.unwrap();
+
+    store.faults.freeze(true);
+    eventually("the node record expired with the lease", || async {
+        lease_of_record(inner.clone()).await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        health_of(&inner, &keys, &node, "steady").await,
+        None,
+        "health expired too"
+    );
+    assert!(alive(first), "the pod runs on through the partition");
+
+    store.faults.freeze(false);
+    let new_lease = eventually("registered again", || async {
+        lease_of_record(inner.clone()).await
+    })
+    .await;
+    assert_ne!(new_lease, old_lease);
+    eventually("health reported again", || async {
+        (health_of(&inner, &keys, &node, "steady").await == Some(HealthState::Passing))
+            .then_some(())
+    })
+    .await;
+    assert!(alive(first), "not restarted");
+    assert_eq!(pids(&f.starts), vec![first], "started exactly once");
+    IntentStore::new(inner.clone())
+        .delete(&node, pod.id())
+        .await
+        .unwrap();
+    agent.stop().await;
+}
