@@ -36,6 +36,7 @@ mod agent;
 pub mod config;
 mod error;
 pub mod health;
+pub mod logs;
 pub mod node;
 pub mod plan;
 mod pod;

@@ -57,7 +57,10 @@ impl PodRunner {
             config_path.display()
         )))?;
         let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(
+            crate::logs::rotate_loop(logs.clone(), config.log_bytes, stop.clone())
+                .in_current_span(),
+        )];
         let mut states = Vec::new();
         for (id, launchable) in manifest.launchables() {
             let root = home.join(id.as_str());

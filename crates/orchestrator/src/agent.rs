@@ -19,6 +19,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         config.address = address;
     }
     config.lease_ttl_secs = args.lease_ttl.as_secs().max(1) as i64;
+    config.log_bytes = args.max_log_size.as_u64();
     if args.no_cgroups {
         config.cgroups = CgroupMode::Off;
     }

@@ -85,6 +85,11 @@ pub(crate) struct AgentArgs {
     /// Run launchables in process groups even when cgroup v2 is available.
     #[arg(long)]
     pub(crate) no_cgroups: bool,
+
+    /// Size past which a launchable's log file is rotated (one previous file
+    /// is kept), e.g. `8M`.
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = drover_manifest::ByteSize::parse)]
+    pub(crate) max_log_size: drover_manifest::ByteSize,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -130,3 +130,24 @@ async fn agent_runs_intent_through_a_served_store() {
     server.signal("TERM");
     server.wait_success().await;
 }
+
+/// Bad flags are refused before anything connects, naming the flag.
+#[tokio::test]
+async fn bad_agent_flags_are_refused_with_the_flag_named() {
+    for (args, names) in [
+        (&["--node", "N_1"][..], "--node"),
+        (&["--node", "n1", "--labels", "zone"][..], "--labels"),
+        (&["--node", "n1", "--labels", "bad key=v"][..], "--labels"),
+        (
+            &["--node", "n1", "--max-log-size", "12x"][..],
+            "--max-log-size",
+        ),
+        (&["--node", "n1", "--lease-ttl", "soon"][..], "--lease-ttl"),
+    ] {
+        let mut argv = vec!["agent", "--endpoints", "http://127.0.0.1:1"];
+        argv.extend_from_slice(args);
+        let (status, stderr) = run_to_exit(&argv).await;
+        assert!(!status.success(), "{argv:?} was accepted");
+        assert!(stderr.contains(names), "{argv:?}: {stderr}");
+    }
+}
