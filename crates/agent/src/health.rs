@@ -1,13 +1,16 @@
 //! Health probing of one pod and the writes of its results.
 //!
-//! The probe follows the manifest's `status` stanza: an HTTP GET of
-//! `status.path` on `status.port` (2xx passing, anything else or no answer
-//! within the timeout a failure) when `status.http` is set, a TCP connect
-//! to the port otherwise (HTTPS probes are not implemented yet; a connect
-//! shows the server is up), and without a stanza whether every launchable's
-//! process runs. A pod whose processes are not all running is critical at
-//! once; otherwise the reported state changes after `failure_threshold`
-//! failures or `success_threshold` successes in a row. Results are written
+//! The probe follows the manifest's `status` stanza: a GET of `status.path`
+//! on `status.port` of 127.0.0.1, over HTTPS (p2's default) or plain HTTP
+//! when `status.http` is set (2xx passing, anything else or no answer
+//! within the timeout a failure), and without a stanza whether every
+//! launchable's process runs. HTTPS probes do not verify the pod's
+//! certificate (pods serve self-signed ones on loopback; the kubelet does
+//! the same): they check that TLS and the endpoint answer, and that the
+//! handshake is signed by the certificate served. A pod whose processes
+//! are not all running is critical at once; otherwise the reported state
+//! changes after `failure_threshold` failures or `success_threshold`
+//! successes in a row. Results are written
 //! to `health/<pod>/<node>` with the agent's lease, only when the state
 //! changes, at most [`BURST`] writes at once and [`REFILL`] apart on
 //! average (p2's flap damping: 4 a minute, burst 16); a pod that flaps past
@@ -23,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::rustls;
 
 use crate::config::ProbeConfig;
 
@@ -34,19 +38,18 @@ pub const REFILL: Duration = Duration::from_secs(15);
 /// What to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Check {
-    Http { port: u16, path: String },
-    Tcp { port: u16 },
+    Http { port: u16, path: String, tls: bool },
     ProcessAlive,
 }
 
 impl Check {
     pub(crate) fn of(status: Option<&StatusCheck>) -> Check {
         match status {
-            Some(s) if s.http => Check::Http {
+            Some(s) => Check::Http {
                 port: s.port,
                 path: s.path.clone(),
+                tls: !s.http,
             },
-            Some(s) => Check::Tcp { port: s.port },
             None => Check::ProcessAlive,
         }
     }
@@ -56,37 +59,106 @@ impl Check {
 pub(crate) async fn probe(check: &Check, timeout: Duration) -> (bool, String) {
     match check {
         Check::ProcessAlive => (true, "processes running".into()),
-        Check::Tcp { port } => {
-            match tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", *port))).await {
-                Ok(Ok(_)) => (true, format!("tcp connect to port {port} succeeded")),
-                Ok(Err(e)) => (false, format!("tcp connect to port {port}: {e}")),
-                Err(_) => (
-                    false,
-                    format!("tcp connect to port {port} timed out after {timeout:?}"),
-                ),
-            }
-        }
-        Check::Http { port, path } => {
-            match tokio::time::timeout(timeout, http_get(*port, path)).await {
+        Check::Http { port, path, tls } => {
+            let scheme = if *tls { "https" } else { "http" };
+            let what = format!("GET {scheme}://127.0.0.1:{port}{path}");
+            match tokio::time::timeout(timeout, get(*port, path, *tls)).await {
                 Ok(Ok(status)) if (200..300).contains(&status) => {
-                    (true, format!("GET {path} on port {port}: {status}"))
+                    (true, format!("{what}: {status}"))
                 }
-                Ok(Ok(status)) => (false, format!("GET {path} on port {port}: {status}")),
-                Ok(Err(e)) => (false, format!("GET {path} on port {port}: {e}")),
-                Err(_) => (
-                    false,
-                    format!("GET {path} on port {port} timed out after {timeout:?}"),
-                ),
+                Ok(Ok(status)) => (false, format!("{what}: {status}")),
+                Ok(Err(e)) => (false, format!("{what}: {e}")),
+                Err(_) => (false, format!("{what} timed out after {timeout:?}")),
             }
         }
     }
 }
 
-/// The status code of `GET path` on the loopback port: HTTP/1.0 with
-/// `Connection: close`, so the answer ends with the connection and only
-/// its status line is read.
-async fn http_get(port: u16, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+/// The status code of `GET path` on the loopback port, over TLS or not.
+async fn get(port: u16, path: &str, tls: bool) -> std::io::Result<u16> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    if !tls {
+        return status_of(tcp, port, path).await;
+    }
+    let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let stream = tls_connector().connect(name, tcp).await?;
+    status_of(stream, port, path).await
+}
+
+/// One client configuration for every HTTPS probe.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    use std::sync::{Arc, OnceLock};
+    static CONNECTOR: OnceLock<tokio_rustls::TlsConnector> = OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        })
+        .clone()
+}
+
+/// Accepts whatever certificate the pod serves, but checks that the
+/// handshake is signed by it (see the module docs for why).
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Sends `GET path` as HTTP/1.0 with `Connection: close` (the answer ends
+/// with the connection) and reads only the status line: all a probe needs.
+async fn status_of<T>(mut stream: T, port: u16, path: &str) -> std::io::Result<u16>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream
         .write_all(
             format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
@@ -336,6 +408,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_probes_accept_a_self_signed_certificate_and_read_the_status() {
+        use std::sync::Arc;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            for code in ["204 No Content", "500 Internal Server Error"] {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut s = acceptor.accept(tcp).await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                s.shutdown().await.unwrap();
+            }
+            // A plain-HTTP answer where TLS is expected fails the probe.
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+        });
+        let check = Check::of(Some(&StatusCheck::port(port)));
+        assert!(
+            matches!(check, Check::Http { tls: true, .. }),
+            "https is the default"
+        );
+        let timeout = Duration::from_secs(5);
+        let (ok, output) = probe(&check, timeout).await;
+        assert!(
+            ok && output.contains("https://") && output.contains("204"),
+            "{output}"
+        );
+        let (ok, output) = probe(&check, timeout).await;
+        assert!(!ok && output.contains("500"), "{output}");
+        let (ok, output) = probe(&check, timeout).await;
+        assert!(!ok, "{output}");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn http_probes_read_the_status_code_and_fail_on_refusal() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -352,6 +479,7 @@ mod tests {
         let check = Check::Http {
             port,
             path: "/_status".into(),
+            tls: false,
         };
         let timeout = Duration::from_secs(5);
         let (ok, output) = probe(&check, timeout).await;
