@@ -252,7 +252,7 @@ impl<S: Store> PodReconciler<S> {
         move |source| AgentError::Reality { pod, source }
     }
 
-    fn start(&self, manifest: Manifest) -> Result<PodRunner> {
+    fn start(&self, manifest: Manifest, adopt: bool) -> Result<PodRunner> {
         let pod = manifest.id().clone();
         let trigger = self.trigger.lock().clone();
         let changed: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -261,7 +261,13 @@ impl<S: Store> PodReconciler<S> {
                 tokio::spawn(async move { trigger.send(pod).await });
             }
         });
-        let runner = PodRunner::start(self.processes.clone(), &self.config, manifest, changed)?;
+        let runner = PodRunner::start(
+            self.processes.clone(),
+            &self.config,
+            manifest,
+            adopt,
+            changed,
+        )?;
         Ok(runner)
     }
 
@@ -371,6 +377,9 @@ impl<S: Store> Reconciler<S> for PodReconciler<S> {
             }
             Step::Launch | Step::Replace => {
                 let manifest = intent.expect("plan launches only an intended pod");
+                // Launching what this agent does not run: an earlier run of
+                // it may have left it running (adopted), a replacement never.
+                let adopt = running.is_none();
                 if let Some(old) = running {
                     tracing::info!(%pod, from = %old.manifest.sha(), to = %manifest.sha(), "manifest changed: replacing");
                     self.stop_probe(pod).await;
@@ -378,7 +387,7 @@ impl<S: Store> Reconciler<S> for PodReconciler<S> {
                 } else {
                     tracing::info!(%pod, sha = %manifest.sha(), "launching");
                 }
-                let runner = self.start(manifest)?;
+                let runner = self.start(manifest, adopt)?;
                 let reality = runner.reality();
                 let probe = self.start_probe(&runner);
                 self.probes.lock().insert(pod.clone(), probe);

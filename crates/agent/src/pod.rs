@@ -36,16 +36,23 @@ impl std::fmt::Debug for PodRunner {
 
 impl PodRunner {
     /// Installs `manifest` (its home and config file) and starts its
-    /// launchables. `changed` is called whenever a launchable's state
-    /// changes.
+    /// launchables. With `adopt`, launchables an earlier run of the agent
+    /// started for this very manifest (its SHA is recorded in the home) and
+    /// that still run are taken over instead of restarted. `changed` is
+    /// called whenever a launchable's state changes.
     pub(crate) fn start(
         processes: Arc<dyn Processes>,
         config: &AgentConfig,
         manifest: Manifest,
+        adopt: bool,
         changed: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<PodRunner> {
         let pod = manifest.id().clone();
         let home = config.pod_home(&pod);
+        let sha_file = home.join("manifest.sha");
+        let adopt = adopt
+            && std::fs::read_to_string(&sha_file)
+                .is_ok_and(|sha| sha.trim() == manifest.sha().to_string());
         let logs = home.join("logs");
         std::fs::create_dir_all(&logs).map_err(AgentError::io(format!(
             "create the pod home {}",
@@ -56,6 +63,8 @@ impl PodRunner {
             "write the pod config {}",
             config_path.display()
         )))?;
+        std::fs::write(&sha_file, manifest.sha().to_string())
+            .map_err(AgentError::io(format!("write {}", sha_file.display())))?;
         let stop = CancellationToken::new();
         let mut tasks = vec![tokio::spawn(
             crate::logs::rotate_loop(logs.clone(), config.log_bytes, stop.clone())
@@ -102,6 +111,7 @@ impl PodRunner {
                 env,
                 working_dir,
                 log_file: logs.join(format!("{id}.log")),
+                record_file: home.join(format!("{id}.pid")),
             };
             let supervision = Supervision {
                 policy: launchable.restart_policy,
@@ -151,7 +161,7 @@ impl PodRunner {
                         token.cancelled().await;
                         return;
                     }
-                    supervise(processes, spec, supervision, tx, token).await;
+                    supervise(processes, spec, supervision, adopt, tx, token).await;
                 }
                 .in_current_span(),
             ));

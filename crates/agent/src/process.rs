@@ -25,6 +25,13 @@ use crate::error::{AgentError, Result};
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How often a stop looks whether everything exited.
 const STOP_POLL: Duration = Duration::from_millis(10);
+/// How often the exit of an adopted process (not our child) is looked for.
+const ADOPTED_POLL: Duration = Duration::from_millis(100);
+/// The exit of a process whose status nobody could read.
+const UNKNOWN_EXIT: Exit = Exit {
+    code: None,
+    signal: None,
+};
 
 /// One launchable to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,12 +46,22 @@ pub struct LaunchSpec {
     pub working_dir: PathBuf,
     /// stdout and stderr are appended to this file.
     pub log_file: PathBuf,
+    /// Where the started process is recorded (`<pid> <start time>`), so a
+    /// restarted agent can adopt it, or end it if it may not.
+    pub record_file: PathBuf,
 }
 
 /// Starts launchables.
 pub trait Processes: Send + Sync + 'static {
-    /// Starts `spec`; the error says why it could not.
+    /// Starts `spec`; the error says why it could not. Whatever an earlier
+    /// run of the agent left running for it is ended first.
     fn spawn(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>>;
+    /// Takes over what an earlier run of the agent started for `spec` and
+    /// is still running (a restarted agent): `None` when nothing is.
+    fn adopt(&self, spec: &LaunchSpec) -> Option<Box<dyn Running>> {
+        let _ = spec;
+        None
+    }
     /// Which resource limits this runtime applies: `cgroup`, `rlimit` or
     /// `none`, for the reality record.
     fn limits(&self) -> &'static str;
@@ -162,6 +179,12 @@ impl Processes for OsProcesses {
         let log2 = log
             .try_clone()
             .map_err(AgentError::io("duplicate the log file handle"))?;
+        if let Some(leftover) = Recorded::read(&spec.record_file).filter(Recorded::is_running) {
+            // An earlier run's process that is not adopted: end its group
+            // (its cgroup, when there is one, is ended just below).
+            tracing::info!(launchable = %spec.name, pid = leftover.pid, "ending what an earlier run left");
+            let _ = killpg(Pid::from_raw(leftover.pid), Signal::SIGKILL);
+        }
         let cgroup = match &self.cgroups {
             Some(base) => {
                 let dir = base.join(spec.name.replace('/', "."));
@@ -210,9 +233,31 @@ impl Processes for OsProcesses {
             }
         })?;
         let pid = child.id();
+        if let Some(record) = pid.and_then(|pid| Recorded::of(pid as i32)) {
+            record.write(&spec.record_file);
+        }
         Ok(Box::new(OsProcess {
-            child,
+            child: Some(child),
             pid,
+            exit: None,
+            cgroup,
+        }))
+    }
+
+    fn adopt(&self, spec: &LaunchSpec) -> Option<Box<dyn Running>> {
+        let recorded = Recorded::read(&spec.record_file).filter(Recorded::is_running)?;
+        let cgroup = self
+            .cgroups
+            .as_ref()
+            .map(|base| base.join(spec.name.replace('/', ".")));
+        if let Some(dir) = &cgroup
+            && !cgroup_pids(dir).contains(&recorded.pid)
+        {
+            return None;
+        }
+        Some(Box::new(OsProcess {
+            child: None,
+            pid: Some(recorded.pid as u32),
             exit: None,
             cgroup,
         }))
@@ -224,8 +269,61 @@ impl Processes for OsProcesses {
     }
 }
 
+/// A started process as recorded in its record file: its pid and its
+/// start time in clock ticks since boot (`/proc/<pid>/stat` field 22), which
+/// tells it from a later process that got the same pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Recorded {
+    pid: i32,
+    start: u64,
+}
+
+impl Recorded {
+    fn of(pid: i32) -> Option<Recorded> {
+        Some(Recorded {
+            pid,
+            start: proc_stat(pid)?.1,
+        })
+    }
+
+    fn read(file: &Path) -> Option<Recorded> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let mut parts = text.split_whitespace();
+        Some(Recorded {
+            pid: parts.next()?.parse().ok()?,
+            start: parts.next()?.parse().ok()?,
+        })
+    }
+
+    fn write(&self, file: &Path) {
+        if let Err(e) = std::fs::write(file, format!("{} {}\n", self.pid, self.start)) {
+            tracing::warn!(error = %e, file = %file.display(), "recording the process failed; a restarted agent will restart it");
+        }
+    }
+
+    /// The very process recorded is alive (not a zombie).
+    fn is_running(&self) -> bool {
+        proc_stat(self.pid).is_some_and(|(state, start)| state != 'Z' && start == self.start)
+    }
+}
+
+/// A process's state letter and start time, from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "<pid> (<comm>) <state> ..." with the start time the 20th field after
+    // the command (comm may hold spaces and parentheses).
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// A launchable's main process: started by this agent (`child`), or
+/// adopted from an earlier run (no child: its exit is seen in `/proc`, its
+/// status is unknown).
 struct OsProcess {
-    child: tokio::process::Child,
+    child: Option<tokio::process::Child>,
     pid: Option<u32>,
     exit: Option<Exit>,
     cgroup: Option<PathBuf>,
@@ -247,10 +345,23 @@ impl OsProcess {
 
     /// True when nothing of the launchable is left.
     fn all_gone(&mut self) -> bool {
-        if self.exit.is_none()
-            && let Ok(Some(status)) = self.child.try_wait()
-        {
-            self.exit = Some(exit_of(status));
+        if self.exit.is_none() {
+            match &mut self.child {
+                Some(child) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        self.exit = Some(exit_of(status));
+                    }
+                }
+                None => {
+                    let alive = self
+                        .pid
+                        .and_then(|pid| proc_stat(pid as i32))
+                        .is_some_and(|(state, _)| state != 'Z');
+                    if !alive {
+                        self.exit = Some(UNKNOWN_EXIT);
+                    }
+                }
+            }
         }
         // A process leaves its cgroup when it exits; it stays in its process
         // group as a zombie until its (new) parent reaps it, so zombies do
@@ -287,15 +398,22 @@ impl Running for OsProcess {
             if let Some(exit) = self.exit {
                 return exit;
             }
-            let exit = match self.child.wait().await {
-                Ok(status) => exit_of(status),
-                Err(e) => {
-                    tracing::warn!(error = %e, "waiting for a launchable failed");
-                    Exit {
-                        code: None,
-                        signal: None,
+            let exit = match &mut self.child {
+                Some(child) => match child.wait().await {
+                    Ok(status) => exit_of(status),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "waiting for a launchable failed");
+                        UNKNOWN_EXIT
                     }
-                }
+                },
+                // Adopted: not our child, so poll until it is gone.
+                None => loop {
+                    self.all_gone();
+                    if let Some(exit) = self.exit {
+                        break exit;
+                    }
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                },
             };
             self.exit = Some(exit);
             exit

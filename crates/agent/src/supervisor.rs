@@ -75,10 +75,13 @@ fn success(exit: &Exit) -> bool {
 }
 
 /// Runs `spec` under `supervision` until `stop` fires, then stops it.
+/// With `adopt`, first takes over the process an earlier run of the agent
+/// left running for it, if there is one.
 pub(crate) async fn supervise(
     processes: Arc<dyn Processes>,
     spec: LaunchSpec,
     supervision: Supervision,
+    mut adopt: bool,
     state: watch::Sender<LaunchState>,
     stop: CancellationToken,
 ) {
@@ -97,7 +100,15 @@ pub(crate) async fn supervise(
         if stop.is_cancelled() {
             return;
         }
-        let mut running = match processes.spawn(&spec) {
+        let adopted = if std::mem::take(&mut adopt) {
+            processes.adopt(&spec)
+        } else {
+            None
+        };
+        if adopted.is_some() {
+            tracing::info!(launchable = %spec.name, "adopted from an earlier run of the agent");
+        }
+        let mut running = match adopted.map_or_else(|| processes.spawn(&spec), Ok) {
             Ok(running) => running,
             Err(e) => {
                 let reason = format!("{e}: {}", source_chain(&e));
@@ -267,6 +278,7 @@ mod tests {
             env: Default::default(),
             working_dir: "/".into(),
             log_file: "/dev/null".into(),
+            record_file: "/dev/null".into(),
         }
     }
 
@@ -295,6 +307,7 @@ mod tests {
             Arc::new(fake.clone()),
             spec(),
             supervision(policy),
+            false,
             tx,
             stop.clone(),
         ));

@@ -151,3 +151,114 @@ async fn bad_agent_flags_are_refused_with_the_flag_named() {
         assert!(stderr.contains(names), "{argv:?}: {stderr}");
     }
 }
+
+/// An agent killed with SIGKILL and started again on its data directory
+/// takes its node back at once and adopts the pod it left running: same
+/// process, no second start; deleting the intent then stops that process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_agent_restarted_adopts_its_running_pods() {
+    let server = Server::start(&["--memory"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("agent");
+    let starts = dir.path().join("starts");
+    let url = server.url();
+    let spawn_agent = || {
+        Command::new(BIN)
+            .args([
+                "agent",
+                "--node",
+                "edge-2",
+                "--endpoints",
+                &url,
+                "--stop-pods-on-exit",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut agent = spawn_agent();
+    let store = server.etcd_client().await;
+    let node: NodeId = "edge-2".parse().unwrap();
+    let script = format!("echo $$ >> {}; exec sleep 600", starts.display());
+    let sleeper = Manifest::builder("sleeper")
+        .process("main", ["/bin/sh", "-c", script.as_str()])
+        .build()
+        .unwrap();
+    let intents = IntentStore::new(store.clone());
+    intents.put(&node, sleeper.id(), &sleeper).await.unwrap();
+    let realities = RealityStore::new(store.clone());
+    realities_since(&realities, &node, &sleeper, 0).await;
+    let pid: i32 = eventually("the pod's pid", || async {
+        std::fs::read_to_string(&starts).ok()?.trim().parse().ok()
+    })
+    .await;
+
+    agent.kill().await.unwrap();
+    let registered = node_record_revision(&store, &node, 0).await;
+    let mut agent = spawn_agent();
+    // The new run registers (a new node record), then reports the pod again
+    // (a reality record newer than that) without starting it.
+    let again = node_record_revision(&store, &node, registered).await;
+    realities_since(&realities, &node, &sleeper, again).await;
+    assert!(alive(pid), "the pod survived the agent's SIGKILL");
+    assert_eq!(
+        std::fs::read_to_string(&starts).unwrap().lines().count(),
+        1,
+        "adopted, not restarted"
+    );
+
+    intents.delete(&node, sleeper.id()).await.unwrap();
+    eventually("the adopted pod stopped", || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    agent.kill().await.unwrap();
+    server.signal("TERM");
+    server.wait_success().await;
+}
+
+/// Waits for the node record to be written after `after`; returns its
+/// revision.
+async fn node_record_revision(
+    store: &drover_store_etcd::EtcdStore,
+    node: &NodeId,
+    after: i64,
+) -> i64 {
+    use drover_store::{Get, Store};
+    let key = drover_store::keys::Keys::default().node(node);
+    eventually("a newer node record", || async {
+        let kv = store.get(Get::key(key.as_str())).await.unwrap();
+        kv.kvs
+            .first()
+            .map(|kv| kv.mod_revision)
+            .filter(|rev| *rev > after)
+    })
+    .await
+}
+
+/// Waits for a reality record of `manifest`, launched, written after
+/// `after` (a store revision); returns its revision.
+async fn realities_since(
+    realities: &RealityStore<drover_store_etcd::EtcdStore>,
+    node: &NodeId,
+    manifest: &Manifest,
+    after: i64,
+) -> i64 {
+    use drover_store::{Get, Store};
+    let key = realities.key(node, manifest.id());
+    eventually("a newer reality record", || async {
+        let kv = realities.store().get(Get::key(key.as_str())).await.unwrap();
+        let kv = kv.kvs.first()?;
+        let reality = drover_manifest::Reality::from_json(&kv.value).ok()?;
+        (reality.sha == manifest.sha()
+            && reality.status == LaunchStatus::Launched
+            && kv.mod_revision > after)
+            .then_some(kv.mod_revision)
+    })
+    .await
+}
