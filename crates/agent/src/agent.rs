@@ -61,8 +61,8 @@ impl<S: Store> Agent<S> {
     }
 
     /// Whether [`Agent::run`] stops every pod when it returns. Off by
-    /// default: pods outlive an agent restart (and are restarted by the
-    /// next run).
+    /// default: pods outlive an agent restart, and the next run on the same
+    /// data directory adopts them.
     pub fn stop_pods_on_exit(mut self, stop: bool) -> Self {
         self.stop_pods_on_exit = stop;
         self

@@ -78,7 +78,7 @@ pub(crate) struct AgentArgs {
     pub(crate) lease_ttl: std::time::Duration,
 
     /// Stop every pod when the agent exits (by default pods keep running and
-    /// the next run of the agent restarts them).
+    /// the next run of the agent on this data directory adopts them).
     #[arg(long)]
     pub(crate) stop_pods_on_exit: bool,
 
