@@ -36,6 +36,34 @@ fn alive(pid: i32) -> bool {
     })
 }
 
+/// `orchestrator agent` for `node` on the server at `url`, stopping its
+/// pods when it exits, with its data in `data`.
+fn spawn_agent(
+    url: &str,
+    node: &str,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> tokio::process::Child {
+    Command::new(BIN)
+        .args([
+            "agent",
+            "--node",
+            node,
+            "--endpoints",
+            url,
+            "--stop-pods-on-exit",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_runs_intent_through_a_served_store() {
     let server = Server::start(&["--memory"]).await;
@@ -43,24 +71,7 @@ async fn agent_runs_intent_through_a_served_store() {
     let data = dir.path().join("agent");
     let pid_file = dir.path().join("pid");
     let url = server.url();
-    let mut agent = Command::new(BIN)
-        .args([
-            "agent",
-            "--node",
-            "edge-1",
-            "--endpoints",
-            &url,
-            "--stop-pods-on-exit",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--labels", "zone=a"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut agent = spawn_agent(&url, "edge-1", &data, &["--labels", "zone=a"]);
 
     let store = server.etcd_client().await;
     let node: NodeId = "edge-1".parse().unwrap();
@@ -162,26 +173,7 @@ async fn a_sigkilled_agent_restarted_adopts_its_running_pods() {
     let data = dir.path().join("agent");
     let starts = dir.path().join("starts");
     let url = server.url();
-    let spawn_agent = || {
-        Command::new(BIN)
-            .args([
-                "agent",
-                "--node",
-                "edge-2",
-                "--endpoints",
-                &url,
-                "--stop-pods-on-exit",
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let mut agent = spawn_agent();
+    let mut agent = spawn_agent(&url, "edge-2", &data, &[]);
     let store = server.etcd_client().await;
     let node: NodeId = "edge-2".parse().unwrap();
     let script = format!("echo $$ >> {}; exec sleep 600", starts.display());
@@ -200,7 +192,7 @@ async fn a_sigkilled_agent_restarted_adopts_its_running_pods() {
 
     agent.kill().await.unwrap();
     let registered = node_record_revision(&store, &node, 0).await;
-    let mut agent = spawn_agent();
+    let mut agent = spawn_agent(&url, "edge-2", &data, &[]);
     // The new run registers (a new node record), then reports the pod again
     // (a reality record newer than that) without starting it.
     let again = node_record_revision(&store, &node, registered).await;
