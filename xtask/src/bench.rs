@@ -1,4 +1,4 @@
-//! `cargo xtask bench <store|labels|election|all>`: run a benchmark, with a
+//! `cargo xtask bench <store|labels|election|agent|all>`: run a benchmark, with a
 //! private etcd where the benchmark measures against one.
 //!
 //! etcd's data directory is put under `target/bench/`, on the same disk as
@@ -37,6 +37,10 @@ enum Which {
     Labels,
     /// Leader election vs etcd's own (crates/election/benches/election.rs).
     Election,
+    /// The node agent as a process on `orchestrator serve`: pod start
+    /// latency, crash detection and restart, CPU and RSS
+    /// (crates/agent/benches/agent.rs).
+    Agent,
     /// All of the above, in turn.
     All,
 }
@@ -46,7 +50,7 @@ const BENCH_DIR_VAR: &str = "DROVER_BENCH_DIR";
 
 pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
     let benches = match args.which {
-        Which::All => vec![Which::Store, Which::Labels, Which::Election],
+        Which::All => vec![Which::Store, Which::Labels, Which::Election, Which::Agent],
         one => vec![one],
     };
     provision::ensure(provision::Needs {
@@ -60,6 +64,7 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
             Which::Store => ("drover-store-etcd", "store", true, true),
             Which::Labels => ("drover-labels", "labels", false, false),
             Which::Election => ("drover-election", "election", true, false),
+            Which::Agent => ("drover-agent", "agent", false, true),
             Which::All => unreachable!("expanded above"),
         };
         header(&format!("bench: {bench}"));
@@ -89,6 +94,10 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
         }
         if let Some(orchestrator) = &orchestrator {
             cargo.env("DROVER_ORCHESTRATOR_ENDPOINTS", orchestrator.endpoint());
+        }
+        if let Some(binary) = &orchestrator_binary {
+            // The agent bench runs `orchestrator agent` from the same build.
+            cargo.env("DROVER_ORCHESTRATOR_BIN", binary);
         }
         cmd::run(&mut cargo)?;
         drop(orchestrator);

@@ -275,15 +275,6 @@ impl<S: Store> PodReconciler<S> {
         let stop = CancellationToken::new();
         let pod = runner.manifest.id().clone();
         let check = Check::of(runner.manifest.status());
-        let pods = self.pods.clone();
-        let running_pod = pod.clone();
-        // Between reconciles the runner sits in the map; during one it may
-        // be out for a moment: count it as running then.
-        let running = move || {
-            pods.lock()
-                .get(&running_pod)
-                .is_none_or(|runner| runner.all_running())
-        };
         let task = tokio::spawn(
             probe_loop(
                 self.health.clone(),
@@ -291,7 +282,7 @@ impl<S: Store> PodReconciler<S> {
                 self.config.node.clone(),
                 check,
                 self.config.probe,
-                running,
+                runner.state_receivers(),
                 self.lease.clone(),
                 stop.clone(),
             )

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_rustls::rustls;
 
 use crate::config::ProbeConfig;
+use crate::supervisor::LaunchState;
 
 /// Health writes a pod may make at once.
 pub const BURST: u32 = 16;
@@ -286,7 +287,7 @@ pub(crate) async fn probe_loop<S: Store>(
     node: NodeId,
     check: Check,
     config: ProbeConfig,
-    mut running: impl FnMut() -> bool + Send,
+    mut states: Vec<watch::Receiver<LaunchState>>,
     lease: watch::Receiver<LeaseId>,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -301,15 +302,20 @@ pub(crate) async fn probe_loop<S: Store>(
     let mut ticker = tokio::time::interval(config.period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        // Every period, and at once when a launchable starts or stops: a
+        // crash is critical without waiting for the next tick.
+        let ticked = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let alive = running();
+            _ = ticker.tick() => true,
+            _ = any_change(&mut states) => false,
+        };
+        let alive = states.iter().all(|rx| rx.borrow().is_running());
         started |= alive;
-        if !started && waited < config.failure_threshold {
-            waited += 1;
-            continue;
+        if !started {
+            waited += u32::from(ticked);
+            if waited <= config.failure_threshold {
+                continue;
+            }
         }
         let (passed, output) = if alive {
             probe(&check, config.timeout).await
@@ -354,6 +360,19 @@ pub(crate) async fn probe_loop<S: Store>(
                 tracing::warn!(error = %e, %pod, "writing health failed; retrying at the next probe")
             }
         }
+    }
+}
+
+/// Resolves when any launchable's state changes; never once a supervisor
+/// is gone (the pod is stopping: the loop's stop token ends it).
+async fn any_change(states: &mut [watch::Receiver<LaunchState>]) {
+    if states.is_empty() {
+        return std::future::pending().await;
+    }
+    let changes = states.iter_mut().map(|rx| Box::pin(rx.changed()));
+    let (changed, _, _) = futures::future::select_all(changes).await;
+    if changed.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

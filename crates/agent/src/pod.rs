@@ -181,9 +181,9 @@ impl PodRunner {
         self.states.iter().map(|rx| rx.borrow().clone()).collect()
     }
 
-    /// True when every launchable's main process runs.
-    pub(crate) fn all_running(&self) -> bool {
-        self.states.iter().all(|rx| rx.borrow().is_running())
+    /// Followers of the launchables' states (for the pod's probe loop).
+    pub(crate) fn state_receivers(&self) -> Vec<watch::Receiver<LaunchState>> {
+        self.states.clone()
     }
 
     /// The reality record the launchables add up to: failed if any failed,
