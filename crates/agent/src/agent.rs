@@ -274,7 +274,11 @@ impl<S: Store> PodReconciler<S> {
     fn start_probe(&self, runner: &PodRunner) -> Probe {
         let stop = CancellationToken::new();
         let pod = runner.manifest.id().clone();
-        let check = Check::of(runner.manifest.status());
+        let check = if self.processes.fakes_health() {
+            Check::ProcessAlive
+        } else {
+            Check::of(runner.manifest.status())
+        };
         let task = tokio::spawn(
             probe_loop(
                 self.health.clone(),

@@ -129,6 +129,7 @@ impl PodRunner {
                 reason: None,
                 since_ms: 0,
                 pid: None,
+                running: false,
             });
             let mut follow = rx.clone();
             let changed = changed.clone();

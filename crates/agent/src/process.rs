@@ -65,6 +65,11 @@ pub trait Processes: Send + Sync + 'static {
     /// Which resource limits this runtime applies: `cgroup`, `rlimit` or
     /// `none`, for the reality record.
     fn limits(&self) -> &'static str;
+    /// True when nothing real runs (hollow nodes): health is then whether
+    /// the pretend processes run, whatever the manifest's status stanza.
+    fn fakes_health(&self) -> bool {
+        false
+    }
 }
 
 /// A started launchable.

@@ -26,8 +26,10 @@ pub struct LaunchState {
     pub reason: Option<String>,
     /// When `status` last changed (Unix milliseconds).
     pub since_ms: u64,
-    /// The running main process, if any.
+    /// The running main process's pid, if it has one.
     pub pid: Option<u32>,
+    /// The main process runs.
+    pub running: bool,
 }
 
 impl LaunchState {
@@ -39,12 +41,13 @@ impl LaunchState {
             reason: None,
             since_ms: now_ms(),
             pid: None,
+            running: false,
         }
     }
 
     /// True while the main process runs.
     pub fn is_running(&self) -> bool {
-        self.status == LaunchStatus::Launched && self.pid.is_some()
+        self.status == LaunchStatus::Launched && self.running
     }
 }
 
@@ -118,6 +121,7 @@ pub(crate) async fn supervise(
                     s.status = LaunchStatus::Failed;
                     s.reason = Some(reason.clone());
                     s.pid = None;
+                    s.running = false;
                 });
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -132,6 +136,7 @@ pub(crate) async fn supervise(
             s.status = LaunchStatus::Launched;
             s.reason = None;
             s.pid = pid;
+            s.running = true;
         });
         let exit = tokio::select! {
             exit = running.wait() => exit,
@@ -160,6 +165,7 @@ pub(crate) async fn supervise(
                 s.last_exit = Some(exit);
                 s.reason = Some(format!("{what}; restart policy {}", supervision.policy));
                 s.pid = None;
+                s.running = false;
             });
             stop.cancelled().await;
             return;
@@ -172,6 +178,7 @@ pub(crate) async fn supervise(
             s.last_exit = Some(exit);
             s.reason = Some(format!("{what}; restarting in {delay:?}"));
             s.pid = None;
+            s.running = false;
         });
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -526,3 +526,85 @@ async fn a_partition_past_the_lease_keeps_pods_running_and_re_registers() {
         .unwrap();
     agent.stop().await;
 }
+
+/// Hollow nodes: many agents in one process with pretend pods; all register,
+/// a pod placed on one of them is reported launched and passing (whatever
+/// its status stanza), and a second set with the same names is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hollow_nodes_register_and_run_pretend_pods() {
+    use drover_store::embedded::EmbeddedStore;
+
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("drover_agent=debug,drover_runtime=debug,info")
+        .try_init();
+    let store = EmbeddedStore::in_memory();
+    let keys = Keys::default();
+    let f = files();
+    let base = config(&"hollow-0".parse().unwrap(), &f.data, &keys);
+    let shutdown = CancellationToken::new();
+    let hollow = tokio::spawn(drover_agent::run_hollow(
+        store.clone(),
+        base.clone(),
+        "hollow".to_owned(),
+        20,
+        shutdown.clone(),
+    ));
+    eventually("20 node records", || async {
+        (drover_store::testing::count_under(&store, &keys.nodes_prefix()).await == 20).then_some(())
+    })
+    .await;
+    let node: NodeId = "hollow-7".parse().unwrap();
+    let pod = Manifest::builder("pretend")
+        .process("main", ["/nonexistent/program"])
+        .status(StatusCheck::port(free_port()))
+        .build()
+        .unwrap();
+    let intents = IntentStore::with_keys(store.clone(), keys.clone());
+    intents.put(&node, pod.id(), &pod).await.unwrap();
+    let reality = eventually("reality", || async {
+        reality_of(&store, &keys, &node, "pretend").await
+    })
+    .await;
+    assert_eq!(reality.status, LaunchStatus::Launched);
+    eventually("health passing", || async {
+        (health_of(&store, &keys, &node, "pretend").await == Some(HealthState::Passing))
+            .then_some(())
+    })
+    .await;
+    intents.delete(&node, pod.id()).await.unwrap();
+    eventually("reality deleted", || async {
+        reality_of(&store, &keys, &node, "pretend")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // Other agents (another data directory) claiming the same names.
+    let mut others = base;
+    others.data_dir = f.data.join("others");
+    let again = tokio::time::timeout(
+        PATIENCE,
+        drover_agent::run_hollow(
+            store.clone(),
+            others,
+            "hollow".to_owned(),
+            3,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("refused at once");
+    assert!(
+        matches!(again, Err(AgentError::NodeTaken { .. })),
+        "{again:?}"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, hollow)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

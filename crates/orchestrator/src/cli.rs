@@ -44,6 +44,33 @@ pub(crate) enum Command {
     /// Run a node agent: turn this node's intent into supervised,
     /// health-checked processes and report reality.
     Agent(AgentArgs),
+    /// Run many hollow node agents in this process (pods are pretend): for
+    /// scale tests of the control plane.
+    Hollow(HollowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HollowArgs {
+    /// How many hollow nodes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) nodes: usize,
+
+    /// Their names: PREFIX-0, PREFIX-1, ...
+    #[arg(long, default_value = "hollow")]
+    pub(crate) prefix: String,
+
+    /// The store, through orchestrators or etcd members: comma-separated
+    /// client URLs.
+    #[arg(long, value_name = "URLS", value_delimiter = ',', num_args = 1.., required = true)]
+    pub(crate) endpoints: Vec<String>,
+
+    /// Where the hollow nodes keep their (pretend) pod homes.
+    #[arg(long, value_name = "PATH", default_value = ".drover-hollow")]
+    pub(crate) data_dir: PathBuf,
+
+    /// TTL of each node's registration lease.
+    #[arg(long, default_value = "10s", value_parser = parse_flag_duration)]
+    pub(crate) lease_ttl: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

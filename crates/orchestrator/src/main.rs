@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Agent(args) => agent::run(args).await,
+            Command::Hollow(args) => agent::run_hollow(args).await,
             Command::Info(args) => info::run(args).await,
         }
     });
