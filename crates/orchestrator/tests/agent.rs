@@ -209,7 +209,18 @@ async fn a_sigkilled_agent_restarted_adopts_its_running_pods() {
         (!alive(pid)).then_some(())
     })
     .await;
-    agent.kill().await.unwrap();
+    // An orderly stop this time: the agent removes its (empty) cgroup subtree.
+    let agent_pid = agent.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &agent_pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(PATIENCE, agent.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
     server.signal("TERM");
     server.wait_success().await;
 }
