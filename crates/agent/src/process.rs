@@ -314,14 +314,35 @@ impl Recorded {
 
 /// A process's state letter and start time, from `/proc/<pid>/stat`.
 fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "<pid> (<comm>) <state> ..." with the start time the 20th field after
-    // the command (comm may hold spaces and parentheses).
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
+    let stat = ProcStat::read(Path::new(&format!("/proc/{pid}")))?;
+    Some((stat.state, stat.start))
+}
+
+/// The fields of `/proc/<pid>/stat` the agent reads.
+struct ProcStat {
+    state: char,
+    group: i32,
+    /// Start time in clock ticks since boot.
+    start: u64,
+}
+
+impl ProcStat {
+    /// Reads `<proc dir>/stat`: "<pid> (<comm>) <state> <ppid> <pgrp> ...",
+    /// the start time the 20th field after the command (which may hold
+    /// spaces and parentheses, hence the last `)`).
+    fn read(proc_dir: &Path) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let group = fields.nth(1)?.parse().ok()?;
+        let start = fields.nth(16)?.parse().ok()?;
+        Some(ProcStat {
+            state,
+            group,
+            start,
+        })
+    }
 }
 
 /// A launchable's main process: started by this agent (`child`), or
@@ -466,17 +487,7 @@ fn group_has_live_members(pgid: i32) -> bool {
         return true;
     };
     entries.flatten().any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            return false;
-        };
-        // "<pid> (<comm>) <state> <ppid> <pgrp> ...": comm may hold spaces.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return false;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
-        group == Some(pgid) && state != Some("Z")
+        ProcStat::read(&entry.path()).is_some_and(|stat| stat.group == pgid && stat.state != 'Z')
     })
 }
 
@@ -492,5 +503,28 @@ fn kill_cgroup(dir: &Path) {
         for pid in cgroup_pids(dir) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_reads_this_process_state_group_and_start() {
+        let stat = ProcStat::read(Path::new("/proc/self")).unwrap();
+        assert_eq!(stat.group, nix::unistd::getpgrp().as_raw());
+        assert!(matches!(stat.state, 'R' | 'S'), "{}", stat.state);
+        let me = Recorded::of(std::process::id() as i32).unwrap();
+        assert_eq!(me.start, stat.start);
+        assert!(me.is_running());
+        assert!(
+            !Recorded {
+                start: me.start + 1,
+                ..me
+            }
+            .is_running(),
+            "another start time: another process"
+        );
     }
 }

@@ -64,6 +64,21 @@ fn spawn_agent(
         .unwrap()
 }
 
+/// SIGTERM to an agent, which must exit successfully.
+async fn stop_agent(mut agent: tokio::process::Child) {
+    let agent_pid = agent.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &agent_pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(PATIENCE, agent.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_runs_intent_through_a_served_store() {
     let server = Server::start(&["--memory"]).await;
@@ -71,7 +86,7 @@ async fn agent_runs_intent_through_a_served_store() {
     let data = dir.path().join("agent");
     let pid_file = dir.path().join("pid");
     let url = server.url();
-    let mut agent = spawn_agent(&url, "edge-1", &data, &["--labels", "zone=a"]);
+    let agent = spawn_agent(&url, "edge-1", &data, &["--labels", "zone=a"]);
 
     let store = server.etcd_client().await;
     let node: NodeId = "edge-1".parse().unwrap();
@@ -126,17 +141,7 @@ async fn agent_runs_intent_through_a_served_store() {
     );
 
     // SIGTERM: the agent stops its pods (as asked) and exits cleanly.
-    let agent_pid = agent.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &agent_pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(PATIENCE, agent.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop_agent(agent).await;
     assert!(!alive(pid), "the pod stopped with the agent");
     server.signal("TERM");
     server.wait_success().await;
@@ -192,7 +197,7 @@ async fn a_sigkilled_agent_restarted_adopts_its_running_pods() {
 
     agent.kill().await.unwrap();
     let registered = node_record_revision(&store, &node, 0).await;
-    let mut agent = spawn_agent(&url, "edge-2", &data, &[]);
+    let agent = spawn_agent(&url, "edge-2", &data, &[]);
     // The new run registers (a new node record), then reports the pod again
     // (a reality record newer than that) without starting it.
     let again = node_record_revision(&store, &node, registered).await;
@@ -210,17 +215,7 @@ async fn a_sigkilled_agent_restarted_adopts_its_running_pods() {
     })
     .await;
     // An orderly stop this time: the agent removes its (empty) cgroup subtree.
-    let agent_pid = agent.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &agent_pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(PATIENCE, agent.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop_agent(agent).await;
     server.signal("TERM");
     server.wait_success().await;
 }
