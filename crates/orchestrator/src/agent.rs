@@ -4,48 +4,45 @@
 use std::future::Future;
 
 use anyhow::Context as _;
-use drover_agent::{Agent, AgentConfig, AgentError, CgroupMode};
+use drover_agent::{Agent, AgentError};
 use drover_store_etcd::EtcdStore;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent_config::AgentSettings;
 use crate::cli::{AgentArgs, HollowArgs};
 use crate::serve::ShutdownSignal;
 
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let mut config = AgentConfig::new(args.node.clone(), &args.data_dir);
-    config.labels = args.labels.into_iter().collect();
-    if let Some(address) = args.address {
-        config.address = address;
+    let settings = AgentSettings::resolve(args)?;
+    let AgentSettings {
+        endpoints,
+        config,
+        stop_pods_on_exit,
+        hollow,
+    } = settings;
+    let node = config.node.clone();
+    if let Some(count) = hollow {
+        tracing::info!(nodes = count, prefix = %node, endpoints = %endpoints.join(","), "hollow nodes starting");
+        let prefix = node.to_string();
+        return until_signal(&endpoints, |store, shutdown| {
+            drover_agent::run_hollow(store, config, prefix, count as usize, shutdown)
+        })
+        .await
+        .context("hollow nodes");
     }
-    config.lease_ttl_secs = args.lease_ttl.as_secs().max(1) as i64;
-    config.log_bytes = args.max_log_size.as_u64();
-    if args.no_cgroups {
-        config.cgroups = CgroupMode::Off;
-    }
-    let stop_pods = args.stop_pods_on_exit;
-    tracing::info!(node = %args.node, endpoints = %args.endpoints.join(","), "agent starting");
-    until_signal(&args.endpoints, |store, shutdown| {
+    tracing::info!(%node, endpoints = %endpoints.join(","), "agent starting");
+    until_signal(&endpoints, |store, shutdown| {
         Agent::new(store, config)
-            .stop_pods_on_exit(stop_pods)
+            .stop_pods_on_exit(stop_pods_on_exit)
             .run(shutdown)
     })
     .await
-    .with_context(|| format!("agent of node {}", args.node))
+    .with_context(|| format!("agent of node {node}"))
 }
 
+/// `orchestrator hollow`: the same run as `orchestrator agent --hollow`.
 pub(crate) async fn run_hollow(args: HollowArgs) -> anyhow::Result<()> {
-    let first = format!("{}-0", args.prefix)
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--prefix {:?}: {e}", args.prefix))?;
-    let mut config = AgentConfig::new(first, &args.data_dir);
-    config.lease_ttl_secs = args.lease_ttl.as_secs().max(1) as i64;
-    tracing::info!(nodes = args.nodes, prefix = %args.prefix, "hollow nodes starting");
-    let (prefix, nodes) = (args.prefix.clone(), args.nodes);
-    until_signal(&args.endpoints, |store, shutdown| {
-        drover_agent::run_hollow(store, config, prefix, nodes, shutdown)
-    })
-    .await
-    .context("hollow nodes")
+    run(args.into_agent_args().map_err(anyhow::Error::msg)?).await
 }
 
 /// Connects to the store at `endpoints` and runs `work` until it ends or

@@ -52,8 +52,8 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct HollowArgs {
     /// How many hollow nodes.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) nodes: usize,
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) nodes: u32,
 
     /// Their names: PREFIX-0, PREFIX-1, ...
     #[arg(long, default_value = "hollow")]
@@ -73,21 +73,54 @@ pub(crate) struct HollowArgs {
     pub(crate) lease_ttl: std::time::Duration,
 }
 
+impl HollowArgs {
+    /// The same run as `orchestrator agent --node PREFIX --hollow N`.
+    pub(crate) fn into_agent_args(self) -> Result<AgentArgs, String> {
+        let node = self
+            .prefix
+            .parse()
+            .map_err(|e| format!("--prefix {:?}: {e}", self.prefix))?;
+        Ok(AgentArgs {
+            config: None,
+            node: Some(node),
+            endpoints: self.endpoints,
+            data_dir: Some(self.data_dir),
+            labels: Vec::new(),
+            address: None,
+            lease_ttl: Some(self.lease_ttl),
+            stop_pods_on_exit: false,
+            no_cgroups: false,
+            max_log_size: None,
+            hollow: Some(self.nodes),
+        })
+    }
+}
+
+/// Every setting but `--config` can also be given in the config file; a flag
+/// given here wins over the file (for `--labels`, label by label).
 #[derive(Debug, Args)]
 pub(crate) struct AgentArgs {
+    /// A YAML file of agent settings: the flags' names in snake_case
+    /// (`lease_ttl: 10s`), and the tunables that have no flag (probe,
+    /// restart_cap, restart_reset, capacity). See README.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
     /// The node this agent runs: its name in nodes/, intent/, reality/ and
-    /// health/.
+    /// health/ (with --hollow, the prefix of the hollow nodes' names).
+    /// Required here or in --config.
     #[arg(long)]
-    pub(crate) node: drover_ids::NodeId,
+    pub(crate) node: Option<drover_ids::NodeId>,
 
     /// The store, through orchestrators (`orchestrator serve`) or etcd
-    /// members alike: comma-separated client URLs.
-    #[arg(long, value_name = "URLS", value_delimiter = ',', num_args = 1.., required = true)]
+    /// members alike: comma-separated client URLs. Required here or in
+    /// --config.
+    #[arg(long, value_name = "URLS", value_delimiter = ',', num_args = 1..)]
     pub(crate) endpoints: Vec<String>,
 
-    /// Pod homes, logs and the agent's identity.
-    #[arg(long, value_name = "PATH", default_value = ".drover-agent")]
-    pub(crate) data_dir: PathBuf,
+    /// Pod homes, logs and the agent's identity [default: .drover-agent].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) data_dir: Option<PathBuf>,
 
     /// Node labels applied to labels/node/NODE (labels set by others are
     /// kept): comma-separated name=value pairs.
@@ -100,9 +133,9 @@ pub(crate) struct AgentArgs {
     pub(crate) address: Option<String>,
 
     /// TTL of the registration lease: a dead agent's node record and health
-    /// vanish this long after its last keep-alive.
-    #[arg(long, default_value = "10s", value_parser = parse_flag_duration)]
-    pub(crate) lease_ttl: std::time::Duration,
+    /// vanish this long after its last keep-alive [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_flag_duration)]
+    pub(crate) lease_ttl: Option<std::time::Duration>,
 
     /// Stop every pod when the agent exits (by default pods keep running and
     /// the next run of the agent on this data directory adopts them).
@@ -114,19 +147,29 @@ pub(crate) struct AgentArgs {
     pub(crate) no_cgroups: bool,
 
     /// Size past which a launchable's log file is rotated (one previous file
-    /// is kept), e.g. `8M`.
-    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = drover_manifest::ByteSize::parse)]
-    pub(crate) max_log_size: drover_manifest::ByteSize,
+    /// is kept) [default: 8M].
+    #[arg(long, value_name = "SIZE", value_parser = drover_manifest::ByteSize::parse)]
+    pub(crate) max_log_size: Option<drover_manifest::ByteSize>,
+
+    /// Run N hollow nodes (NODE-0 .. NODE-<N-1>) in this process instead of
+    /// one real agent: they register and report their pods launched and
+    /// passing but start nothing, for scale tests of the control plane.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) hollow: Option<u32>,
 }
 
+/// `name=value`, checked with the label grammar.
 fn parse_label(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not name=value"))?;
-    drover_labels::Labels::new()
-        .insert(name, value)
-        .map_err(|e| format!("label {text:?}: {e}"))?;
+    check_label(name, value).map_err(|e| format!("label {text:?}: {e}"))?;
     Ok((name.to_owned(), value.to_owned()))
+}
+
+/// The one label check of flags and the agent's config file.
+pub(crate) fn check_label(name: &str, value: &str) -> Result<(), drover_labels::LabelError> {
+    drover_labels::Labels::new().insert(name, value).map(drop)
 }
 
 #[derive(Debug, Args)]

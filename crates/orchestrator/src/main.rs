@@ -3,6 +3,7 @@
 //! binary parses arguments, picks a store, and wires the gRPC services.
 
 mod agent;
+mod agent_config;
 mod cli;
 mod info;
 mod metrics;

@@ -260,3 +260,143 @@ async fn realities_since(
     })
     .await
 }
+
+/// The record at `key`, once it exists.
+async fn value_of(store: &drover_store_etcd::EtcdStore, key: &str) -> Vec<u8> {
+    eventually(key, || async {
+        drover_store::testing::value_at(store, key).await
+    })
+    .await
+}
+
+/// An agent started with nothing but `--config FILE` takes every setting
+/// from the file: its node registers at the file's store with the file's
+/// address, capacity and labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_from_its_config_file_alone() {
+    let server = Server::start(&["--memory"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node: edge-3\n\
+             endpoints: [{url}]\n\
+             data_dir: {data}\n\
+             labels: {{ zone: b, tier: web }}\n\
+             address: 10.9.8.7\n\
+             stop_pods_on_exit: true\n\
+             lease_ttl: 5s\n\
+             probe: {{ period: 2s, failure_threshold: 2 }}\n\
+             capacity: {{ cpus: 3, memory: 1G }}\n",
+            url = server.url(),
+            data = dir.path().join("agent").display(),
+        ),
+    )
+    .unwrap();
+    let agent = Command::new(BIN)
+        .arg("agent")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let store = server.etcd_client().await;
+    let keys = drover_store::keys::Keys::default();
+    let node: NodeId = "edge-3".parse().unwrap();
+    let record = value_of(&store, &keys.node(&node)).await;
+    let record = drover_agent::NodeRecord::from_json(&record).unwrap();
+    assert_eq!(record.address, "10.9.8.7");
+    assert_eq!(
+        record.capacity,
+        drover_agent::Capacity {
+            millicpus: 3000,
+            memory_bytes: 1 << 30
+        }
+    );
+    let labels_key = keys
+        .labels(drover_store::keys::LabelType::Node, "edge-3")
+        .unwrap();
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&value_of(&store, &labels_key).await).unwrap();
+    assert_eq!(labels.get("zone").map(String::as_str), Some("b"));
+    assert_eq!(labels.get("tier").map(String::as_str), Some("web"));
+
+    stop_agent(agent).await;
+    server.signal("TERM");
+    server.wait_success().await;
+}
+
+/// A config file with an unknown key, a missing file, and a node named
+/// nowhere are refused before anything connects, each named on stderr.
+#[tokio::test]
+async fn bad_agent_config_files_are_refused_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_key = dir.path().join("bad-key.yaml");
+    std::fs::write(
+        &bad_key,
+        "node: n1\nendpoints: [http://127.0.0.1:1]\nlease_tll: 10s\n",
+    )
+    .unwrap();
+    let bad_key = bad_key.to_str().unwrap();
+    let (status, stderr) = run_to_exit(&["agent", "--config", bad_key]).await;
+    assert!(!status.success(), "an unknown key was accepted");
+    assert!(stderr.contains("lease_tll"), "{stderr}");
+    assert!(stderr.contains("lease_ttl"), "the accepted keys: {stderr}");
+    assert!(stderr.contains(bad_key), "{stderr}");
+
+    let absent = dir.path().join("absent.yaml");
+    let absent = absent.to_str().unwrap();
+    let (status, stderr) = run_to_exit(&["agent", "--config", absent]).await;
+    assert!(!status.success(), "a missing file was accepted");
+    assert!(stderr.contains(absent), "{stderr}");
+
+    let no_node = dir.path().join("no-node.yaml");
+    std::fs::write(&no_node, "endpoints: [http://127.0.0.1:1]\n").unwrap();
+    let (status, stderr) = run_to_exit(&["agent", "--config", no_node.to_str().unwrap()]).await;
+    assert!(!status.success(), "an agent without a node was accepted");
+    assert!(stderr.contains("--node"), "{stderr}");
+}
+
+/// `orchestrator agent --node P --hollow N` registers N hollow nodes,
+/// P-0 .. P-(N-1), from one process, with the agent's flags (labels) on
+/// each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_hollow_registers_n_nodes_in_one_process() {
+    let server = Server::start(&["--memory"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = spawn_agent(
+        &server.url(),
+        "sim",
+        &dir.path().join("hollow"),
+        &["--hollow", "5", "--labels", "kind=hollow"],
+    );
+    let store = server.etcd_client().await;
+    let keys = drover_store::keys::Keys::default();
+    eventually("5 node records", || async {
+        (drover_store::testing::count_under(&store, &keys.nodes_prefix()).await == 5).then_some(())
+    })
+    .await;
+    for i in 0..5 {
+        let node: NodeId = format!("sim-{i}").parse().unwrap();
+        assert!(
+            drover_store::testing::value_at(&store, &keys.node(&node))
+                .await
+                .is_some(),
+            "{node} is not registered"
+        );
+        let labels_key = keys
+            .labels(drover_store::keys::LabelType::Node, node.as_str())
+            .unwrap();
+        let labels: std::collections::BTreeMap<String, String> =
+            serde_json::from_slice(&value_of(&store, &labels_key).await).unwrap();
+        assert_eq!(labels.get("kind").map(String::as_str), Some("hollow"));
+    }
+    stop_agent(agent).await;
+    server.signal("TERM");
+    server.wait_success().await;
+}
