@@ -21,7 +21,7 @@ use crate::error::{AgentError, Result};
 use crate::health::{Check, probe_loop};
 use crate::node::{NodeRecord, agent_id, apply_labels, now_ms, register};
 use crate::plan::{Step, plan};
-use crate::pod::{PodRunner, uninstall};
+use crate::pod::{PodRunner, pod_env, uninstall};
 use crate::process::{OsProcesses, Processes};
 
 /// How many pods are reconciled at once.
@@ -277,7 +277,11 @@ impl<S: Store> PodReconciler<S> {
         let check = if self.processes.fakes_health() {
             Check::ProcessAlive
         } else {
-            Check::of(runner.manifest.status())
+            Check::of(
+                runner.manifest.status(),
+                || pod_env(&self.config, &runner.manifest),
+                &self.config.pod_home(&pod),
+            )
         };
         let task = tokio::spawn(
             probe_loop(
@@ -285,7 +289,7 @@ impl<S: Store> PodReconciler<S> {
                 pod,
                 self.config.node.clone(),
                 check,
-                self.config.probe,
+                self.config.probe.for_status(runner.manifest.status()),
                 runner.state_receivers(),
                 self.lease.clone(),
                 stop.clone(),
@@ -310,12 +314,10 @@ impl<S: Store> PodReconciler<S> {
         Ok(())
     }
 
+    /// Deletes the pod's health, then its reality: a reader that sees the
+    /// reality gone knows the pod left nothing behind on this node.
     async fn forget(&self, pod: &PodId) -> Result<()> {
         let node = &self.config.node;
-        self.realities
-            .delete(node, pod)
-            .await
-            .map_err(Self::reality_error(pod))?;
         self.health
             .remove_health(pod.as_str(), node.as_str())
             .await
@@ -323,6 +325,10 @@ impl<S: Store> PodReconciler<S> {
                 pod: pod.to_string(),
                 source,
             })?;
+        self.realities
+            .delete(node, pod)
+            .await
+            .map_err(Self::reality_error(pod))?;
         Ok(())
     }
 }

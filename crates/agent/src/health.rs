@@ -16,11 +16,13 @@
 //! average (p2's flap damping: 4 a minute, burst 16); a pod that flaps past
 //! that is reported `unknown` until the budget allows its real state again.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use drover_health::{HealthResult, HealthState, HealthStore};
 use drover_ids::NodeId;
-use drover_manifest::{PodId, StatusCheck};
+use drover_manifest::{PodId, Probe, StatusCheck};
 use drover_store::{LeaseId, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,19 +41,59 @@ pub const REFILL: Duration = Duration::from_secs(15);
 /// What to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Check {
-    Http { port: u16, path: String, tls: bool },
+    Http {
+        port: u16,
+        path: String,
+        tls: bool,
+    },
+    Tcp {
+        port: u16,
+    },
+    /// `command` run in `dir` with exactly `env`.
+    Exec {
+        command: Vec<String>,
+        env: BTreeMap<String, String>,
+        dir: PathBuf,
+    },
     ProcessAlive,
 }
 
 impl Check {
-    pub(crate) fn of(status: Option<&StatusCheck>) -> Check {
-        match status {
-            Some(s) => Check::Http {
-                port: s.port,
-                path: s.path.clone(),
-                tls: !s.http,
+    /// The probe of a pod's `status` stanza; an exec probe runs in the
+    /// pod's home with the pod's environment.
+    pub(crate) fn of(
+        status: Option<&StatusCheck>,
+        env: impl FnOnce() -> BTreeMap<String, String>,
+        home: &Path,
+    ) -> Check {
+        match status.map(|s| &s.probe) {
+            Some(Probe::Http {
+                port, path, http, ..
+            }) => Check::Http {
+                port: *port,
+                path: path.clone(),
+                tls: !http,
+            },
+            Some(Probe::Tcp { port, .. }) => Check::Tcp { port: *port },
+            Some(Probe::Exec { command }) => Check::Exec {
+                command: command.clone(),
+                env: env(),
+                dir: home.to_owned(),
             },
             None => Check::ProcessAlive,
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// These defaults with what the pod's `status` stanza sets instead.
+    pub(crate) fn for_status(self, status: Option<&StatusCheck>) -> ProbeConfig {
+        let Some(s) = status else { return self };
+        ProbeConfig {
+            period: s.period.unwrap_or(self.period),
+            timeout: s.timeout.unwrap_or(self.timeout),
+            failure_threshold: s.failure_threshold.unwrap_or(self.failure_threshold),
+            success_threshold: s.success_threshold.unwrap_or(self.success_threshold),
         }
     }
 }
@@ -72,7 +114,96 @@ pub(crate) async fn probe(check: &Check, timeout: Duration) -> (bool, String) {
                 Err(_) => (false, format!("{what} timed out after {timeout:?}")),
             }
         }
+        Check::Tcp { port } => {
+            let what = format!("connect to 127.0.0.1:{port}");
+            match tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", *port))).await {
+                Ok(Ok(_)) => (true, format!("{what}: accepted")),
+                Ok(Err(e)) => (false, format!("{what}: {e}")),
+                Err(_) => (false, format!("{what} timed out after {timeout:?}")),
+            }
+        }
+        Check::Exec { command, env, dir } => exec(command, env, dir, timeout).await,
     }
+}
+
+/// Most of an exec probe's output kept for the health record.
+const EXEC_OUTPUT_BYTES: usize = 1024;
+
+/// Runs an exec probe: exit 0 passes. Its output (stdout, then stderr, cut
+/// to [`EXEC_OUTPUT_BYTES`]) is the result's output. A probe that outlives
+/// `timeout` fails, and its process group is killed.
+async fn exec(
+    command: &[String],
+    env: &BTreeMap<String, String>,
+    dir: &Path,
+    timeout: Duration,
+) -> (bool, String) {
+    let what = format!("exec {}", command.join(" "));
+    let mut child = match tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .env_clear()
+        .envs(env)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return (false, format!("{what}: {e}")),
+    };
+    let pid = child.id();
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        // Both pipes are drained to the end, so a chatty probe never blocks
+        // on a full pipe; only the head is kept.
+        let (out, err, status) = tokio::join!(head_of(stdout), head_of(stderr), child.wait());
+        (out, err, status)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok((out, err, Ok(status))) => {
+            let mut output = format!("{what}: {status}");
+            for text in [out, err] {
+                let text = text.trim();
+                if !text.is_empty() {
+                    output.push('\n');
+                    output.push_str(text);
+                }
+            }
+            (status.success(), output)
+        }
+        Ok((_, _, Err(e))) => (false, format!("{what}: {e}")),
+        Err(_) => {
+            if let Some(pid) = pid {
+                // The probe and whatever it started; the child itself is
+                // killed and reaped on drop.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            (false, format!("{what} timed out after {timeout:?}"))
+        }
+    }
+}
+
+/// The first [`EXEC_OUTPUT_BYTES`] of a pipe, read to its end.
+async fn head_of<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> String {
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = EXEC_OUTPUT_BYTES.saturating_sub(head.len());
+        head.extend_from_slice(&buf[..n.min(room)]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// The status code of `GET path` on the loopback port, over TLS or not.
@@ -463,7 +594,11 @@ mod tests {
             let (mut tcp, _) = listener.accept().await.unwrap();
             let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
         });
-        let check = Check::of(Some(&StatusCheck::port(port)));
+        let check = Check::of(
+            Some(&StatusCheck::port(port)),
+            BTreeMap::new,
+            Path::new("/"),
+        );
         assert!(
             matches!(check, Check::Http { tls: true, .. }),
             "https is the default"
@@ -508,5 +643,115 @@ mod tests {
         server.await.unwrap();
         let (ok, output) = probe(&check, timeout).await;
         assert!(!ok && output.contains("refused"), "{output}");
+    }
+
+    #[tokio::test]
+    async fn tcp_probes_pass_while_the_port_accepts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let check = Check::Tcp {
+            port: listener.local_addr().unwrap().port(),
+        };
+        let (ok, output) = probe(&check, Duration::from_secs(5)).await;
+        assert!(ok && output.contains("accepted"), "{output}");
+        drop(listener);
+        let (ok, output) = probe(&check, Duration::from_secs(5)).await;
+        assert!(!ok && output.contains("refused"), "{output}");
+    }
+
+    #[tokio::test]
+    async fn exec_probes_follow_the_exit_status_with_the_pods_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = |script: &str| Check::Exec {
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: BTreeMap::from([("POD_ID".to_owned(), "web".to_owned())]),
+            dir: dir.path().to_owned(),
+        };
+        let timeout = Duration::from_secs(5);
+        let (ok, output) = probe(&exec(r#"test "$POD_ID" = web && pwd"#), timeout).await;
+        assert!(ok, "{output}");
+        let here = dir.path().canonicalize().unwrap();
+        assert!(
+            output.contains(here.to_str().unwrap()),
+            "runs in the pod's home: {output}"
+        );
+        let (ok, output) = probe(&exec("echo sick >&2; exit 3"), timeout).await;
+        assert!(
+            !ok && output.contains("exit status: 3") && output.contains("sick"),
+            "{output}"
+        );
+        // Only the head of a long output is kept, and the probe is not
+        // stalled by a full pipe.
+        let (ok, output) = probe(&exec("head -c 1000000 /dev/zero | tr '\\0' x"), timeout).await;
+        assert!(
+            ok && output.len() < 2 * EXEC_OUTPUT_BYTES,
+            "{}",
+            output.len()
+        );
+        let (ok, output) = probe(
+            &Check::Exec {
+                command: vec!["/no/such/probe".into()],
+                env: BTreeMap::new(),
+                dir: dir.path().to_owned(),
+            },
+            timeout,
+        )
+        .await;
+        assert!(!ok && output.contains("/no/such/probe"), "{output}");
+    }
+
+    #[tokio::test]
+    async fn exec_probes_past_their_timeout_fail_and_are_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let check = Check::Exec {
+            command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("sleep 30 & echo $! > {}; wait", pid_file.display()),
+            ],
+            env: BTreeMap::new(),
+            dir: dir.path().to_owned(),
+        };
+        let (ok, output) = probe(&check, Duration::from_millis(300)).await;
+        assert!(!ok && output.contains("timed out"), "{output}");
+        let sleeper: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SIGKILLed with its group; gone once reaped by init (bounded wait).
+        let gone = (0..200).any(|_| {
+            let stat = std::fs::read_to_string(format!("/proc/{sleeper}/stat"));
+            let gone = stat.map_or(true, |s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            });
+            if !gone {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            gone
+        });
+        assert!(gone, "the probe's child {sleeper} outlived the timeout");
+    }
+
+    #[test]
+    fn the_manifest_sets_probe_timing_over_the_agents_defaults() {
+        let defaults = ProbeConfig::default();
+        assert_eq!(defaults.for_status(None), defaults);
+        assert_eq!(defaults.for_status(Some(&StatusCheck::tcp(80))), defaults);
+        let status = StatusCheck {
+            period: Some(Duration::from_secs(7)),
+            failure_threshold: Some(9),
+            ..StatusCheck::tcp(80)
+        };
+        assert_eq!(
+            defaults.for_status(Some(&status)),
+            ProbeConfig {
+                period: Duration::from_secs(7),
+                failure_threshold: 9,
+                ..defaults
+            }
+        );
     }
 }

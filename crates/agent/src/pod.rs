@@ -58,7 +58,7 @@ impl PodRunner {
             "create the pod home {}",
             home.display()
         )))?;
-        let config_path = home.join("config.yaml");
+        let config_path = home.join(CONFIG_FILE);
         std::fs::write(&config_path, manifest.config_yaml()).map_err(AgentError::io(format!(
             "write the pod config {}",
             config_path.display()
@@ -75,22 +75,9 @@ impl PodRunner {
             let root = home.join(id.as_str());
             std::fs::create_dir_all(&root)
                 .map_err(AgentError::io(format!("create {}", root.display())))?;
-            let mut env = BTreeMap::new();
-            if let Some(path) = std::env::var_os("PATH") {
-                env.insert("PATH".to_owned(), path.to_string_lossy().into_owned());
-            }
-            for (name, value) in [
-                ("POD_ID", pod.as_str().to_owned()),
-                ("POD_HOME", home.display().to_string()),
-                ("HOME", home.display().to_string()),
-                ("CONFIG_PATH", config_path.display().to_string()),
-                ("LAUNCHABLE_ID", id.as_str().to_owned()),
-                ("LAUNCHABLE_ROOT", root.display().to_string()),
-                ("NODE_ID", config.node.as_str().to_owned()),
-                ("MANIFEST_SHA", manifest.sha().to_string()),
-            ] {
-                env.insert(name.to_owned(), value);
-            }
+            let mut env = pod_env(config, &manifest);
+            env.insert("LAUNCHABLE_ID".to_owned(), id.as_str().to_owned());
+            env.insert("LAUNCHABLE_ROOT".to_owned(), root.display().to_string());
             env.extend(launchable.env.clone());
             let (program, args, working_dir) = match &launchable.kind {
                 LaunchableKind::Process(process) => (
@@ -232,6 +219,31 @@ pub(crate) fn aggregate(manifest: &Manifest, states: &[LaunchState], limits: &st
         ..Reality::new(manifest.sha(), status)
     }
 }
+
+/// The environment every process of the pod gets (launchables add their
+/// own id, root and `env`): p2's variables, and the agent's `PATH` so that
+/// commands are found as in a shell.
+pub(crate) fn pod_env(config: &AgentConfig, manifest: &Manifest) -> BTreeMap<String, String> {
+    let home = config.pod_home(manifest.id());
+    let mut env = BTreeMap::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        env.insert("PATH".to_owned(), path.to_string_lossy().into_owned());
+    }
+    for (name, value) in [
+        ("POD_ID", manifest.id().as_str().to_owned()),
+        ("POD_HOME", home.display().to_string()),
+        ("HOME", home.display().to_string()),
+        ("CONFIG_PATH", home.join(CONFIG_FILE).display().to_string()),
+        ("NODE_ID", config.node.as_str().to_owned()),
+        ("MANIFEST_SHA", manifest.sha().to_string()),
+    ] {
+        env.insert(name.to_owned(), value);
+    }
+    env
+}
+
+/// The pod's `config`, as YAML, in its home.
+const CONFIG_FILE: &str = "config.yaml";
 
 /// Removes a stopped pod's home.
 pub(crate) fn uninstall(config: &AgentConfig, pod: &PodId) -> Result<()> {

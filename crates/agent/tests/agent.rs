@@ -8,7 +8,7 @@ use std::time::Duration;
 use drover_agent::{Agent, AgentConfig, AgentError, ProbeConfig};
 use drover_health::{HealthState, HealthStore};
 use drover_ids::NodeId;
-use drover_manifest::{IntentStore, LaunchStatus, Manifest, RealityStore, StatusCheck};
+use drover_manifest::{IntentStore, LaunchStatus, Manifest, Probe, RealityStore, StatusCheck};
 use drover_store::keys::Keys;
 use drover_store::{Get, Store};
 use nix::sys::signal::kill;
@@ -177,10 +177,12 @@ async fn intent_drives_processes<S: Store>(store: S, keys: Keys) {
     let port_arg = port.to_string();
     let v1 = Manifest::builder("web")
         .process("server", test_pod(&f, &["--status-port", &port_arg]))
-        .status(StatusCheck {
+        .status(StatusCheck::of(Probe::Http {
+            port,
+            path: "/_status".into(),
             http: true,
-            ..StatusCheck::port(port)
-        })
+            localhost_only: false,
+        }))
         .config("greeting", "hello".into())
         .build()
         .unwrap();
@@ -223,10 +225,12 @@ async fn intent_drives_processes<S: Store>(store: S, keys: Keys) {
             "server",
             test_pod(&f, &["--status-port", &port_arg, "--children", "1"]),
         )
-        .status(StatusCheck {
+        .status(StatusCheck::of(Probe::Http {
+            port,
+            path: "/_status".into(),
             http: true,
-            ..StatusCheck::port(port)
-        })
+            localhost_only: false,
+        }))
         .build()
         .unwrap();
     intents.put(&node, v2.id(), &v2).await.unwrap();
@@ -381,10 +385,12 @@ async fn health_transitions_reach_the_store<S: Store>(store: S, keys: Keys) {
                 ],
             ),
         )
-        .status(StatusCheck {
+        .status(StatusCheck::of(Probe::Http {
+            port,
+            path: "/_status".into(),
             http: true,
-            ..StatusCheck::port(port)
-        })
+            localhost_only: false,
+        }))
         .build()
         .unwrap();
     intents.put(&node, pod.id(), &pod).await.unwrap();
@@ -441,7 +447,76 @@ async fn one_live_agent_per_node<S: Store>(store: S, keys: Keys) {
     again.stop().await;
 }
 
+/// TCP and exec probes: a TCP probe passes only while the pod listens; an
+/// exec probe runs with the pod's environment, in its home, and follows
+/// what the command says.
+async fn tcp_and_exec_probes_reach_the_store<S: Store>(store: S, keys: Keys) {
+    let f = files();
+    let node: NodeId = "n7".parse().unwrap();
+    let agent = start(&store, config(&node, &f.data, &keys));
+    let intents = IntentStore::with_keys(store.clone(), keys.clone());
+    let health = |pod: &'static str, want: HealthState| {
+        let (store, keys, node) = (store.clone(), keys.clone(), node.clone());
+        async move {
+            eventually(&format!("{pod} health {want}"), || async {
+                (health_of(&store, &keys, &node, pod).await == Some(want)).then_some(())
+            })
+            .await
+        }
+    };
+    let port = free_port();
+    let listening = Manifest::builder("tcp-listening")
+        .process("main", test_pod(&f, &["--status-port", &port.to_string()]))
+        .status(StatusCheck::tcp(port))
+        .build()
+        .unwrap();
+    // Runs, but nothing listens on the port it is checked on.
+    let deaf = Manifest::builder("tcp-deaf")
+        .process("main", test_pod(&f, &[]))
+        .status(StatusCheck::tcp(free_port()))
+        .build()
+        .unwrap();
+    let exec = Manifest::builder("exec-checked")
+        .process("main", test_pod(&f, &[]))
+        .status(StatusCheck {
+            failure_threshold: Some(1),
+            ..StatusCheck::exec(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                r#"test "$PWD" = "$POD_HOME" && test ! -e "$POD_HOME/unhealthy""#.into(),
+            ])
+        })
+        .build()
+        .unwrap();
+    for pod in [&listening, &deaf, &exec] {
+        intents.put(&node, pod.id(), pod).await.unwrap();
+    }
+    health("tcp-listening", HealthState::Passing).await;
+    health("tcp-deaf", HealthState::Critical).await;
+    health("exec-checked", HealthState::Passing).await;
+    let marker = f.data.join("pods/exec-checked/unhealthy");
+    std::fs::write(&marker, "").unwrap();
+    health("exec-checked", HealthState::Critical).await;
+    let output = HealthStore::with_keys(store.clone(), keys.clone())
+        .node_health("exec-checked", node.as_str())
+        .await
+        .unwrap()
+        .unwrap()
+        .output;
+    assert!(
+        output.contains("exec /bin/sh") && output.contains("exit status: 1"),
+        "{output}"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    health("exec-checked", HealthState::Passing).await;
+    for pod in [&listening, &deaf, &exec] {
+        intents.delete(&node, pod.id()).await.unwrap();
+    }
+    agent.stop().await;
+}
+
 drover_store_etcd::on_both_backends!(
+    tcp_and_exec_probes_reach_the_store,
     intent_drives_processes,
     stop_kills_everything_after_the_grace_period,
     crashes_restart_with_growing_backoff,

@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 
 use crate::model::{
     DEFAULT_ENTRY_POINT, DEFAULT_RESTART_BACKOFF, DEFAULT_STATUS_PATH,
-    DEFAULT_TERMINATION_GRACE_PERIOD, Launchable, LaunchableKind, ResourceLimits, RestartPolicy,
-    StatusCheck,
+    DEFAULT_TERMINATION_GRACE_PERIOD, Launchable, LaunchableKind, Probe, ResourceLimits,
+    RestartPolicy, StatusCheck,
 };
 use crate::units::format_duration;
 
@@ -116,15 +116,50 @@ pub(crate) fn tree(view: &View<'_>) -> Value {
     }
     if let Some(status) = view.status {
         let mut s = Map::new();
-        s.insert("port".into(), status.port.into());
-        if status.path != DEFAULT_STATUS_PATH {
-            s.insert("path".into(), status.path.clone().into());
+        match &status.probe {
+            Probe::Http {
+                port,
+                path,
+                http,
+                localhost_only,
+            } => {
+                s.insert("port".into(), (*port).into());
+                if path != DEFAULT_STATUS_PATH {
+                    s.insert("path".into(), path.clone().into());
+                }
+                if *http {
+                    s.insert("http".into(), true.into());
+                }
+                if *localhost_only {
+                    s.insert("localhost_only".into(), true.into());
+                }
+            }
+            Probe::Tcp {
+                port,
+                localhost_only,
+            } => {
+                s.insert("port".into(), (*port).into());
+                s.insert("tcp".into(), true.into());
+                if *localhost_only {
+                    s.insert("localhost_only".into(), true.into());
+                }
+            }
+            Probe::Exec { command } => {
+                s.insert("exec".into(), command.clone().into());
+            }
         }
-        if status.http {
-            s.insert("http".into(), true.into());
+        for (name, value) in [("period", status.period), ("timeout", status.timeout)] {
+            if let Some(value) = value {
+                s.insert(name.into(), format_duration(value).into());
+            }
         }
-        if status.localhost_only {
-            s.insert("localhost_only".into(), true.into());
+        for (name, value) in [
+            ("failure_threshold", status.failure_threshold),
+            ("success_threshold", status.success_threshold),
+        ] {
+            if let Some(value) = value {
+                s.insert(name.into(), value.into());
+            }
         }
         out.insert("status".into(), Value::Object(s));
     }
@@ -180,7 +215,7 @@ pub(crate) fn canonical_json(value: &Value, out: &mut Vec<u8>) {
 
 /// Field order in YAML output: the order people read a manifest in. Other
 /// keys (ids, env names, config) follow, sorted.
-const YAML_KEY_ORDER: [&str; 22] = [
+const YAML_KEY_ORDER: [&str; 28] = [
     "id",
     "run_as",
     "labels",
@@ -193,6 +228,12 @@ const YAML_KEY_ORDER: [&str; 22] = [
     "path",
     "http",
     "localhost_only",
+    "tcp",
+    "exec",
+    "period",
+    "timeout",
+    "failure_threshold",
+    "success_threshold",
     "launchables",
     "type",
     "command",

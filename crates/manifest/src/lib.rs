@@ -68,7 +68,7 @@
 //! | `run_as` | user the pod runs as; defaults to the id |
 //! | `launchables` | required, non-empty map of launchable id to stanza (below) |
 //! | `config` | free-form mapping handed to the pod as a file |
-//! | `status` | `{port, path, http, localhost_only}`: the pod's status endpoint, polled for health; `path` defaults to `/_status`, `http` (plain HTTP instead of HTTPS) and `localhost_only` to `false` |
+//! | `status` | the pod's health check ([`StatusCheck`]): `{port, path, http, localhost_only}` polls an HTTP(S) endpoint (`path` defaults to `/_status`, `http` (plain HTTP instead of HTTPS) and `localhost_only` to `false`); `{port, tcp: true}` connects to a port; `{exec: [program, args...]}` runs a command in the pod's environment (exit 0 is passing). Any of them may set `period` (at least `100ms`), `timeout`, `failure_threshold` and `success_threshold` (1 to 1000); unset, the agent's defaults apply |
 //! | `status_port`, `status_http` | p2's shorthands for `status.port` and `status.http` (setting both spellings is a conflict) |
 //! | `resource_limits` | `{cpus, memory}` for the whole pod ([units]) |
 //! | `termination_grace_period` | time between the stop signal and the kill; default `30s`, at most `24h` |
@@ -151,7 +151,8 @@ pub use id::{IdError, LaunchableId, MAX_ID_LEN, PodId};
 pub use model::{
     Artifact, DEFAULT_ENTRY_POINT, DEFAULT_RESTART_BACKOFF, DEFAULT_STATUS_PATH,
     DEFAULT_TERMINATION_GRACE_PERIOD, LAUNCHABLE_TYPES, Launchable, LaunchableKind, MAX_DURATION,
-    Process, ResourceLimits, RestartPolicy, StatusCheck,
+    MAX_PROBE_INTERVAL, MAX_PROBE_THRESHOLD, MIN_PROBE_PERIOD, Probe, Process, ResourceLimits,
+    RestartPolicy, StatusCheck,
 };
 pub use parse::MAX_NESTING_DEPTH;
 pub use reality::{Exit, LaunchStatus, Reality};

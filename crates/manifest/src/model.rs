@@ -201,31 +201,106 @@ impl fmt::Display for RestartPolicy {
     }
 }
 
-/// Where the pod serves its status endpoint, which the agent's health check polls.
+/// How the agent checks the pod's health: what it probes ([`Probe`]) and,
+/// when set, how often and how patiently (unset: the agent's defaults).
 ///
-/// Written either as `status: {port, path, http, localhost_only}` or, as in
-/// p2, with the shorthands `status_port` and `status_http`; both spellings
-/// give the same manifest (and SHA).
+/// Written as `status: {port, path, http, localhost_only}` (an HTTP(S)
+/// GET), `status: {port, tcp: true}` (a TCP connect) or `status: {exec:
+/// [program, args...]}` (a command in the pod's environment; exit 0 is
+/// passing), each with optional `period`, `timeout`, `failure_threshold`
+/// and `success_threshold`. p2's shorthands `status_port` and
+/// `status_http` give the same manifest (and SHA) as the nested spelling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusCheck {
-    /// TCP port of the endpoint.
-    pub port: u16,
-    /// HTTP path of the endpoint (default `/_status`).
-    pub path: String,
-    /// Plain HTTP instead of HTTPS.
-    pub http: bool,
-    /// The endpoint listens on loopback only.
-    pub localhost_only: bool,
+    /// What is probed.
+    pub probe: Probe,
+    /// Time between probes.
+    pub period: Option<Duration>,
+    /// A probe not answered within this is a failure.
+    pub timeout: Option<Duration>,
+    /// Consecutive failures before a passing pod is reported critical.
+    pub failure_threshold: Option<u32>,
+    /// Consecutive successes before a failing pod is reported passing.
+    pub success_threshold: Option<u32>,
 }
 
+/// What a [`StatusCheck`] probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A GET of `path` on `port` (2xx is passing).
+    Http {
+        /// TCP port of the endpoint.
+        port: u16,
+        /// HTTP path of the endpoint (default `/_status`).
+        path: String,
+        /// Plain HTTP instead of HTTPS.
+        http: bool,
+        /// The endpoint listens on loopback only.
+        localhost_only: bool,
+    },
+    /// A TCP connection to `port` (accepted is passing).
+    Tcp {
+        /// The port connected to.
+        port: u16,
+        /// The port listens on loopback only.
+        localhost_only: bool,
+    },
+    /// A command run in the pod's home with the pod's environment (exit 0
+    /// is passing).
+    Exec {
+        /// The program and its arguments.
+        command: Vec<String>,
+    },
+}
+
+/// Smallest probe period a manifest may ask for.
+pub const MIN_PROBE_PERIOD: Duration = Duration::from_millis(100);
+/// Longest probe period or timeout a manifest may ask for.
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Largest failure or success threshold a manifest may ask for.
+pub const MAX_PROBE_THRESHOLD: u32 = 1000;
+
 impl StatusCheck {
-    /// A check on `port` with the default path, over HTTPS, on any address.
+    /// An HTTPS GET of the default path on `port`, on any address, with the
+    /// agent's timing.
     pub fn port(port: u16) -> Self {
-        Self {
+        Self::of(Probe::Http {
             port,
             path: DEFAULT_STATUS_PATH.into(),
             http: false,
             localhost_only: false,
+        })
+    }
+
+    /// A TCP connect to `port`, with the agent's timing.
+    pub fn tcp(port: u16) -> Self {
+        Self::of(Probe::Tcp {
+            port,
+            localhost_only: false,
+        })
+    }
+
+    /// `command` (program and arguments) run as the probe, with the agent's timing.
+    pub fn exec(command: Vec<String>) -> Self {
+        Self::of(Probe::Exec { command })
+    }
+
+    /// `probe` with the agent's timing.
+    pub fn of(probe: Probe) -> Self {
+        Self {
+            probe,
+            period: None,
+            timeout: None,
+            failure_threshold: None,
+            success_threshold: None,
+        }
+    }
+
+    /// The port probed, for HTTP and TCP probes.
+    pub fn port_number(&self) -> Option<u16> {
+        match &self.probe {
+            Probe::Http { port, .. } | Probe::Tcp { port, .. } => Some(*port),
+            Probe::Exec { .. } => None,
         }
     }
 }

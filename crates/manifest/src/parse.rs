@@ -11,7 +11,8 @@ use crate::id::{LaunchableId, PodId, truncate};
 use crate::model::{
     Artifact, DEFAULT_ENTRY_POINT, DEFAULT_RESTART_BACKOFF, DEFAULT_STATUS_PATH,
     DEFAULT_TERMINATION_GRACE_PERIOD, LAUNCHABLE_TYPES, Launchable, LaunchableKind, MAX_DURATION,
-    Process, ResourceLimits, RestartPolicy, StatusCheck,
+    MAX_PROBE_INTERVAL, MAX_PROBE_THRESHOLD, MIN_PROBE_PERIOD, Probe, Process, ResourceLimits,
+    RestartPolicy, StatusCheck,
 };
 use crate::units::{ByteSize, Cpus, parse_duration};
 
@@ -755,6 +756,20 @@ fn env(ctx: &mut Ctx, path: &str, node: &Node<'_>) -> Option<BTreeMap<String, St
     ok.then_some(out)
 }
 
+/// The keys of the `status` stanza.
+const STATUS_FIELDS: [&str; 10] = [
+    "port",
+    "path",
+    "http",
+    "localhost_only",
+    "tcp",
+    "exec",
+    "period",
+    "timeout",
+    "failure_threshold",
+    "success_threshold",
+];
+
 fn status(ctx: &mut Ctx, f: &Fields<'_, '_>, root: &Node<'_>) -> Option<Option<StatusCheck>> {
     let mut ok = true;
     let short_port = f
@@ -763,39 +778,46 @@ fn status(ctx: &mut Ctx, f: &Fields<'_, '_>, root: &Node<'_>) -> Option<Option<S
     let short_http = f
         .get("status_http")
         .map(|n| (n, boolean(ctx, "status_http", n)));
-    let (mut nested_port, mut path, mut http, mut localhost_only) = (None, None, None, None);
     let nested = f.get("status");
-    if let Some(node) = nested {
-        match fields(
-            ctx,
-            "status",
-            node,
-            &["port", "path", "http", "localhost_only"],
-        ) {
-            Some(s) => {
-                nested_port = s.get("port").map(|n| (n, port(ctx, "status.port", n)));
-                http = s.get("http").map(|n| (n, boolean(ctx, "status.http", n)));
-                localhost_only = s
-                    .get("localhost_only")
-                    .map(|n| boolean(ctx, "status.localhost_only", n));
-                path = s.get("path").map(|n| {
-                    let p = non_empty(ctx, "status.path", n)?;
-                    if p.starts_with('/') {
-                        Some(p.to_string())
-                    } else {
-                        ctx.report(
-                            "status.path",
-                            n,
-                            Kind::InvalidValue,
-                            format!("{:?} must start with '/'", truncate(p)),
-                        );
-                        None
-                    }
-                });
-            }
-            None => ok = false,
-        }
-    }
+    let s = match nested {
+        Some(node) => match fields(ctx, "status", node, &STATUS_FIELDS) {
+            Some(s) => Some(s),
+            None => return None,
+        },
+        None => None,
+    };
+    let get = |name: &str| s.as_ref().and_then(|s| s.get(name));
+    let nested_port = get("port").map(|n| (n, port(ctx, "status.port", n)));
+    let http = get("http").map(|n| (n, boolean(ctx, "status.http", n)));
+    let localhost_only = get("localhost_only").map(|n| boolean(ctx, "status.localhost_only", n));
+    let tcp = get("tcp").map(|n| (n, boolean(ctx, "status.tcp", n)));
+    let path = get("path").map(|n| {
+        (
+            n,
+            non_empty(ctx, "status.path", n).and_then(|p| {
+                if p.starts_with('/') {
+                    Some(p.to_string())
+                } else {
+                    ctx.report(
+                        "status.path",
+                        n,
+                        Kind::InvalidValue,
+                        format!("{:?} must start with '/'", truncate(p)),
+                    );
+                    None
+                }
+            }),
+        )
+    });
+    let exec = get("exec").map(|n| (n, exec_command(ctx, n)));
+    let period = get("period").map(|n| probe_interval(ctx, "status.period", n, MIN_PROBE_PERIOD));
+    let timeout =
+        get("timeout").map(|n| probe_interval(ctx, "status.timeout", n, Duration::from_millis(1)));
+    let failure_threshold =
+        get("failure_threshold").map(|n| probe_threshold(ctx, "status.failure_threshold", n));
+    let success_threshold =
+        get("success_threshold").map(|n| probe_threshold(ctx, "status.success_threshold", n));
+
     if let (Some((n, _)), Some(_)) = (short_port, nested_port) {
         ctx.report(
             "status_port",
@@ -814,29 +836,159 @@ fn status(ctx: &mut Ctx, f: &Fields<'_, '_>, root: &Node<'_>) -> Option<Option<S
         );
         ok = false;
     }
-    let port = nested_port.or(short_port).map(|(_, p)| p);
-    let http = http.or(short_http).map(|(_, h)| h);
+    let http = http.or(short_http);
+    let port = nested_port.or(short_port);
+    let is_tcp = matches!(tcp, Some((_, Some(true))));
+    // Each probe kind takes its own fields; a field of another kind is a
+    // contradiction, not something to ignore.
+    if let Some((exec_node, _)) = exec {
+        let others = [
+            ("status.port", port.map(|(n, _)| n)),
+            ("status.path", path.as_ref().map(|(n, _)| *n)),
+            ("status.http", http.map(|(n, _)| n)),
+            ("status.tcp", tcp.map(|(n, _)| n)),
+            ("status.localhost_only", get("localhost_only")),
+        ];
+        for (name, node) in others {
+            if node.is_some() {
+                ctx.report(
+                    "status.exec",
+                    exec_node,
+                    Kind::Conflict,
+                    format!(
+                        "conflicts with {name}: an exec probe runs a command and probes no port"
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if is_tcp {
+        for (name, node) in [
+            ("status.path", path.as_ref().map(|(n, _)| *n)),
+            ("status.http", http.map(|(n, _)| n)),
+        ] {
+            if let Some(node) = node {
+                ctx.report(
+                    name,
+                    node,
+                    Kind::Conflict,
+                    "conflicts with status.tcp: a TCP probe only connects",
+                );
+                ok = false;
+            }
+        }
+    }
+
     let anything_set = nested.is_some() || short_http.is_some();
-    let port = match port {
-        Some(port) => port,
-        None if anything_set => {
+    if !anything_set && short_port.is_none() {
+        return ok.then_some(None);
+    }
+    let probe = if let Some((_, command)) = exec {
+        Probe::Exec { command: command? }
+    } else {
+        let Some((_, port)) = port else {
             ctx.report(
                 "status.port",
                 nested.unwrap_or(root),
                 Kind::Missing,
-                "is required when a status check is configured",
+                "is required when a status check is configured (or give status.exec)",
             );
             return None;
+        };
+        let localhost_only = localhost_only.unwrap_or(Some(false))?;
+        if is_tcp {
+            Probe::Tcp {
+                port: port?,
+                localhost_only,
+            }
+        } else {
+            Probe::Http {
+                port: port?,
+                path: path.map_or_else(|| Some(DEFAULT_STATUS_PATH.into()), |(_, p)| p)?,
+                http: http.map_or(Some(false), |(_, h)| h)?,
+                localhost_only,
+            }
         }
-        None => return ok.then_some(None),
     };
+    tcp.map_or(Some(false), |(_, t)| t)?;
     let check = StatusCheck {
-        port: port?,
-        path: path.unwrap_or_else(|| Some(DEFAULT_STATUS_PATH.into()))?,
-        http: http.unwrap_or(Some(false))?,
-        localhost_only: localhost_only.unwrap_or(Some(false))?,
+        probe,
+        period: optional(period)?,
+        timeout: optional(timeout)?,
+        failure_threshold: optional(failure_threshold)?,
+        success_threshold: optional(success_threshold)?,
     };
     ok.then_some(Some(check))
+}
+
+/// An optional field's outcome: absent is `Some(None)`, present but
+/// invalid (already reported) is `None`.
+fn optional<T>(field: Option<Option<T>>) -> Option<Option<T>> {
+    field.map_or(Some(None), |value| value.map(Some))
+}
+
+/// `status.exec`: a non-empty list of strings, the program first.
+fn exec_command(ctx: &mut Ctx, node: &Node<'_>) -> Option<Vec<String>> {
+    let p = "status.exec";
+    let YamlData::Sequence(items) = &node.data else {
+        ctx.wrong_type(p, node, "a list: the program, then its arguments");
+        return None;
+    };
+    if items.is_empty() {
+        ctx.report(p, node, Kind::Empty, "must name the program to run");
+        return None;
+    }
+    let command: Vec<_> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| stringish(ctx, &format!("{p}[{i}]"), item))
+        .collect();
+    let command = command.into_iter().collect::<Option<Vec<_>>>()?;
+    if command[0].trim().is_empty() {
+        ctx.report(p, &items[0], Kind::Empty, "the program must not be empty");
+        return None;
+    }
+    Some(command)
+}
+
+fn probe_interval(ctx: &mut Ctx, path: &str, node: &Node<'_>, min: Duration) -> Option<Duration> {
+    let d = duration(ctx, path, node)?;
+    if d < min || d > MAX_PROBE_INTERVAL {
+        ctx.report(
+            path,
+            node,
+            Kind::InvalidDuration,
+            format!(
+                "must be between {} and {}",
+                crate::units::format_duration(min),
+                crate::units::format_duration(MAX_PROBE_INTERVAL)
+            ),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+fn probe_threshold(ctx: &mut Ctx, path: &str, node: &Node<'_>) -> Option<u32> {
+    match &node.data {
+        YamlData::Value(Scalar::Integer(i)) => match u32::try_from(*i) {
+            Ok(n) if (1..=MAX_PROBE_THRESHOLD).contains(&n) => Some(n),
+            _ => {
+                ctx.report(
+                    path,
+                    node,
+                    Kind::InvalidValue,
+                    format!("{i} is out of range (1 to {MAX_PROBE_THRESHOLD})"),
+                );
+                None
+            }
+        },
+        _ => {
+            ctx.wrong_type(path, node, "a whole number");
+            None
+        }
+    }
 }
 
 fn resource_limits(ctx: &mut Ctx, node: &Node<'_>) -> ResourceLimits {

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use drover_manifest::{
-    ByteSize, Cpus, Launchable, LaunchableKind, Manifest, ManifestError, ManifestSha,
-    RestartPolicy, StatusCheck,
+    ByteSize, Cpus, FieldErrorKind, Launchable, LaunchableKind, Manifest, ManifestError,
+    ManifestSha, Probe, RestartPolicy, StatusCheck,
 };
 use serde_json::json;
 
@@ -64,12 +64,12 @@ fn every_field_is_read() {
     assert_eq!(m.termination_grace_period(), Duration::from_secs(120));
     assert_eq!(
         m.status(),
-        Some(&StatusCheck {
+        Some(&StatusCheck::of(Probe::Http {
             port: 8443,
             path: "/health".into(),
             http: false,
             localhost_only: true
-        })
+        }))
     );
     let ids: Vec<_> = m.launchables().keys().map(|id| id.as_str()).collect();
     assert_eq!(ids, ["assets", "server"]);
@@ -228,6 +228,13 @@ fn any_change_in_meaning_changes_the_sha() {
         "config: {a: 1.0}",
         "config: {a: '1'}",
         "status_port: 80",
+        "status: {port: 80, tcp: true}",
+        "status: {exec: [check]}",
+        "status: {exec: [check, '1']}",
+        "status: {port: 80, period: 2s}",
+        "status: {port: 80, timeout: 2s}",
+        "status: {port: 80, failure_threshold: 2}",
+        "status: {port: 80, success_threshold: 2}",
         "termination_grace_period: 31s",
         "resource_limits: {cpus: 1}",
         "resource_limits: {memory: 1G}",
@@ -303,11 +310,12 @@ fn the_builder_makes_the_same_manifest_as_yaml() {
         .cpus(Cpus::from_millis(1500))
         .memory(ByteSize::mib(1536))
         .termination_grace_period(Duration::from_secs(120))
-        .status(StatusCheck {
+        .status(StatusCheck::of(Probe::Http {
+            port: 8443,
             path: "/health".into(),
+            http: false,
             localhost_only: true,
-            ..StatusCheck::port(8443)
-        })
+        }))
         .launchable(
             "server",
             Launchable::process(["/usr/bin/web", "--port", "8080", "--verbose", "true"])
@@ -337,4 +345,203 @@ fn the_builder_makes_the_same_manifest_as_yaml() {
     let parsed = Manifest::from_yaml(full()).unwrap();
     assert_eq!(built.sha(), parsed.sha());
     assert_eq!(built.raw_bytes(), built.to_yaml().as_bytes());
+}
+
+#[test]
+fn status_checks_of_every_kind_and_their_timing_are_read() {
+    let pod = "id: web\nlaunchables: {web: {type: process, command: x}}\n";
+    let read = |status: &str| {
+        Manifest::from_yaml(format!("{pod}{status}\n"))
+            .unwrap()
+            .status()
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        read("status: {port: 9000, tcp: true, localhost_only: true}").probe,
+        Probe::Tcp {
+            port: 9000,
+            localhost_only: true
+        }
+    );
+    assert_eq!(
+        read("status: {exec: [/bin/check, --deep, 3]}").probe,
+        Probe::Exec {
+            command: vec!["/bin/check".into(), "--deep".into(), "3".into()]
+        }
+    );
+    let timed = read(
+        "status: {port: 80, http: true, period: 5s, timeout: 500ms, failure_threshold: 5, success_threshold: 2}",
+    );
+    assert_eq!(timed.period, Some(Duration::from_secs(5)));
+    assert_eq!(timed.timeout, Some(Duration::from_millis(500)));
+    assert_eq!(timed.failure_threshold, Some(5));
+    assert_eq!(timed.success_threshold, Some(2));
+    assert_eq!(timed.port_number(), Some(80));
+    // The shorthand and the nested spelling, with timing, are one manifest.
+    assert_eq!(
+        sha(&format!(
+            "{pod}status_port: 80\nstatus: {{period: 1000ms}}\n"
+        )),
+        sha(&format!("{pod}status: {{port: 80, period: 1s}}\n"))
+    );
+    // tcp: false is the default HTTP(S) probe.
+    assert_eq!(
+        sha(&format!("{pod}status: {{port: 80, tcp: false}}\n")),
+        sha(&format!("{pod}status_port: 80\n"))
+    );
+    let m = Manifest::from_yaml(format!(
+        "{pod}status: {{exec: [check, x], period: 2s, failure_threshold: 4}}\n"
+    ))
+    .unwrap();
+    assert_eq!(Manifest::from_yaml(m.to_yaml()).unwrap(), m);
+    let built = Manifest::builder("web")
+        .launchable("web", Launchable::process(["x"]))
+        .status(StatusCheck {
+            period: Some(Duration::from_secs(2)),
+            failure_threshold: Some(4),
+            ..StatusCheck::exec(vec!["check".into(), "x".into()])
+        })
+        .build()
+        .unwrap();
+    assert_eq!(built, m);
+}
+
+#[test]
+fn contradictory_or_out_of_range_status_checks_are_refused() {
+    let pod = "id: web\nlaunchables: {web: {type: process, command: x}}\n";
+    for (status, path, kind, says) in [
+        (
+            "status: {exec: [c], port: 80}",
+            "status.exec",
+            FieldErrorKind::Conflict,
+            "status.port",
+        ),
+        (
+            "status: {exec: [c], path: /x}",
+            "status.exec",
+            FieldErrorKind::Conflict,
+            "status.path",
+        ),
+        (
+            "status: {exec: [c], tcp: true}",
+            "status.exec",
+            FieldErrorKind::Conflict,
+            "status.tcp",
+        ),
+        (
+            "status_port: 80\nstatus: {exec: [c]}",
+            "status.exec",
+            FieldErrorKind::Conflict,
+            "status.port",
+        ),
+        (
+            "status: {port: 80, tcp: true, path: /x}",
+            "status.path",
+            FieldErrorKind::Conflict,
+            "TCP probe",
+        ),
+        (
+            "status: {port: 80, tcp: true, http: true}",
+            "status.http",
+            FieldErrorKind::Conflict,
+            "TCP probe",
+        ),
+        (
+            "status: {exec: []}",
+            "status.exec",
+            FieldErrorKind::Empty,
+            "program",
+        ),
+        (
+            "status: {exec: ['']}",
+            "status.exec",
+            FieldErrorKind::Empty,
+            "program",
+        ),
+        (
+            "status: {exec: check}",
+            "status.exec",
+            FieldErrorKind::WrongType,
+            "list",
+        ),
+        (
+            "status: {tcp: true}",
+            "status.port",
+            FieldErrorKind::Missing,
+            "required",
+        ),
+        (
+            "status: {period: 1s}",
+            "status.port",
+            FieldErrorKind::Missing,
+            "required",
+        ),
+        (
+            "status: {port: 80, period: 10ms}",
+            "status.period",
+            FieldErrorKind::InvalidDuration,
+            "between 100ms and 1h",
+        ),
+        (
+            "status: {port: 80, period: 2h}",
+            "status.period",
+            FieldErrorKind::InvalidDuration,
+            "between",
+        ),
+        (
+            "status: {port: 80, timeout: 0s}",
+            "status.timeout",
+            FieldErrorKind::InvalidDuration,
+            "between",
+        ),
+        (
+            "status: {port: 80, period: 5}",
+            "status.period",
+            FieldErrorKind::InvalidDuration,
+            "unit",
+        ),
+        (
+            "status: {port: 80, failure_threshold: 0}",
+            "status.failure_threshold",
+            FieldErrorKind::InvalidValue,
+            "1 to 1000",
+        ),
+        (
+            "status: {port: 80, success_threshold: 1001}",
+            "status.success_threshold",
+            FieldErrorKind::InvalidValue,
+            "1 to 1000",
+        ),
+        (
+            "status: {port: 80, success_threshold: two}",
+            "status.success_threshold",
+            FieldErrorKind::WrongType,
+            "whole number",
+        ),
+        (
+            "status: {port: 80, tcp: yes please}",
+            "status.tcp",
+            FieldErrorKind::WrongType,
+            "boolean",
+        ),
+        (
+            "status: {port: 80, probe: tcp}",
+            "status.probe",
+            FieldErrorKind::UnknownField,
+            "tcp",
+        ),
+    ] {
+        let yaml = format!("{pod}{status}\n");
+        let errors = match Manifest::from_yaml(&yaml) {
+            Err(ManifestError::Invalid(errors)) => errors,
+            other => panic!("{status}: {other:?}"),
+        };
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == path && e.kind == kind && e.message.contains(says)),
+            "{status}: {errors:?}"
+        );
+    }
 }

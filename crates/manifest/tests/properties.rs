@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use drover_manifest::{ByteSize, Cpus, Launchable, Manifest, RestartPolicy, StatusCheck};
+use drover_manifest::{ByteSize, Cpus, Launchable, Manifest, Probe, RestartPolicy, StatusCheck};
 use proptest::prelude::*;
 use saphyr::{LoadableYamlNode, Scalar, Yaml};
 use serde_json::Value;
@@ -152,13 +152,53 @@ fn label_part() -> impl Strategy<Value = String> {
     "[A-Za-z0-9]([A-Za-z0-9._-]{0,8}[A-Za-z0-9])?"
 }
 
+fn status_check() -> impl Strategy<Value = StatusCheck> {
+    let probe = prop_oneof![
+        (1u16.., "/[a-z_/]{0,10}", any::<bool>(), any::<bool>()).prop_map(
+            |(port, path, http, localhost_only)| Probe::Http {
+                port,
+                path,
+                http,
+                localhost_only
+            }
+        ),
+        (1u16.., any::<bool>()).prop_map(|(port, localhost_only)| Probe::Tcp {
+            port,
+            localhost_only
+        }),
+        prop::collection::vec(text(), 0..3).prop_map(|args| {
+            let mut command = vec!["/bin/check".to_owned()];
+            command.extend(args);
+            Probe::Exec { command }
+        }),
+    ];
+    let interval =
+        |min_ms: u64| prop::option::of((min_ms..3_600_000u64).prop_map(Duration::from_millis));
+    (
+        probe,
+        interval(100),
+        interval(1),
+        prop::option::of(1u32..=1000),
+        prop::option::of(1u32..=1000),
+    )
+        .prop_map(
+            |(probe, period, timeout, failure_threshold, success_threshold)| StatusCheck {
+                probe,
+                period,
+                timeout,
+                failure_threshold,
+                success_threshold,
+            },
+        )
+}
+
 prop_compose! {
     fn manifest()(
         pod in id(),
         run_as in prop::option::of("[a-z_][a-z0-9_-]{0,10}"),
         launchables in prop::collection::btree_map(id(), launchable(), 1..4),
         config in prop::collection::btree_map(text(), json_value(), 0..4),
-        status in prop::option::of((1u16.., prop::option::of("/[a-z_/]{0,10}"), any::<bool>(), any::<bool>())),
+        status in prop::option::of(status_check()),
         cpus in prop::option::of(1u32..=Cpus::MAX_MILLIS),
         memory in prop::option::of(1u64..),
         grace in duration(),
@@ -173,13 +213,7 @@ prop_compose! {
         if let Some(user) = run_as { b = b.run_as(user); }
         for (id, l) in launchables { b = b.launchable(id, l); }
         for (k, v) in config { b = b.config(k, v); }
-        if let Some((port, path, http, localhost_only)) = status {
-            let mut s = StatusCheck::port(port);
-            if let Some(path) = path { s.path = path; }
-            s.http = http;
-            s.localhost_only = localhost_only;
-            b = b.status(s);
-        }
+        if let Some(s) = status { b = b.status(s); }
         if let Some(c) = cpus { b = b.cpus(Cpus::from_millis(c)); }
         if let Some(m) = memory { b = b.memory(ByteSize::bytes(m)); }
         for (k, v) in labels { b = b.label(k, v); }
