@@ -1,12 +1,15 @@
 //! The agent's shell: registration under a lease, the intent reflector, one
 //! reconcile per pod on the shared controller runtime, and health probing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use drover_health::HealthStore;
 use drover_ids::NodeId;
-use drover_manifest::{IntentStore, Manifest, PodId, RealityStore};
+use drover_manifest::{
+    IntentStore, LaunchStatus, LaunchableId, Manifest, PodId, Reality, RealityStore,
+};
 use drover_runtime::{Action, Context, Controller, Reconciler, Trigger};
 use drover_store::lease::{Lease, LeaseConfig};
 use drover_store::reflector::{Cache, ReflectorEvent};
@@ -16,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::artifact::Artifacts;
 use crate::config::{AgentConfig, Capacity};
 use crate::error::{AgentError, Result};
 use crate::health::{Check, probe_loop};
@@ -103,6 +107,7 @@ impl<S: Store> Agent<S> {
             probes: Arc::new(Mutex::new(HashMap::new())),
             trigger: Arc::new(Mutex::new(None)),
             lease: lease_rx,
+            artifacts: Artifacts::new(&config)?,
         };
         let pods = reconciler.pods.clone();
         let probes = reconciler.probes.clone();
@@ -244,6 +249,7 @@ struct PodReconciler<S: Store> {
     probes: Arc<Mutex<HashMap<PodId, Probe>>>,
     trigger: Arc<Mutex<Option<Trigger<PodId>>>>,
     lease: watch::Receiver<LeaseId>,
+    artifacts: Artifacts,
 }
 
 impl<S: Store> PodReconciler<S> {
@@ -252,7 +258,36 @@ impl<S: Store> PodReconciler<S> {
         move |source| AgentError::Reality { pod, source }
     }
 
-    fn start(&self, manifest: Manifest, adopt: bool) -> Result<PodRunner> {
+    /// Fetches and unpacks the pod's artifact launchables: their entry
+    /// points. Pretend processes need none.
+    async fn install_artifacts(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<BTreeMap<LaunchableId, PathBuf>> {
+        let mut entry_points = BTreeMap::new();
+        if self.processes.fakes_health() {
+            return Ok(entry_points);
+        }
+        let home = self.config.pod_home(manifest.id());
+        for (id, launchable) in manifest.launchables() {
+            if let Some(artifact) = launchable.as_artifact() {
+                let name = format!("{}/{id}", manifest.id());
+                let entry = self
+                    .artifacts
+                    .install(&name, artifact, &home.join(id.as_str()))
+                    .await?;
+                entry_points.insert(id.clone(), entry);
+            }
+        }
+        Ok(entry_points)
+    }
+
+    fn start(
+        &self,
+        manifest: Manifest,
+        entry_points: BTreeMap<LaunchableId, PathBuf>,
+        adopt: bool,
+    ) -> Result<PodRunner> {
         let pod = manifest.id().clone();
         let trigger = self.trigger.lock().clone();
         let changed: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -265,6 +300,7 @@ impl<S: Store> PodReconciler<S> {
             self.processes.clone(),
             &self.config,
             manifest,
+            entry_points,
             adopt,
             changed,
         )?;
@@ -388,7 +424,24 @@ impl<S: Store> Reconciler<S> for PodReconciler<S> {
                 } else {
                     tracing::info!(%pod, sha = %manifest.sha(), "launching");
                 }
-                let runner = self.start(manifest, adopt)?;
+                let entry_points = match self.install_artifacts(&manifest).await {
+                    Ok(entry_points) => entry_points,
+                    Err(e) => {
+                        // Said in the pod's reality; retried with backoff
+                        // (a server may yet serve the right bytes).
+                        let failed = Reality {
+                            reason: Some(e.to_string()),
+                            since_ms: Some(crate::node::now_ms()),
+                            ..Reality::new(manifest.sha(), LaunchStatus::Failed)
+                        };
+                        self.realities
+                            .put(node, pod, &failed)
+                            .await
+                            .map_err(Self::reality_error(pod))?;
+                        return Err(e);
+                    }
+                };
+                let runner = self.start(manifest, entry_points, adopt)?;
                 let reality = runner.reality();
                 let probe = self.start_probe(&runner);
                 self.probes.lock().insert(pod.clone(), probe);

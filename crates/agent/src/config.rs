@@ -30,6 +30,10 @@ pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
 /// Largest size of a pod's log file before it is rotated.
 pub const DEFAULT_LOG_BYTES: u64 = 8 << 20;
+/// Largest artifact the agent downloads.
+pub const DEFAULT_ARTIFACT_MAX_BYTES: u64 = 4 << 30;
+/// Longest an artifact download may take.
+pub const DEFAULT_ARTIFACT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What a node offers to pods, in the node record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +122,13 @@ pub struct AgentConfig {
     pub cgroups: CgroupMode,
     /// Largest log file before rotation.
     pub log_bytes: u64,
+    /// Largest artifact downloaded; a larger one fails its pod.
+    pub artifact_max_bytes: u64,
+    /// Longest an artifact download may take.
+    pub artifact_timeout: Duration,
+    /// PEM files of certificate authorities trusted for `https://`
+    /// artifacts besides the system's (private artifact servers).
+    pub artifact_ca_files: Vec<PathBuf>,
 }
 
 impl AgentConfig {
@@ -138,7 +149,15 @@ impl AgentConfig {
             probe: ProbeConfig::default(),
             cgroups: CgroupMode::default(),
             log_bytes: DEFAULT_LOG_BYTES,
+            artifact_max_bytes: DEFAULT_ARTIFACT_MAX_BYTES,
+            artifact_timeout: DEFAULT_ARTIFACT_TIMEOUT,
+            artifact_ca_files: Vec::new(),
         }
+    }
+
+    /// Where downloaded artifacts are kept, by digest.
+    pub fn artifact_cache(&self) -> PathBuf {
+        self.data_dir.join("artifacts")
     }
 
     /// Where pod `pod`'s home is.

@@ -54,6 +54,13 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// An artifact launchable could not be fetched, verified or unpacked.
+    #[error("artifact of {launchable} ({location}): {problem}")]
+    Artifact {
+        launchable: String,
+        location: String,
+        problem: String,
+    },
     /// The agent's configuration is invalid.
     #[error("invalid agent configuration: {0}")]
     Config(String),

@@ -33,6 +33,7 @@
 //! ```
 
 mod agent;
+mod artifact;
 pub mod config;
 mod error;
 pub mod health;

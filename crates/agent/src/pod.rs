@@ -2,9 +2,10 @@
 //! they add up to, and its stop.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use drover_manifest::{LaunchStatus, LaunchableKind, Manifest, PodId, Reality};
+use drover_manifest::{LaunchStatus, LaunchableId, LaunchableKind, Manifest, PodId, Reality};
 use drover_store::backoff::BackoffPolicy;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -44,6 +45,7 @@ impl PodRunner {
         processes: Arc<dyn Processes>,
         config: &AgentConfig,
         manifest: Manifest,
+        entry_points: BTreeMap<LaunchableId, PathBuf>,
         adopt: bool,
         changed: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<PodRunner> {
@@ -88,8 +90,16 @@ impl PodRunner {
                         .as_ref()
                         .map_or_else(|| root.clone(), Into::into),
                 ),
-                // Not supported yet: the supervisor reports the start failure.
-                _ => (String::new(), Vec::new(), root.clone()),
+                // Artifacts: installed by the agent before the pod starts
+                // (none for pretend processes, which run nothing).
+                _ => (
+                    entry_points
+                        .get(id)
+                        .map(|entry| entry.display().to_string())
+                        .unwrap_or_default(),
+                    Vec::new(),
+                    root.clone(),
+                ),
             };
             let spec = LaunchSpec {
                 name: format!("{pod}/{id}"),
@@ -133,25 +143,10 @@ impl PodRunner {
                 }
                 .in_current_span(),
             ));
-            let unsupported = !matches!(launchable.kind, LaunchableKind::Process(_));
             let processes = processes.clone();
             let token = stop.clone();
             tasks.push(tokio::spawn(
-                async move {
-                    if unsupported {
-                        tx.send_modify(|s| {
-                            s.status = LaunchStatus::Failed;
-                            s.reason = Some(
-                                "artifact launchables are not supported by this agent yet".into(),
-                            );
-                            s.since_ms = crate::node::now_ms();
-                        });
-                        token.cancelled().await;
-                        return;
-                    }
-                    supervise(processes, spec, supervision, adopt, tx, token).await;
-                }
-                .in_current_span(),
+                supervise(processes, spec, supervision, adopt, tx, token).in_current_span(),
             ));
             states.push(rx);
         }

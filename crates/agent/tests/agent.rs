@@ -515,7 +515,226 @@ async fn tcp_and_exec_probes_reach_the_store<S: Store>(store: S, keys: Keys) {
     agent.stop().await;
 }
 
+/// Serves `body` for every request on a loopback port, over TLS when an
+/// acceptor is given; counts the requests.
+fn serve_bytes(
+    body: Vec<u8>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (body, tls) = (body.clone(), tls.clone());
+            tokio::spawn(async move {
+                async fn answer<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+                    mut s: T,
+                    body: &[u8],
+                ) -> std::io::Result<()> {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = s.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                    }
+                    let header = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    s.write_all(header.as_bytes()).await?;
+                    s.write_all(body).await?;
+                    s.shutdown().await
+                }
+                let _ = match tls {
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(s) => answer(s, &body).await,
+                        Err(e) => Err(e),
+                    },
+                    None => answer(tcp, &body).await,
+                };
+            });
+        }
+    });
+    (port, requests, server)
+}
+
+/// A tar.gz whose `bin/launch` runs the test pod with `argv`.
+fn artifact_of(argv: &[String]) -> (Vec<u8>, String) {
+    use sha2::Digest;
+    let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!("#!/bin/sh\nexec {} \"$@\"\n", quoted.join(" "));
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(script.len() as u64);
+    header.set_mode(0o755);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "bin/launch", script.as_bytes())
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &builder.into_inner().unwrap()).unwrap();
+    let bytes = gz.finish().unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    (bytes, digest)
+}
+
+/// Artifact launchables over http, https (a private CA) and file://: each
+/// verified and unpacked, its entry point run with the launchable's root;
+/// the cache serves a second pod with the same digest; a digest mismatch
+/// fails only its pod, with the reason in its reality.
+async fn artifacts_are_fetched_verified_and_run<S: Store>(store: S, keys: Keys) {
+    let f = files();
+    let node: NodeId = "n8".parse().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let ca_file = f.data.with_file_name("ca.pem");
+    std::fs::write(&ca_file, cert.pem()).unwrap();
+    let mut cfg = config(&node, &f.data, &keys);
+    cfg.artifact_ca_files = vec![ca_file];
+    let agent = start(&store, cfg);
+    let intents = IntentStore::with_keys(store.clone(), keys.clone());
+
+    let (bytes, digest) = artifact_of(&test_pod(&f, &[]));
+    let (http_port, http_requests, http_server) = serve_bytes(bytes.clone(), None);
+    let tls = {
+        use tokio_rustls::rustls;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    };
+    // Another artifact (another digest) for the https and file cases.
+    let (other, other_digest) = artifact_of(&test_pod(&f, &["--exit-code", "0"]));
+    let (https_port, https_requests, https_server) = serve_bytes(other.clone(), Some(tls));
+    let local = f.data.with_file_name("app.tar.gz");
+    std::fs::write(&local, &bytes).unwrap();
+
+    let pod = |name: &str, location: String, sha: &str| {
+        Manifest::builder(name)
+            .launchable("app", drover_manifest::Launchable::artifact(location, sha))
+            .build()
+            .unwrap()
+    };
+    let over_http = pod(
+        "over-http",
+        format!("http://127.0.0.1:{http_port}/app.tar.gz"),
+        &digest,
+    );
+    let over_https = pod(
+        "over-https",
+        format!("https://127.0.0.1:{https_port}/app.tar.gz"),
+        &other_digest,
+    );
+    let wrong_digest = "0".repeat(64);
+    let corrupt = pod(
+        "corrupt",
+        format!("http://127.0.0.1:{http_port}/app.tar.gz"),
+        &wrong_digest,
+    );
+    for m in [&over_http, &over_https] {
+        intents.put(&node, m.id(), m).await.unwrap();
+    }
+    for name in ["over-http", "over-https"] {
+        eventually(&format!("{name} running and passing"), || async {
+            (health_of(&store, &keys, &node, name).await == Some(HealthState::Passing))
+                .then_some(())
+        })
+        .await;
+    }
+    // Both pods write one env file: whichever wrote last ran in its root.
+    let env = std::fs::read_to_string(&f.env).unwrap();
+    let roots = ["over-http", "over-https"].map(|p| f.data.join("pods").join(p).join("app"));
+    assert!(
+        roots
+            .iter()
+            .any(|root| env.contains(&format!("LAUNCHABLE_ROOT={}\n", root.display()))),
+        "{env}"
+    );
+    assert!(roots.iter().all(|root| root.join("bin/launch").exists()));
+    assert_eq!(https_requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Same digest from a file: served by the cache, nothing read or fetched.
+    let from_file = pod("from-file", format!("file://{}", local.display()), &digest);
+    std::fs::remove_file(&local).unwrap();
+    intents
+        .put(&node, from_file.id(), &from_file)
+        .await
+        .unwrap();
+    eventually("from-file running", || async {
+        reality_of(&store, &keys, &node, "from-file")
+            .await
+            .filter(|r| r.status == LaunchStatus::Launched)
+    })
+    .await;
+    assert_eq!(http_requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // A digest mismatch fails that pod alone, saying why.
+    let running_before = pids(&f.pids);
+    intents.put(&node, corrupt.id(), &corrupt).await.unwrap();
+    let failed = eventually("corrupt failed", || async {
+        reality_of(&store, &keys, &node, "corrupt")
+            .await
+            .filter(|r| r.status == LaunchStatus::Failed)
+    })
+    .await;
+    let reason = failed.reason.unwrap_or_default();
+    assert!(
+        reason.contains("SHA-256 mismatch") && reason.contains(&wrong_digest),
+        "{reason}"
+    );
+    assert_eq!(failed.sha, corrupt.sha());
+    assert!(
+        !f.data.join("pods/corrupt/app/bin").exists(),
+        "nothing unpacked"
+    );
+    for pid in running_before {
+        assert!(alive(pid), "pod process {pid} untouched by the failure");
+    }
+
+    for m in [&over_http, &over_https, &from_file, &corrupt] {
+        intents.delete(&node, m.id()).await.unwrap();
+    }
+    eventually("all gone", || async {
+        let mut left = 0;
+        for name in ["over-http", "over-https", "from-file", "corrupt"] {
+            left += usize::from(reality_of(&store, &keys, &node, name).await.is_some());
+        }
+        (left == 0).then_some(())
+    })
+    .await;
+    agent.stop().await;
+    http_server.abort();
+    https_server.abort();
+}
+
 drover_store_etcd::on_both_backends!(
+    artifacts_are_fetched_verified_and_run,
     tcp_and_exec_probes_reach_the_store,
     intent_drives_processes,
     stop_kills_everything_after_the_grace_period,
