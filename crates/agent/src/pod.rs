@@ -109,6 +109,7 @@ impl PodRunner {
                 working_dir,
                 log_file: logs.join(format!("{id}.log")),
                 record_file: home.join(format!("{id}.pid")),
+                limits: *manifest.resource_limits(),
             };
             let supervision = Supervision {
                 policy: launchable.restart_policy,
@@ -150,12 +151,17 @@ impl PodRunner {
             ));
             states.push(rx);
         }
+        let limits = if manifest.resource_limits().is_empty() {
+            "none"
+        } else {
+            processes.limits()
+        };
         Ok(PodRunner {
             manifest,
             stop,
             tasks,
             states,
-            limits: processes.limits(),
+            limits,
         })
     }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use drover_manifest::Exit;
+use drover_manifest::{ByteSize, Exit, ResourceLimits};
 use futures::future::BoxFuture;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -49,6 +49,9 @@ pub struct LaunchSpec {
     /// Where the started process is recorded (`<pid> <start time>`), so a
     /// restarted agent can adopt it, or end it if it may not.
     pub record_file: PathBuf,
+    /// The pod's resource limits (shared by all its launchables where
+    /// cgroups allow).
+    pub limits: ResourceLimits,
 }
 
 /// Starts launchables.
@@ -62,8 +65,10 @@ pub trait Processes: Send + Sync + 'static {
         let _ = spec;
         None
     }
-    /// Which resource limits this runtime applies: `cgroup`, `rlimit` or
-    /// `none`, for the reality record.
+    /// How this runtime enforces a pod's resource limits, for the reality
+    /// record: `cgroup` (`cpu.max` and `memory.max` of the pod's cgroup),
+    /// `rlimit` (memory as each process's `RLIMIT_DATA`; CPUs are not
+    /// enforced) or `none`.
     fn limits(&self) -> &'static str;
     /// True when nothing real runs (hollow nodes): health is then whether
     /// the pretend processes run, whatever the manifest's status stanza.
@@ -88,6 +93,8 @@ pub trait Running: Send + Sync {
 pub struct OsProcesses {
     /// The agent's cgroup v2 subtree, when it could create one.
     cgroups: Option<PathBuf>,
+    /// The cpu and memory controllers are enabled for the pods' cgroups.
+    controllers: bool,
 }
 
 impl OsProcesses {
@@ -106,7 +113,17 @@ impl OsProcesses {
                 }
             },
         };
-        OsProcesses { cgroups }
+        let controllers = cgroups.as_deref().is_some_and(|base| {
+            let enabled = enable_controllers(base);
+            if let Err(why) = &enabled {
+                tracing::info!(%why, "no cpu and memory controllers; pod limits are rlimits");
+            }
+            enabled.is_ok()
+        });
+        OsProcesses {
+            cgroups,
+            controllers,
+        }
     }
 
     /// The cgroup subtree launchables run in, if any.
@@ -146,6 +163,76 @@ fn own_cgroup() -> std::result::Result<PathBuf, String> {
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or("this process has no cgroup v2 membership")?;
     Ok(mount.join(own.trim_start_matches('/')))
+}
+
+/// The cpu and memory controllers for the children of `base`: enabled in
+/// its parent (the agent's own cgroup: the kernel refuses that while the
+/// cgroup has processes of its own, unless it is the root) and in `base`.
+fn enable_controllers(base: &Path) -> std::result::Result<(), String> {
+    let parent = base.parent().ok_or("the cgroup subtree has no parent")?;
+    for dir in [parent, base] {
+        let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control"))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let has = |c: &str| enabled.split_whitespace().any(|e| e == c);
+        if has("cpu") && has("memory") {
+            continue;
+        }
+        std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory").map_err(|e| {
+            format!(
+                "enabling cpu and memory in {}: {e}",
+                dir.join("cgroup.subtree_control").display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A cgroup period of 100 ms (the kernel's default), in microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// `cpu.max` and `memory.max` of a pod's cgroup: unset limits are `max`.
+fn cgroup_limits(limits: &ResourceLimits) -> [(&'static str, String); 2] {
+    let cpu = limits.cpus.map_or_else(
+        || format!("max {CPU_PERIOD_US}"),
+        |cpus| {
+            format!(
+                "{} {CPU_PERIOD_US}",
+                u64::from(cpus.millis()) * CPU_PERIOD_US / 1000
+            )
+        },
+    );
+    let memory = limits
+        .memory
+        .map_or_else(|| "max".to_owned(), |m| m.as_u64().to_string());
+    [("cpu.max", cpu), ("memory.max", memory)]
+}
+
+fn write_cgroup_limits(dir: &Path, limits: &ResourceLimits) -> std::io::Result<()> {
+    for (file, value) in cgroup_limits(limits) {
+        std::fs::write(dir.join(file), value)?;
+    }
+    Ok(())
+}
+
+/// The shell lines that start a launchable: join its cgroup (`$0` is the
+/// cgroup's `cgroup.procs`), set its rlimits, then become the program.
+fn trampoline(in_cgroup: bool, memory_rlimit: Option<ByteSize>) -> Option<String> {
+    let mut script = Vec::new();
+    if in_cgroup {
+        script.push(r#"echo 0 > "$0" || exit 125"#.to_owned());
+    }
+    if let Some(memory) = memory_rlimit {
+        // ulimit counts KiB.
+        script.push(format!(
+            "ulimit -d {} || exit 125",
+            memory.as_u64().div_ceil(1024)
+        ));
+    }
+    if script.is_empty() {
+        return None;
+    }
+    script.push(r#"exec "$@""#.to_owned());
+    Some(script.join("; "))
 }
 
 /// `<own cgroup>/drover-<instance>`, created.
@@ -192,11 +279,23 @@ impl Processes for OsProcesses {
         }
         let cgroup = match &self.cgroups {
             Some(base) => {
-                let dir = base.join(spec.name.replace('/', "."));
+                // <pod>/<launchable>: the pod's cgroup holds its limits.
+                let dir = base.join(&spec.name);
                 if dir.exists() {
                     // Left over from a crash of an earlier run: end it.
                     kill_cgroup(&dir);
                     let _ = std::fs::remove_dir(&dir);
+                }
+                let pod_dir = dir.parent().unwrap_or(base);
+                std::fs::create_dir_all(pod_dir).map_err(AgentError::io(format!(
+                    "create cgroup {}",
+                    pod_dir.display()
+                )))?;
+                if self.controllers {
+                    write_cgroup_limits(pod_dir, &spec.limits).map_err(AgentError::io(format!(
+                        "set the limits of cgroup {}",
+                        pod_dir.display()
+                    )))?;
                 }
                 std::fs::create_dir(&dir)
                     .map_err(AgentError::io(format!("create cgroup {}", dir.display())))?;
@@ -204,16 +303,17 @@ impl Processes for OsProcesses {
             }
             None => None,
         };
-        let mut command = match &cgroup {
-            // The shell moves itself into the cgroup, then becomes the
-            // program: nothing the program starts can be outside it.
-            Some(dir) => {
+        let memory_rlimit = spec.limits.memory.filter(|_| !self.controllers);
+        let mut command = match trampoline(cgroup.is_some(), memory_rlimit) {
+            // The shell moves itself into the cgroup and sets the limits,
+            // then becomes the program: nothing the program starts can be
+            // outside them.
+            Some(script) => {
                 let mut command = tokio::process::Command::new("/bin/sh");
-                command
-                    .arg("-c")
-                    .arg(r#"echo 0 > "$0" || exit 125; exec "$@""#)
-                    .arg(dir.join("cgroup.procs"))
-                    .arg(&spec.program);
+                let zeroth = cgroup
+                    .as_ref()
+                    .map_or_else(|| PathBuf::from("sh"), |dir| dir.join("cgroup.procs"));
+                command.arg("-c").arg(script).arg(zeroth).arg(&spec.program);
                 command
             }
             None => tokio::process::Command::new(&spec.program),
@@ -251,10 +351,7 @@ impl Processes for OsProcesses {
 
     fn adopt(&self, spec: &LaunchSpec) -> Option<Box<dyn Running>> {
         let recorded = Recorded::read(&spec.record_file).filter(Recorded::is_running)?;
-        let cgroup = self
-            .cgroups
-            .as_ref()
-            .map(|base| base.join(spec.name.replace('/', ".")));
+        let cgroup = self.cgroups.as_ref().map(|base| base.join(&spec.name));
         if let Some(dir) = &cgroup
             && !cgroup_pids(dir).contains(&recorded.pid)
         {
@@ -269,8 +366,7 @@ impl Processes for OsProcesses {
     }
 
     fn limits(&self) -> &'static str {
-        // cpu and memory controllers are not enabled by this agent yet.
-        "none"
+        if self.controllers { "cgroup" } else { "rlimit" }
     }
 }
 
@@ -460,10 +556,15 @@ impl Running for OsProcess {
                     }
                 }
             }
-            if let Some(dir) = self.cgroup.take()
-                && let Err(e) = std::fs::remove_dir(&dir)
-            {
-                tracing::debug!(error = %e, cgroup = %dir.display(), "removing the cgroup failed");
+            if let Some(dir) = self.cgroup.take() {
+                if let Err(e) = std::fs::remove_dir(&dir) {
+                    tracing::debug!(error = %e, cgroup = %dir.display(), "removing the cgroup failed");
+                }
+                // The pod's cgroup goes with its last launchable (removing
+                // it fails while another one runs).
+                if let Some(pod_dir) = dir.parent() {
+                    let _ = std::fs::remove_dir(pod_dir);
+                }
             }
         })
     }
@@ -509,6 +610,40 @@ fn kill_cgroup(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_limits_are_the_pods_quota_over_the_default_period() {
+        let limits = ResourceLimits {
+            cpus: Some(drover_manifest::Cpus::from_millis(1500)),
+            memory: Some(ByteSize::mib(64)),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        write_cgroup_limits(dir.path(), &limits).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("memory.max"), "67108864");
+        // Unset: no limit (a replacement may drop one).
+        write_cgroup_limits(dir.path(), &ResourceLimits::default()).unwrap();
+        assert_eq!(read("cpu.max"), "max 100000");
+        assert_eq!(read("memory.max"), "max");
+    }
+
+    #[test]
+    fn the_trampoline_joins_the_cgroup_then_limits_then_execs() {
+        assert_eq!(
+            trampoline(false, None),
+            None,
+            "nothing to do: exec directly"
+        );
+        assert_eq!(
+            trampoline(true, Some(ByteSize::bytes(1025))).unwrap(),
+            r#"echo 0 > "$0" || exit 125; ulimit -d 2 || exit 125; exec "$@""#
+        );
+        assert_eq!(
+            trampoline(false, Some(ByteSize::mib(1))).unwrap(),
+            r#"ulimit -d 1024 || exit 125; exec "$@""#
+        );
+    }
 
     #[test]
     fn proc_stat_reads_this_process_state_group_and_start() {

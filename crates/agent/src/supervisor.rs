@@ -285,6 +285,7 @@ mod tests {
             env: Default::default(),
             working_dir: "/".into(),
             log_file: "/dev/null".into(),
+            limits: Default::default(),
             record_file: "/dev/null".into(),
         }
     }

@@ -668,7 +668,12 @@ async fn artifacts_are_fetched_verified_and_run<S: Store>(store: S, keys: Keys) 
         .await;
     }
     // Both pods write one env file: whichever wrote last ran in its root.
-    let env = std::fs::read_to_string(&f.env).unwrap();
+    let env = eventually("an env file", || async {
+        std::fs::read_to_string(&f.env)
+            .ok()
+            .filter(|e| e.contains("LAUNCHABLE_ROOT="))
+    })
+    .await;
     let roots = ["over-http", "over-https"].map(|p| f.data.join("pods").join(p).join("app"));
     assert!(
         roots
@@ -733,7 +738,64 @@ async fn artifacts_are_fetched_verified_and_run<S: Store>(store: S, keys: Keys) 
     https_server.abort();
 }
 
+/// A pod's memory limit is enforced (a cgroup's `memory.max` where the
+/// agent could enable the controller, else `RLIMIT_DATA`) and its reality
+/// says which; a pod within its limit runs; one without limits says none.
+async fn memory_limits_are_enforced_and_reported<S: Store>(store: S, keys: Keys) {
+    let f = files();
+    let node: NodeId = "n9".parse().unwrap();
+    let agent = start(&store, config(&node, &f.data, &keys));
+    let intents = IntentStore::with_keys(store.clone(), keys.clone());
+    let limited = |name: &str, mib: &str| {
+        Manifest::builder(name)
+            .process("main", test_pod(&f, &["--allocate-mib", mib]))
+            .memory(drover_manifest::ByteSize::mib(64))
+            .build()
+            .unwrap()
+    };
+    let hungry = limited("hungry", "256");
+    let modest = limited("modest", "16");
+    let free = Manifest::builder("free")
+        .process("main", test_pod(&f, &["--allocate-mib", "16"]))
+        .build()
+        .unwrap();
+    for m in [&hungry, &modest, &free] {
+        intents.put(&node, m.id(), m).await.unwrap();
+    }
+    let refused = eventually("hungry refused its memory", || async {
+        reality_of(&store, &keys, &node, "hungry")
+            .await
+            .filter(|r| r.last_exit.is_some())
+    })
+    .await;
+    let exit = refused.last_exit.unwrap();
+    match refused.limits.as_deref() {
+        // Allocation refused by the rlimit: the pod's own exit status.
+        Some("rlimit") => assert_eq!(exit.code, Some(3), "{refused:?}"),
+        // Killed by the kernel's OOM killer in the pod's cgroup.
+        Some("cgroup") => assert_eq!(exit.signal, Some(9), "{refused:?}"),
+        other => panic!("limits {other:?}: {refused:?}"),
+    }
+    for name in ["modest", "free"] {
+        eventually(&format!("{name} running"), || async {
+            (health_of(&store, &keys, &node, name).await == Some(HealthState::Passing))
+                .then_some(())
+        })
+        .await;
+    }
+    let modest_reality = reality_of(&store, &keys, &node, "modest").await.unwrap();
+    assert_eq!(modest_reality.limits, refused.limits);
+    assert_eq!(modest_reality.restarts, 0, "{modest_reality:?}");
+    let free_reality = reality_of(&store, &keys, &node, "free").await.unwrap();
+    assert_eq!(free_reality.limits.as_deref(), Some("none"));
+    for m in [&hungry, &modest, &free] {
+        intents.delete(&node, m.id()).await.unwrap();
+    }
+    agent.stop().await;
+}
+
 drover_store_etcd::on_both_backends!(
+    memory_limits_are_enforced_and_reported,
     artifacts_are_fetched_verified_and_run,
     tcp_and_exec_probes_reach_the_store,
     intent_drives_processes,

@@ -55,6 +55,10 @@ struct Args {
     /// Write the environment to this file (`NAME=value` lines), once.
     #[arg(long)]
     env_file: Option<PathBuf>,
+    /// Allocate and touch this many MiB at start; exit with status 3 when
+    /// the allocation is refused (a memory limit).
+    #[arg(long, value_name = "MIB")]
+    allocate_mib: Option<usize>,
     /// Internal: idle forever as a child (`setsid` first when asked).
     #[arg(long, hide = true)]
     idle: bool,
@@ -92,6 +96,17 @@ fn main() -> ExitCode {
             .map(|(k, v)| format!("{k}={v}\n"))
             .collect();
         let _ = std::fs::write(file, env);
+    }
+    if let Some(mib) = args.allocate_mib {
+        let mut memory: Vec<u8> = Vec::new();
+        if let Err(e) = memory.try_reserve_exact(mib << 20) {
+            eprintln!("drover-test-pod: allocating {mib} MiB failed: {e}");
+            return ExitCode::from(3);
+        }
+        // Touched, so it is really used (a cgroup limit counts only pages).
+        memory.resize(mib << 20, 1);
+        println!("drover-test-pod: holding {} MiB", memory.len() >> 20);
+        std::mem::forget(memory);
     }
     let me = std::env::current_exe().expect("own path");
     let child = |setsid: bool| {
