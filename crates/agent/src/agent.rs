@@ -8,12 +8,13 @@ use std::sync::Arc;
 use drover_health::HealthStore;
 use drover_ids::NodeId;
 use drover_manifest::{
-    IntentStore, LaunchStatus, LaunchableId, Manifest, PodId, Reality, RealityStore,
+    IntentCodec, LaunchStatus, LaunchableId, Manifest, ManifestError, ManifestSha, PodId, Reality,
+    RealityStore,
 };
 use drover_runtime::{Action, Context, Controller, Reconciler, Trigger};
 use drover_store::lease::{Lease, LeaseConfig};
-use drover_store::reflector::{Cache, ReflectorEvent};
-use drover_store::{LeaseId, Store};
+use drover_store::reflector::{Cache, Codec, Reflector, ReflectorEvent};
+use drover_store::{KeyValue, LeaseId, Store};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -95,8 +96,11 @@ impl<S: Store> Agent<S> {
         tracing::info!(lease = %format_args!("{:x}", lease.id()), "node registered");
         let (lease_tx, lease_rx) = watch::channel(lease.id());
 
-        let intents = IntentStore::with_keys(store.clone(), config.keys.clone());
-        let reflector = intents.node_reflector(&config.node);
+        let reflector = Reflector::prefix(
+            store.clone(),
+            config.keys.intent_node_prefix(&config.node),
+            NodeIntents(IntentCodec::new(config.keys.clone())),
+        );
         let reconciler = PodReconciler {
             config: config.clone(),
             processes: self.processes.clone(),
@@ -211,8 +215,55 @@ async fn reregister<S: Store>(
     }
 }
 
+/// An intent record as the agent sees it: a manifest to run, or one that
+/// does not validate (written around the API, e.g. with `etcdctl`), which
+/// fails only its own pod.
+#[derive(Clone, Debug)]
+enum Intent {
+    Valid(Manifest),
+    Invalid {
+        /// SHA-256 of the stored bytes, so readers can tell which write
+        /// the verdict is about.
+        sha: ManifestSha,
+        reason: String,
+    },
+}
+
+/// The intent codec, except that a value that does not decode is an
+/// [`Intent::Invalid`] of its pod rather than a corrupt record: the
+/// reflector refuses to list a range holding one, which would stop every
+/// other pod of the node.
+#[derive(Debug)]
+struct NodeIntents(IntentCodec);
+
+impl Codec for NodeIntents {
+    type Id = (NodeId, PodId);
+    type Value = Intent;
+    type Error = ManifestError;
+
+    fn id(&self, key: &[u8]) -> Result<(NodeId, PodId), ManifestError> {
+        self.0.id(key)
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Result<((NodeId, PodId), Intent), ManifestError> {
+        let id = self.0.id(&kv.key)?;
+        Ok(match self.0.decode(kv) {
+            Ok((_, manifest)) => (id, Intent::Valid(manifest)),
+            Err(e) => {
+                use sha2::Digest;
+                let sha = ManifestSha::from_bytes(sha2::Sha256::digest(&kv.value).into());
+                let reason = match e {
+                    ManifestError::Corrupt { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                (id, Intent::Invalid { sha, reason })
+            }
+        })
+    }
+}
+
 /// The pods an intent event concerns.
-fn pod_ids(event: &ReflectorEvent<(NodeId, PodId), Manifest>) -> Vec<PodId> {
+fn pod_ids(event: &ReflectorEvent<(NodeId, PodId), Intent>) -> Vec<PodId> {
     match event {
         ReflectorEvent::Initial { objects, .. } | ReflectorEvent::Restarted { objects, .. } => {
             objects.keys().map(|(_, pod)| pod.clone()).collect()
@@ -239,7 +290,7 @@ impl Probe {
 struct PodReconciler<S: Store> {
     config: Arc<AgentConfig>,
     processes: Arc<dyn Processes>,
-    cache: Cache<(NodeId, PodId), Manifest>,
+    cache: Cache<(NodeId, PodId), Intent>,
     realities: RealityStore<S>,
     health: HealthStore<S>,
     /// Only the reconcile of a pod touches its entry (the runtime never
@@ -350,6 +401,47 @@ impl<S: Store> PodReconciler<S> {
         Ok(())
     }
 
+    /// An intent that does not validate: nothing is started or stopped
+    /// for it. A pod not running is reported failed with the reason; one
+    /// running keeps running the manifest it has (a bad write must not take
+    /// a service down), its reality saying why the intent is not applied.
+    async fn refuse_invalid(
+        &self,
+        pod: &PodId,
+        sha: ManifestSha,
+        reason: String,
+        running: Option<PodRunner>,
+        reported: Option<Reality>,
+    ) -> Result<Action> {
+        let reason = format!("the intent does not validate: {reason}");
+        let verdict = match running {
+            Some(runner) => {
+                let reality = Reality {
+                    reason: Some(format!("{reason}; still running {}", runner.manifest.sha())),
+                    ..runner.reality()
+                };
+                self.pods.lock().insert(pod.clone(), runner);
+                reality
+            }
+            None => Reality {
+                reason: Some(reason.clone()),
+                since_ms: Some(now_ms()),
+                ..Reality::new(sha, LaunchStatus::Failed)
+            },
+        };
+        let same = reported.as_ref().is_some_and(|r| {
+            (r.sha, r.status, &r.reason) == (verdict.sha, verdict.status, &verdict.reason)
+        });
+        if !same {
+            tracing::warn!(%pod, %reason, "intent refused");
+            self.realities
+                .put(&self.config.node, pod, &verdict)
+                .await
+                .map_err(Self::reality_error(pod))?;
+        }
+        Ok(Action::Done)
+    }
+
     /// Deletes the pod's health, then its reality: a reader that sees the
     /// reality gone knows the pod left nothing behind on this node.
     async fn forget(&self, pod: &PodId) -> Result<()> {
@@ -391,6 +483,15 @@ impl<S: Store> Reconciler<S> for PodReconciler<S> {
                 }
                 return Err(e);
             }
+        };
+        let intent = match intent {
+            Some(Intent::Invalid { sha, reason }) => {
+                return self
+                    .refuse_invalid(pod, sha, reason, running, reported)
+                    .await;
+            }
+            Some(Intent::Valid(manifest)) => Some(manifest),
+            None => None,
         };
         let current = running.as_ref().map(PodRunner::reality);
         match plan(

@@ -794,7 +794,88 @@ async fn memory_limits_are_enforced_and_reported<S: Store>(store: S, keys: Keys)
     agent.stop().await;
 }
 
+/// Intent that does not validate (written around the API, as `etcdctl put`
+/// would): its pod is reported failed with the reason, a running pod keeps
+/// running the manifest it has, and every other pod of the node runs.
+async fn invalid_intent_fails_only_its_pod<S: Store>(store: S, keys: Keys) {
+    use drover_store::Put;
+    let f = files();
+    let node: NodeId = "n10".parse().unwrap();
+    let intents = IntentStore::with_keys(store.clone(), keys.clone());
+    let raw = |pod: &str, bytes: &'static str| {
+        let key = keys.intent(&node, &pod.parse().unwrap());
+        let store = store.clone();
+        async move { store.put(Put::new(key.as_str(), bytes)).await.unwrap() }
+    };
+    // Present before the agent starts: its first listing must not stall.
+    raw(
+        "garbage",
+        "id: garbage\nlaunchables: {main: {type: process}}\n",
+    )
+    .await;
+    let fine = Manifest::builder("fine")
+        .process("main", test_pod(&f, &[]))
+        .build()
+        .unwrap();
+    intents.put(&node, fine.id(), &fine).await.unwrap();
+    let agent = start(&store, config(&node, &f.data, &keys));
+    eventually("fine running", || async {
+        (health_of(&store, &keys, &node, "fine").await == Some(HealthState::Passing)).then_some(())
+    })
+    .await;
+    let refused = eventually("garbage reported", || async {
+        reality_of(&store, &keys, &node, "garbage").await
+    })
+    .await;
+    assert_eq!(refused.status, LaunchStatus::Failed);
+    let reason = refused.reason.unwrap_or_default();
+    assert!(
+        reason.contains("does not validate") && reason.contains("launchables.main.command"),
+        "{reason}"
+    );
+
+    // A running pod's intent overwritten with garbage: it keeps running.
+    let started = eventually("fine's start recorded", || async {
+        Some(pids(&f.starts)).filter(|p| !p.is_empty())
+    })
+    .await;
+    raw("fine", "{not yaml").await;
+    let kept = eventually("fine says its intent is refused", || async {
+        reality_of(&store, &keys, &node, "fine")
+            .await
+            .filter(|r| r.reason.is_some())
+    })
+    .await;
+    assert_eq!(kept.sha, fine.sha(), "still the manifest it runs");
+    assert_eq!(kept.status, LaunchStatus::Launched);
+    assert!(kept.reason.unwrap().contains("YAML"), "names the problem");
+    for pid in &started {
+        assert!(alive(*pid), "{pid} kept running");
+    }
+    // The valid manifest again: nothing restarts, the reason goes.
+    intents.put(&node, fine.id(), &fine).await.unwrap();
+    eventually("fine clean again", || async {
+        reality_of(&store, &keys, &node, "fine")
+            .await
+            .filter(|r| r.reason.is_none())
+    })
+    .await;
+    assert_eq!(pids(&f.starts), started, "no restart");
+
+    for pod in ["fine", "garbage"] {
+        intents.delete(&node, &pod.parse().unwrap()).await.unwrap();
+    }
+    eventually("both gone", || async {
+        let fine = reality_of(&store, &keys, &node, "fine").await;
+        let garbage = reality_of(&store, &keys, &node, "garbage").await;
+        (fine.is_none() && garbage.is_none()).then_some(())
+    })
+    .await;
+    agent.stop().await;
+}
+
 drover_store_etcd::on_both_backends!(
+    invalid_intent_fails_only_its_pod,
     memory_limits_are_enforced_and_reported,
     artifacts_are_fetched_verified_and_run,
     tcp_and_exec_probes_reach_the_store,
