@@ -220,7 +220,7 @@ async fn reregister<S: Store>(
 /// fails only its own pod.
 #[derive(Clone, Debug)]
 enum Intent {
-    Valid(Manifest),
+    Valid(Box<Manifest>),
     Invalid {
         /// SHA-256 of the stored bytes, so readers can tell which write
         /// the verdict is about.
@@ -248,7 +248,7 @@ impl Codec for NodeIntents {
     fn decode(&self, kv: &KeyValue) -> Result<((NodeId, PodId), Intent), ManifestError> {
         let id = self.0.id(&kv.key)?;
         Ok(match self.0.decode(kv) {
-            Ok((_, manifest)) => (id, Intent::Valid(manifest)),
+            Ok((_, manifest)) => (id, Intent::Valid(Box::new(manifest))),
             Err(e) => {
                 use sha2::Digest;
                 let sha = ManifestSha::from_bytes(sha2::Sha256::digest(&kv.value).into());
@@ -490,7 +490,7 @@ impl<S: Store> Reconciler<S> for PodReconciler<S> {
                     .refuse_invalid(pod, sha, reason, running, reported)
                     .await;
             }
-            Some(Intent::Valid(manifest)) => Some(manifest),
+            Some(Intent::Valid(manifest)) => Some(*manifest),
             None => None,
         };
         let current = running.as_ref().map(PodRunner::reality);
