@@ -235,6 +235,36 @@ fn trampoline(in_cgroup: bool, memory_rlimit: Option<ByteSize>) -> Option<String
     Some(script.join("; "))
 }
 
+/// The executable `program` names: itself when it has a `/`, else the
+/// first in `path` (the launchable's `PATH`), as `execvp` would pick.
+fn find_program(program: &str, path: Option<&String>) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let not_found = |what: String| std::io::Error::new(std::io::ErrorKind::NotFound, what);
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return if executable(&p) {
+            Ok(p)
+        } else if p.exists() {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{program} is not an executable file"),
+            ))
+        } else {
+            Err(not_found(format!("no such program: {program}")))
+        };
+    }
+    path.map(String::as_str)
+        .unwrap_or_default()
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| not_found(format!("{program} is not in PATH")))
+}
+
 /// `<own cgroup>/drover-<instance>`, created.
 fn cgroup_base(instance: &str) -> std::result::Result<PathBuf, String> {
     let base = own_cgroup()?.join(format!("drover-{instance}"));
@@ -303,6 +333,20 @@ impl Processes for OsProcesses {
             }
             None => None,
         };
+        // Found first: behind the trampoline a missing program would be the
+        // shell's exit 127, a crash loop, not a failure to start.
+        let program = match find_program(&spec.program, spec.env.get("PATH")) {
+            Ok(program) => program,
+            Err(e) => {
+                if let Some(dir) = &cgroup {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                return Err(AgentError::Io {
+                    context: format!("start {} ({})", spec.name, spec.program),
+                    source: e,
+                });
+            }
+        };
         let memory_rlimit = spec.limits.memory.filter(|_| !self.controllers);
         let mut command = match trampoline(cgroup.is_some(), memory_rlimit) {
             // The shell moves itself into the cgroup and sets the limits,
@@ -313,10 +357,10 @@ impl Processes for OsProcesses {
                 let zeroth = cgroup
                     .as_ref()
                     .map_or_else(|| PathBuf::from("sh"), |dir| dir.join("cgroup.procs"));
-                command.arg("-c").arg(script).arg(zeroth).arg(&spec.program);
+                command.arg("-c").arg(script).arg(zeroth).arg(&program);
                 command
             }
-            None => tokio::process::Command::new(&spec.program),
+            None => tokio::process::Command::new(&program),
         };
         command
             .args(&spec.args)
@@ -626,6 +670,21 @@ mod tests {
         write_cgroup_limits(dir.path(), &ResourceLimits::default()).unwrap();
         assert_eq!(read("cpu.max"), "max 100000");
         assert_eq!(read("memory.max"), "max");
+    }
+
+    #[test]
+    fn programs_are_found_as_execvp_would() {
+        let path = "/nonexistent:/bin:/usr/bin".to_owned();
+        assert!(find_program("sh", Some(&path)).unwrap().ends_with("sh"));
+        assert_eq!(find_program("/bin/sh", None).unwrap(), Path::new("/bin/sh"));
+        let err = find_program("no-such-program-anywhere", Some(&path)).unwrap_err();
+        assert!(err.to_string().contains("not in PATH"), "{err}");
+        let err = find_program("/no/such/program", Some(&path)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        let err = find_program(plain.path().to_str().unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains("not an executable"), "{err}");
+        assert!(find_program("sh", None).is_err(), "no PATH: nothing found");
     }
 
     #[test]

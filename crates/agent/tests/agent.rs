@@ -794,9 +794,10 @@ async fn memory_limits_are_enforced_and_reported<S: Store>(store: S, keys: Keys)
     agent.stop().await;
 }
 
-/// Intent that does not validate (written around the API, as `etcdctl put`
-/// would): its pod is reported failed with the reason, a running pod keeps
-/// running the manifest it has, and every other pod of the node runs.
+/// Bad input fails only its pod, with the reason in its reality: intent that
+/// does not validate (written around the API, as `etcdctl put` would; a
+/// running pod keeps running the manifest it has) and a command that does
+/// not exist. Every other pod of the node runs.
 async fn invalid_intent_fails_only_its_pod<S: Store>(store: S, keys: Keys) {
     use drover_store::Put;
     let f = files();
@@ -818,6 +819,11 @@ async fn invalid_intent_fails_only_its_pod<S: Store>(store: S, keys: Keys) {
         .build()
         .unwrap();
     intents.put(&node, fine.id(), &fine).await.unwrap();
+    let missing = Manifest::builder("missing")
+        .process("main", ["/no/such/program"])
+        .build()
+        .unwrap();
+    intents.put(&node, missing.id(), &missing).await.unwrap();
     let agent = start(&store, config(&node, &f.data, &keys));
     eventually("fine running", || async {
         (health_of(&store, &keys, &node, "fine").await == Some(HealthState::Passing)).then_some(())
@@ -833,6 +839,16 @@ async fn invalid_intent_fails_only_its_pod<S: Store>(store: S, keys: Keys) {
         reason.contains("does not validate") && reason.contains("launchables.main.command"),
         "{reason}"
     );
+
+    // A command that does not exist: that pod fails, saying so.
+    let failed = eventually("missing reported failed", || async {
+        reality_of(&store, &keys, &node, "missing")
+            .await
+            .filter(|r| r.status == LaunchStatus::Failed)
+    })
+    .await;
+    let reason = failed.reason.unwrap_or_default();
+    assert!(reason.contains("/no/such/program"), "{reason}");
 
     // A running pod's intent overwritten with garbage: it keeps running.
     let started = eventually("fine's start recorded", || async {
@@ -862,13 +878,14 @@ async fn invalid_intent_fails_only_its_pod<S: Store>(store: S, keys: Keys) {
     .await;
     assert_eq!(pids(&f.starts), started, "no restart");
 
-    for pod in ["fine", "garbage"] {
+    for pod in ["fine", "garbage", "missing"] {
         intents.delete(&node, &pod.parse().unwrap()).await.unwrap();
     }
     eventually("both gone", || async {
         let fine = reality_of(&store, &keys, &node, "fine").await;
         let garbage = reality_of(&store, &keys, &node, "garbage").await;
-        (fine.is_none() && garbage.is_none()).then_some(())
+        let missing = reality_of(&store, &keys, &node, "missing").await;
+        (fine.is_none() && garbage.is_none() && missing.is_none()).then_some(())
     })
     .await;
     agent.stop().await;
