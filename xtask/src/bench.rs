@@ -38,7 +38,8 @@ enum Which {
     /// Leader election vs etcd's own (crates/election/benches/election.rs).
     Election,
     /// The node agent as a process on `orchestrator serve`: pod start
-    /// latency, crash detection and restart, CPU and RSS
+    /// latency, crash detection and restart, CPU and RSS; then hollow
+    /// nodes: registration time, idle CPU and RSS, and the store's CPU
     /// (crates/agent/benches/agent.rs).
     Agent,
     /// All of the above, in turn.
@@ -94,6 +95,8 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
         }
         if let Some(orchestrator) = &orchestrator {
             cargo.env("DROVER_ORCHESTRATOR_ENDPOINTS", orchestrator.endpoint());
+            // The agent bench reads the store process's CPU use.
+            cargo.env("DROVER_ORCHESTRATOR_PID", orchestrator.pid().to_string());
         }
         if let Some(binary) = &orchestrator_binary {
             // The agent bench runs `orchestrator agent` from the same build.

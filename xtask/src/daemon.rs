@@ -65,6 +65,11 @@ impl Daemon {
         })
     }
 
+    /// The daemon's process id (for benchmarks that read its CPU use).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("present until drop").id()
+    }
+
     /// The daemon's temporary directory (its log is `<name>.log` in it).
     pub(crate) fn dir(&self) -> &Path {
         self.dir.as_ref().expect("present until drop").path()

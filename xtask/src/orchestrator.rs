@@ -71,6 +71,11 @@ impl Orchestrator {
         })
     }
 
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self._daemon.pid()
+    }
+
     /// Its gRPC (and etcd API) URL, e.g. `http://127.0.0.1:43121`.
     pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint

@@ -14,7 +14,14 @@
 //!   the pods running, and with all of them;
 //! - crash detection: a pod's process SIGKILLed -> reality crash-looping,
 //!   -> health critical in the store, and -> running again (after the
-//!   manifest's default 1 s restart backoff), over 10 pods.
+//!   manifest's default 1 s restart backoff), over 10 pods;
+//! - hollow nodes: `DROVER_BENCH_HOLLOW_NODES` (default 1000; 0 skips)
+//!   hollow nodes started in one `orchestrator agent --hollow N` process:
+//!   the time from its start to each `nodes/<name>` record (p50/p99/max;
+//!   the max is when all were registered), then, with every node idle,
+//!   that process's RSS and CPU share over 10 s, and the store process's
+//!   CPU share over the same window (`DROVER_ORCHESTRATOR_PID`, set by
+//!   `cargo xtask bench agent`).
 //!
 //! Targets (issue #10): p99 intent -> reality under 250 ms; RSS under
 //! 30 MiB with 100 pods. The table is printed and written to
@@ -39,6 +46,12 @@ const NODE: &str = "bench-node";
 const RATE: u32 = 20;
 const CRASHES: usize = 10;
 const PATIENCE: Duration = Duration::from_secs(60);
+/// The hollow nodes' names: `<HOLLOW>-<i>`.
+const HOLLOW: &str = "bench-hollow";
+/// How long all hollow nodes may take to register.
+const HOLLOW_PATIENCE: Duration = Duration::from_secs(300);
+/// The steady-state CPU sampling window of the hollow phase.
+const HOLLOW_WINDOW: Duration = Duration::from_secs(10);
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -58,6 +71,8 @@ struct Seen {
     critical: HashMap<String, Instant>,
     crash_reported: HashMap<String, Instant>,
     restarted: HashMap<String, Instant>,
+    /// Hollow nodes' first node record.
+    registered: HashMap<String, Instant>,
 }
 
 async fn run() {
@@ -70,11 +85,8 @@ async fn run() {
         );
         return;
     };
-    let pods: usize = std::env::var("DROVER_BENCH_PODS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200)
-        .max(2);
+    let pods: usize = env_count("DROVER_BENCH_PODS", 200).max(2);
+    let hollow_nodes = env_count("DROVER_BENCH_HOLLOW_NODES", 1000);
     let bench_dir = std::env::var_os("DROVER_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -169,6 +181,11 @@ async fn run() {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = tokio::time::timeout(PATIENCE, agent.wait()).await;
+    let hollow = if hollow_nodes > 0 {
+        Some(hollow_phase(&binary, &endpoint, data.path(), hollow_nodes, &seen).await)
+    } else {
+        None
+    };
     follower.abort();
 
     let seen = seen.lock();
@@ -245,10 +262,115 @@ async fn run() {
         }
     )
     .unwrap();
+    if let Some(hollow) = &hollow {
+        let registered = since(&seen.registered, "");
+        writeln!(
+            out,
+            "\n## Hollow nodes: {hollow_nodes} in one `orchestrator agent --hollow {hollow_nodes}` process\n"
+        )
+        .unwrap();
+        writeln!(out, "| row | n | p50 | p99 | max |").unwrap();
+        writeln!(out, "|---|---:|---:|---:|---:|").unwrap();
+        writeln!(
+            out,
+            "| process start -> nodes/<name> written | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            registered.len(),
+            ms(&registered, 0.5),
+            ms(&registered, 0.99),
+            registered.max() as f64 / 1000.0
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "\n| hollow nodes, idle ({} s) | hollow RSS | hollow CPU (share of one core) | store CPU (`orchestrator serve`) |",
+            HOLLOW_WINDOW.as_secs()
+        )
+        .unwrap();
+        writeln!(out, "|---:|---:|---:|---:|").unwrap();
+        let (rss, cpu) = hollow.process;
+        writeln!(
+            out,
+            "| {hollow_nodes} | {:.1} MiB | {:.1}% | {} |",
+            rss as f64 / (1 << 20) as f64,
+            cpu * 100.0,
+            hollow.store_cpu.map_or(
+                "not measured (no DROVER_ORCHESTRATOR_PID)".into(),
+                |cpu| format!("{:.1}%", cpu * 100.0)
+            )
+        )
+        .unwrap();
+    }
     println!("\n{out}");
     let file = bench_dir.join("agent.md");
     std::fs::write(&file, &out).expect("write agent.md");
     println!("written to {}", file.display());
+}
+
+fn env_count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What the hollow phase measured besides registrations.
+struct HollowUsage {
+    /// The hollow process's RSS (bytes) and CPU share, all nodes idle.
+    process: (u64, f64),
+    /// The store process's CPU share over the same window.
+    store_cpu: Option<f64>,
+}
+
+/// Starts `nodes` hollow nodes in one process, waits until all registered
+/// (the watch in [`follow`] records when), samples that process and the
+/// store while the nodes idle, and stops it.
+async fn hollow_phase(
+    binary: &str,
+    endpoint: &str,
+    data: &Path,
+    nodes: usize,
+    seen: &parking_lot::Mutex<Seen>,
+) -> HollowUsage {
+    let store_pid: Option<i32> = std::env::var("DROVER_ORCHESTRATOR_PID")
+        .ok()
+        .and_then(|pid| pid.parse().ok());
+    seen.lock()
+        .written
+        .extend((0..nodes).map(|i| (format!("{HOLLOW}-{i}"), Instant::now())));
+    let mut hollow = tokio::process::Command::new(binary)
+        .args(["agent", "--node", HOLLOW, "--endpoints", endpoint])
+        .args(["--hollow", &nodes.to_string()])
+        .arg("--data-dir")
+        .arg(data.join("hollow"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start orchestrator agent --hollow");
+    let pid = hollow.id().expect("hollow pid") as i32;
+    wait_within(seen, "every hollow node registered", HOLLOW_PATIENCE, |s| {
+        s.registered.len() >= nodes
+    })
+    .await;
+    // Past the start: every node's first keep-alive round and intent watch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (process, store) = tokio::join!(sample_usage(pid, HOLLOW_WINDOW), async {
+        match store_pid {
+            Some(pid) => Some(sample_usage(pid, HOLLOW_WINDOW).await.1),
+            None => None,
+        }
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = tokio::time::timeout(PATIENCE, hollow.wait()).await;
+    HollowUsage {
+        process,
+        store_cpu: store,
+    }
 }
 
 /// Records, from a watch of the whole key space from now, when each pod's
@@ -268,7 +390,11 @@ async fn follow(store: EtcdStore, seen: std::sync::Arc<parking_lot::Mutex<Seen>>
             }
             let kv = &event.kv;
             let mut seen = seen.lock();
-            if let Some((_, pod)) = keys.parse_reality(&kv.key) {
+            if let Some(node) = keys.parse_node(&kv.key) {
+                if node.as_str().starts_with(HOLLOW) {
+                    seen.registered.entry(node.to_string()).or_insert(now);
+                }
+            } else if let Some((_, pod)) = keys.parse_reality(&kv.key) {
                 let Ok(reality) = Reality::from_json(&kv.value) else {
                     continue;
                 };
@@ -305,7 +431,16 @@ async fn follow(store: EtcdStore, seen: std::sync::Arc<parking_lot::Mutex<Seen>>
 }
 
 async fn wait_for(seen: &parking_lot::Mutex<Seen>, what: &str, done: impl Fn(&Seen) -> bool) {
-    let deadline = Instant::now() + PATIENCE;
+    wait_within(seen, what, PATIENCE, done).await;
+}
+
+async fn wait_within(
+    seen: &parking_lot::Mutex<Seen>,
+    what: &str,
+    patience: Duration,
+    done: impl Fn(&Seen) -> bool,
+) {
+    let deadline = Instant::now() + patience;
     while !done(&seen.lock()) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
