@@ -64,6 +64,13 @@ const CONFINED: &[(&str, &[&str])] = &[
             "tonic",
         ],
     ),
+    // Replication controllers reach any store through the `Store` trait and
+    // know nothing of the API's generated code (the orchestrator wires
+    // them to `RcService`).
+    (
+        "drover-rc-farm",
+        &["drover-store-etcd", "drover-api", "drover-etcd-api", "tonic"],
+    ),
 ];
 
 const ETCD_CLIENT: &str = "etcd-client";
