@@ -69,7 +69,12 @@ const CONFINED: &[(&str, &[&str])] = &[
     // them to `RcService`).
     (
         "drover-rc-farm",
-        &["drover-store-etcd", "drover-api", "drover-etcd-api", "tonic"],
+        &[
+            "drover-store-etcd",
+            "drover-api",
+            "drover-etcd-api",
+            "tonic",
+        ],
     ),
 ];
 

@@ -81,6 +81,12 @@ pub trait Processes: Send + Sync + 'static {
 pub trait Running: Send + Sync {
     /// The main process's pid, when there is a real one.
     fn pid(&self) -> Option<u32>;
+    /// Resolves once the launchable counts as started, which the supervisor
+    /// awaits before it reports it running: at once for a real process (it
+    /// runs when `spawn` returns), after their launch delay for hollow pods.
+    fn started(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
     /// Resolves when the main process exited (again at once afterwards).
     fn wait(&mut self) -> BoxFuture<'_, Exit>;
     /// Ends everything the launchable started: SIGTERM, up to `grace` for

@@ -129,6 +129,14 @@ pub(crate) async fn supervise(
                 }
             }
         };
+        // Launching until it counts as started: not reported running yet.
+        tokio::select! {
+            () = running.started() => {}
+            () = stop.cancelled() => {
+                running.stop(supervision.grace).await;
+                return;
+            }
+        }
         let started = Instant::now();
         let pid = running.pid();
         tracing::info!(launchable = %spec.name, ?pid, "started");

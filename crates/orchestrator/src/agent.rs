@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use anyhow::Context as _;
+use drover_agent::hollow::HollowNodes;
 use drover_agent::{Agent, AgentError};
 use drover_store_etcd::EtcdStore;
 use tokio_util::sync::CancellationToken;
@@ -19,13 +20,18 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         config,
         stop_pods_on_exit,
         hollow,
+        hollow_launch_delay,
     } = settings;
     let node = config.node.clone();
     if let Some(count) = hollow {
         tracing::info!(nodes = count, prefix = %node, endpoints = %endpoints.join(","), "hollow nodes starting");
-        let prefix = node.to_string();
+        let nodes = HollowNodes {
+            prefix: node.to_string(),
+            count: count as usize,
+            launch_delay: hollow_launch_delay,
+        };
         return until_signal(&endpoints, |store, shutdown| {
-            drover_agent::run_hollow(store, config, prefix, count as usize, shutdown)
+            nodes.run(store, config, shutdown)
         })
         .await
         .context("hollow nodes");

@@ -55,6 +55,7 @@ struct RawFile {
     cgroups: Option<Cgroups>,
     max_log_size: Option<Text>,
     hollow: Option<NonZeroU32>,
+    hollow_launch_delay: Option<Text>,
     #[serde(default)]
     probe: RawProbe,
     restart_cap: Option<Text>,
@@ -100,6 +101,7 @@ pub(crate) struct AgentFile {
     cgroups: Option<Cgroups>,
     max_log_size: Option<ByteSize>,
     hollow: Option<NonZeroU32>,
+    hollow_launch_delay: Option<Duration>,
     probe_period: Option<Duration>,
     probe_timeout: Option<Duration>,
     failure_threshold: Option<NonZeroU32>,
@@ -118,6 +120,8 @@ pub(crate) struct AgentSettings {
     pub(crate) stop_pods_on_exit: bool,
     /// Hollow nodes to run instead of one real agent.
     pub(crate) hollow: Option<u32>,
+    /// How long a hollow node's pretend pod takes to count as started.
+    pub(crate) hollow_launch_delay: Duration,
 }
 
 impl AgentFile {
@@ -159,6 +163,11 @@ impl AgentFile {
             cgroups: raw.cgroups,
             max_log_size: Text::parse(&raw.max_log_size, "max_log_size", ByteSize::parse)?,
             hollow: raw.hollow,
+            hollow_launch_delay: Text::parse(
+                &raw.hollow_launch_delay,
+                "hollow_launch_delay",
+                parse_flag_duration,
+            )?,
             probe_period,
             probe_timeout: Text::parse(&raw.probe.timeout, "probe.timeout", parse_flag_duration)?,
             failure_threshold: raw.probe.failure_threshold,
@@ -241,11 +250,19 @@ impl AgentSettings {
                 memory_bytes: file.memory.map_or(detected.memory_bytes, ByteSize::as_u64),
             });
         }
+        let hollow = args.hollow.or(file.hollow.map(NonZeroU32::get));
+        let hollow_launch_delay = args.hollow_launch_delay.or(file.hollow_launch_delay);
+        if hollow.is_none() && hollow_launch_delay.is_some() {
+            anyhow::bail!(
+                "a hollow launch delay is for hollow nodes: pass --hollow N or set `hollow:` in the --config file"
+            );
+        }
         Ok(AgentSettings {
             endpoints,
             config,
             stop_pods_on_exit: args.stop_pods_on_exit || file.stop_pods_on_exit == Some(true),
-            hollow: args.hollow.or(file.hollow.map(NonZeroU32::get)),
+            hollow,
+            hollow_launch_delay: hollow_launch_delay.unwrap_or_default(),
         })
     }
 }
@@ -529,6 +546,31 @@ capacity: { cpus: 1.5, memory: 2G }
         );
         let err = Cli::try_parse_from(["orchestrator", "agent", "--hollow", "0"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn the_hollow_launch_delay_comes_with_hollow_nodes() {
+        let s = merged(&["--hollow", "3", "--hollow-launch-delay", "2s"], FULL).unwrap();
+        assert_eq!(s.hollow_launch_delay, Duration::from_secs(2));
+        let s = merged(
+            &[],
+            &format!("{FULL}hollow: 4\nhollow_launch_delay: 500ms\n"),
+        )
+        .unwrap();
+        assert_eq!(s.hollow_launch_delay, Duration::from_millis(500));
+        assert_eq!(
+            merged(&["--hollow", "3"], FULL)
+                .unwrap()
+                .hollow_launch_delay,
+            Duration::ZERO
+        );
+        let err = merged(&["--hollow-launch-delay", "2s"], FULL).unwrap_err();
+        assert!(err.to_string().contains("--hollow"), "{err}");
+        let err = AgentFile::parse("hollow_launch_delay: later").unwrap_err();
+        assert!(
+            err.contains("hollow_launch_delay") && err.contains("later"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -92,6 +92,7 @@ impl HollowArgs {
             no_cgroups: false,
             max_log_size: None,
             hollow: Some(self.nodes),
+            hollow_launch_delay: None,
         })
     }
 }
@@ -156,6 +157,11 @@ pub(crate) struct AgentArgs {
     /// passing but start nothing, for scale tests of the control plane.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) hollow: Option<u32>,
+
+    /// With --hollow: how long a pretend pod takes to count as started (its
+    /// health passes after it) [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_flag_duration)]
+    pub(crate) hollow_launch_delay: Option<std::time::Duration>,
 }
 
 /// `name=value`, checked with the label grammar.
