@@ -13,6 +13,7 @@
 //! restart_cap: 5m
 //! restart_reset: 10m
 //! capacity: { cpus: 2, memory: 4G }
+//! artifacts: { max_size: 4G, timeout: 10m, ca_files: [/etc/drover/artifacts-ca.pem] }
 //! ```
 //!
 //! Values are read with the flags' own parsers (durations, sizes, labels,
@@ -62,6 +63,18 @@ struct RawFile {
     restart_reset: Option<Text>,
     #[serde(default)]
     capacity: RawCapacity,
+    #[serde(default)]
+    artifacts: RawArtifacts,
+}
+
+/// Artifact downloads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArtifacts {
+    max_size: Option<Text>,
+    timeout: Option<Text>,
+    #[serde(default)]
+    ca_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -110,6 +123,9 @@ pub(crate) struct AgentFile {
     restart_reset: Option<Duration>,
     cpus: Option<Cpus>,
     memory: Option<ByteSize>,
+    artifact_max_size: Option<ByteSize>,
+    artifact_timeout: Option<Duration>,
+    artifact_ca_files: Vec<PathBuf>,
 }
 
 /// Everything `orchestrator agent` runs with, flags and file merged.
@@ -176,6 +192,17 @@ impl AgentFile {
             restart_reset: Text::parse(&raw.restart_reset, "restart_reset", parse_flag_duration)?,
             cpus: Text::parse(&raw.capacity.cpus, "capacity.cpus", Cpus::parse)?,
             memory: Text::parse(&raw.capacity.memory, "capacity.memory", ByteSize::parse)?,
+            artifact_max_size: Text::parse(
+                &raw.artifacts.max_size,
+                "artifacts.max_size",
+                ByteSize::parse,
+            )?,
+            artifact_timeout: Text::parse(
+                &raw.artifacts.timeout,
+                "artifacts.timeout",
+                parse_flag_duration,
+            )?,
+            artifact_ca_files: raw.artifacts.ca_files,
         })
     }
 }
@@ -240,6 +267,11 @@ impl AgentSettings {
             .map_or(p.success_threshold, NonZeroU32::get);
         config.restart_cap = file.restart_cap.unwrap_or(config.restart_cap);
         config.restart_reset = file.restart_reset.unwrap_or(config.restart_reset);
+        if let Some(size) = file.artifact_max_size {
+            config.artifact_max_bytes = size.as_u64();
+        }
+        config.artifact_timeout = file.artifact_timeout.unwrap_or(config.artifact_timeout);
+        config.artifact_ca_files = file.artifact_ca_files;
         if file.cpus.is_some() || file.memory.is_some() {
             // Whatever the file leaves out is what the machine has.
             let detected = Capacity::detect();
@@ -357,6 +389,7 @@ probe: { period: 2s, timeout: 500ms, failure_threshold: 5, success_threshold: 2 
 restart_cap: 1m
 restart_reset: 2m
 capacity: { cpus: 1.5, memory: 2G }
+artifacts: { max_size: 1G, timeout: 2m, ca_files: [/etc/ca.pem] }
 ";
 
     #[test]
@@ -389,6 +422,9 @@ capacity: { cpus: 1.5, memory: 2G }
             })
         );
         assert_eq!(s.hollow, None);
+        assert_eq!(c.artifact_max_bytes, 1 << 30);
+        assert_eq!(c.artifact_timeout, Duration::from_secs(120));
+        assert_eq!(c.artifact_ca_files, [PathBuf::from("/etc/ca.pem")]);
     }
 
     #[test]
@@ -488,6 +524,17 @@ capacity: { cpus: 1.5, memory: 2G }
             ("labels: { 'bad key': v }", "labels", "bad key"),
             ("probe: { period: 0s }", "probe.period", "more than 0"),
             ("capacity: { memory: lots }", "capacity.memory", "lots"),
+            (
+                "artifacts: { max_size: huge }",
+                "artifacts.max_size",
+                "huge",
+            ),
+            (
+                "artifacts: { timeout: later }",
+                "artifacts.timeout",
+                "later",
+            ),
+            ("artifacts: { ca_file: x }", "ca_file", "ca_files"),
             ("cgroups: sometimes", "cgroups", "sometimes"),
             (
                 "probe: { failure_threshold: 0 }",
