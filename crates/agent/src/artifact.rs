@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::AgentConfig;
-use crate::error::{AgentError, Result};
+use crate::error::{AgentError, Result, with_causes};
 
 /// In a root: the digest of the artifact unpacked into it.
 const UNPACKED_MARKER: &str = ".drover-artifact";
@@ -144,7 +144,7 @@ impl Artifacts {
                     .get(url)
                     .send()
                     .await
-                    .map_err(|e| format!("requesting it: {}", error_chain(&e)))?;
+                    .map_err(|e| format!("requesting it: {}", with_causes(&e)))?;
                 let status = response.status();
                 if !status.is_success() {
                     return Err(format!("the server answered {status}"));
@@ -156,7 +156,7 @@ impl Artifacts {
                 }
                 let chunks = response
                     .bytes_stream()
-                    .map(|chunk| chunk.map_err(|e| format!("downloading it: {}", error_chain(&e))));
+                    .map(|chunk| chunk.map_err(|e| format!("downloading it: {}", with_causes(&e))));
                 self.copy(chunks, to).await
             }
             other => Err(format!(
@@ -198,19 +198,6 @@ impl Artifacts {
             self.max_bytes
         )
     }
-}
-
-/// reqwest's errors say the most in their sources ("error sending request"
-/// → "connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Unpacks `tarball` (plain or gzip) into `root`, unless `root` already

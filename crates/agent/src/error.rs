@@ -85,3 +85,17 @@ impl AgentError {
         move |source| AgentError::Io { context, source }
     }
 }
+
+/// `e`, then each of its sources, joined with ": " (the most telling part
+/// of an error is often a source: "error sending request" → "connection
+/// refused").
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -114,7 +114,7 @@ pub(crate) async fn supervise(
         let mut running = match adopted.map_or_else(|| processes.spawn(&spec), Ok) {
             Ok(running) => running,
             Err(e) => {
-                let reason = format!("{e}: {}", source_chain(&e));
+                let reason = crate::error::with_causes(&e);
                 tracing::warn!(launchable = %spec.name, %reason, "start failed");
                 let delay = backoff.next_delay();
                 publish(&|s| {
@@ -193,16 +193,6 @@ pub(crate) async fn supervise(
             _ = tokio::time::sleep(delay) => {}
         }
     }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push(s.to_string());
-        source = s.source();
-    }
-    out.join(": ")
 }
 
 #[cfg(test)]
