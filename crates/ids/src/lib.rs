@@ -213,6 +213,12 @@ id_type!(
     pub NodeId,
     "node"
 );
+id_type!(
+    /// A replication controller's id: the `<id>` in `rcs/<id>`, and the
+    /// value of the `replication_controller_id` label on its pods.
+    pub RcId,
+    "replication controller"
+);
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,8 @@
 //! IO) and, on top, the farm that owns RCs and writes intent through the
 //! shared controller runtime. The cores so far:
 //!
+//! - [`rc`]: the RC record (`rcs/<id>`) as operators write it and as it is
+//!   stored, every problem naming its field;
 //! - [`scheduler`]: which eligible nodes get new replicas (selector,
 //!   liveness, capacity, one replica per node, topology spread, least- or
 //!   most-allocated, deterministic ties);
@@ -52,5 +54,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod rc;
 pub mod replicas;
 pub mod scheduler;
