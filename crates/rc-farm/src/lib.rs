@@ -13,7 +13,9 @@
 //!   most-allocated, deterministic ties);
 //! - [`replicas`]: how many replicas to add and which to remove (lost-node
 //!   grace, replacement before removal for nodes that turn ineligible,
-//!   ranked scale-down, never below the desired count).
+//!   ranked scale-down, never below the desired count);
+//! - [`decide`]: one RC's decision from what was observed (replica states
+//!   from reality and health, the plan, the scheduler, the failsafes).
 //!
 //! ```
 //! use std::collections::BTreeSet;
@@ -54,6 +56,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod decide;
 pub mod rc;
 pub mod replicas;
 pub mod scheduler;
