@@ -28,43 +28,58 @@ const UNPACKED_MARKER: &str = ".drover-artifact";
 #[derive(Debug, Clone)]
 pub(crate) struct Artifacts {
     cache: PathBuf,
-    client: reqwest::Client,
+    /// Built on the first download: most nodes run no artifact, and a
+    /// client (its TLS roots, its pool) costs memory, a thousand times over
+    /// in a hollow-nodes process.
+    client: std::sync::Arc<tokio::sync::OnceCell<reqwest::Client>>,
+    /// Extra roots, read at start so a bad CA file fails the agent, not a pod.
+    roots: Vec<reqwest::Certificate>,
     max_bytes: u64,
     timeout: std::time::Duration,
 }
 
 impl Artifacts {
     pub(crate) fn new(config: &AgentConfig) -> Result<Artifacts> {
-        // reqwest is built without a crypto provider so that only ring is
-        // linked (as for the probes and tonic); it uses the process default.
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        let mut client = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(30))
-            .user_agent(concat!("drover-agent/", env!("CARGO_PKG_VERSION")));
+        let mut roots = Vec::new();
         for file in &config.artifact_ca_files {
             let pem = std::fs::read(file).map_err(AgentError::io(format!(
                 "read the artifact CA file {}",
                 file.display()
             )))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            roots.extend(reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 AgentError::Config(format!(
                     "artifact CA file {} is not PEM certificates: {e}",
                     file.display()
                 ))
-            })?;
-            for cert in certs {
-                client = client.add_root_certificate(cert);
-            }
+            })?);
         }
-        let client = client
-            .build()
-            .map_err(|e| AgentError::Config(format!("the artifact HTTP client: {e}")))?;
         Ok(Artifacts {
             cache: config.artifact_cache(),
-            client,
+            client: Default::default(),
+            roots,
             max_bytes: config.artifact_max_bytes,
             timeout: config.artifact_timeout,
         })
+    }
+
+    async fn client(&self) -> std::result::Result<&reqwest::Client, String> {
+        self.client
+            .get_or_try_init(|| async {
+                // reqwest is built without a crypto provider so that only
+                // ring is linked (as for the probes and tonic); it uses the
+                // process default.
+                let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+                let mut client = reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(30))
+                    .user_agent(concat!("drover-agent/", env!("CARGO_PKG_VERSION")));
+                for root in &self.roots {
+                    client = client.add_root_certificate(root.clone());
+                }
+                client
+                    .build()
+                    .map_err(|e| format!("building the HTTP client: {}", with_causes(&e)))
+            })
+            .await
     }
 
     /// Makes `artifact` ready to run in `root` and returns its entry point.
@@ -140,7 +155,8 @@ impl Artifacts {
             }
             "http" | "https" => {
                 let response = self
-                    .client
+                    .client()
+                    .await?
                     .get(url)
                     .send()
                     .await
