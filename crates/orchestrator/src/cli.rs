@@ -152,7 +152,7 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "SIZE", value_parser = drover_manifest::ByteSize::parse)]
     pub(crate) max_log_size: Option<drover_manifest::ByteSize>,
 
-    /// Run N hollow nodes (NODE-0 .. NODE-<N-1>) in this process instead of
+    /// Run N hollow nodes (NODE-0 to NODE-(N-1)) in this process instead of
     /// one real agent: they register and report their pods launched and
     /// passing but start nothing, for scale tests of the control plane.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
