@@ -345,7 +345,7 @@ impl Processes for OsProcesses {
             Ok(program) => program,
             Err(e) => {
                 if let Some(dir) = &cgroup {
-                    let _ = std::fs::remove_dir(dir);
+                    remove_cgroup(dir);
                 }
                 return Err(AgentError::Io {
                     context: format!("start {} ({})", spec.name, spec.program),
@@ -380,7 +380,7 @@ impl Processes for OsProcesses {
             .kill_on_drop(false);
         let child = command.spawn().map_err(|e| {
             if let Some(dir) = &cgroup {
-                let _ = std::fs::remove_dir(dir);
+                remove_cgroup(dir);
             }
             AgentError::Io {
                 context: format!("start {} ({})", spec.name, spec.program),
@@ -607,14 +607,7 @@ impl Running for OsProcess {
                 }
             }
             if let Some(dir) = self.cgroup.take() {
-                if let Err(e) = std::fs::remove_dir(&dir) {
-                    tracing::debug!(error = %e, cgroup = %dir.display(), "removing the cgroup failed");
-                }
-                // The pod's cgroup goes with its last launchable (removing
-                // it fails while another one runs).
-                if let Some(pod_dir) = dir.parent() {
-                    let _ = std::fs::remove_dir(pod_dir);
-                }
+                remove_cgroup(&dir);
             }
         })
     }
@@ -646,6 +639,17 @@ fn cgroup_pids(dir: &Path) -> Vec<i32> {
     std::fs::read_to_string(dir.join("cgroup.procs"))
         .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
+}
+
+/// Removes a launchable's (empty) cgroup, and its pod's with its last
+/// launchable (removing that fails while another one runs).
+fn remove_cgroup(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir(dir) {
+        tracing::debug!(error = %e, cgroup = %dir.display(), "removing the cgroup failed");
+    }
+    if let Some(pod_dir) = dir.parent() {
+        let _ = std::fs::remove_dir(pod_dir);
+    }
 }
 
 fn kill_cgroup(dir: &Path) {
