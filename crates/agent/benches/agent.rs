@@ -98,24 +98,11 @@ async fn run() {
         .await
         .expect("connect to the orchestrator");
     let node: NodeId = NODE.parse().unwrap();
-    let mut agent = tokio::process::Command::new(&binary)
-        .args([
-            "agent",
-            "--node",
-            NODE,
-            "--endpoints",
-            &endpoint,
-            "--stop-pods-on-exit",
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start orchestrator agent");
+    let mut agent = spawn_agent(
+        &binary,
+        &[NODE, "--endpoints", &endpoint, "--stop-pods-on-exit"],
+        data.path(),
+    );
     let agent_pid = agent.id().expect("agent pid") as i32;
 
     let seen = std::sync::Arc::new(parking_lot::Mutex::new(Seen::default()));
@@ -337,18 +324,17 @@ async fn hollow_phase(
     seen.lock()
         .written
         .extend((0..nodes).map(|i| (format!("{HOLLOW}-{i}"), Instant::now())));
-    let mut hollow = tokio::process::Command::new(binary)
-        .args(["agent", "--node", HOLLOW, "--endpoints", endpoint])
-        .args(["--hollow", &nodes.to_string()])
-        .arg("--data-dir")
-        .arg(data.join("hollow"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start orchestrator agent --hollow");
+    let mut hollow = spawn_agent(
+        binary,
+        &[
+            HOLLOW,
+            "--endpoints",
+            endpoint,
+            "--hollow",
+            &nodes.to_string(),
+        ],
+        &data.join("hollow"),
+    );
     let pid = hollow.id().expect("hollow pid") as i32;
     wait_within(seen, "every hollow node registered", HOLLOW_PATIENCE, |s| {
         s.registered.len() >= nodes
@@ -481,4 +467,25 @@ async fn sample_usage(pid: i32, window: Duration) -> (u64, f64) {
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0);
     (rss_kib * 1024, cpu)
+}
+
+/// `orchestrator agent --node <args...> --data-dir <data>`, quiet, killed
+/// when dropped.
+fn spawn_agent(
+    binary: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    data: &std::path::Path,
+) -> tokio::process::Child {
+    tokio::process::Command::new(binary)
+        .args(["agent", "--node"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start orchestrator agent")
 }
