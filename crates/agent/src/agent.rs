@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::artifact::Artifacts;
-use crate::config::{AgentConfig, Capacity};
+use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
 use crate::health::{Check, probe_loop};
 use crate::node::{NodeRecord, agent_id, apply_labels, now_ms, register};
@@ -87,7 +87,9 @@ impl<S: Store> Agent<S> {
             address: config.address.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             agent_id: agent_id(&config)?,
-            capacity: config.capacity.unwrap_or_else(Capacity::detect),
+            capacity: config
+                .capacity
+                .unwrap_or_else(crate::config::detect_capacity),
             started_at_ms: now_ms(),
         };
         let lease = grant(&store, &config).await?;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use drover_ids::NodeId;
 use drover_store::keys::Keys;
-use serde::{Deserialize, Serialize};
 
 /// Lease TTL of the node registration (seconds): a dead agent's node record
 /// and health results vanish this long after its last keep-alive.
@@ -35,33 +34,24 @@ pub const DEFAULT_ARTIFACT_MAX_BYTES: u64 = 4 << 30;
 /// Longest an artifact download may take.
 pub const DEFAULT_ARTIFACT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// What a node offers to pods, in the node record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capacity {
-    /// CPUs, in thousandths.
-    pub millicpus: u64,
-    /// Memory in bytes.
-    pub memory_bytes: u64,
-}
+pub use drover_manifest::Capacity;
 
-impl Capacity {
-    /// What this machine has: its available parallelism and
-    /// `/proc/meminfo`'s `MemTotal`.
-    pub fn detect() -> Capacity {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        let memory_bytes = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kib| kib.parse::<u64>().ok())
-            })
-            .map_or(0, |kib| kib * 1024);
-        Capacity {
-            millicpus: cpus * 1000,
-            memory_bytes,
-        }
+/// What this machine has: its available parallelism and `/proc/meminfo`'s
+/// `MemTotal`.
+pub fn detect_capacity() -> Capacity {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    Capacity {
+        millicpus: cpus * 1000,
+        memory_bytes,
     }
 }
 

@@ -12,38 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use drover_labels::Labeler;
 use drover_store::keys::LabelType;
 use drover_store::{Compare, CompareOp, Get, LeaseId, Put, Store, Txn, TxnOpResponse};
-use serde::{Deserialize, Serialize};
 
-use crate::config::{AgentConfig, Capacity};
+pub use drover_manifest::NodeRecord;
+
+use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
-
-/// The value of `nodes/<node>`, as JSON.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeRecord {
-    /// Where the node is reachable (informational).
-    pub address: String,
-    /// The agent's version.
-    pub agent_version: String,
-    /// Identifies the agent instance (persisted in its data directory).
-    pub agent_id: String,
-    /// What the node offers to pods.
-    pub capacity: Capacity,
-    /// When the agent started, in milliseconds since the Unix epoch.
-    pub started_at_ms: u64,
-}
-
-impl NodeRecord {
-    /// The stored JSON form.
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a node record always serializes")
-    }
-
-    /// Parses the stored JSON form.
-    pub fn from_json(bytes: &[u8]) -> std::result::Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-}
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

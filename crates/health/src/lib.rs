@@ -45,4 +45,4 @@ pub use error::{HealthError, Result};
 pub use result::{HealthResult, MAX_ID_LEN};
 pub use state::HealthState;
 #[cfg(feature = "store")]
-pub use store::{HealthChange, HealthStore, HealthWatch, PodHealthSnapshot};
+pub use store::{AllHealthCodec, HealthChange, HealthStore, HealthWatch, PodHealthSnapshot};

@@ -102,7 +102,7 @@ impl<S: Store> HealthStore<S> {
             .await
             .map_err(store_err(&key))?;
         resp.first()
-            .map(|kv| decode(&self.keys, &pod, kv))
+            .map(|kv| decode(&self.keys, Some(&pod), kv))
             .transpose()
     }
 
@@ -128,7 +128,7 @@ impl<S: Store> HealthStore<S> {
             .map_err(store_err(&prefix))?;
         let mut health = PodHealth::new(pod.clone())?;
         for kv in &resp.kvs {
-            health.record(decode(&self.keys, &pod, kv)?)?;
+            health.record(decode(&self.keys, Some(&pod), kv)?)?;
         }
         Ok(PodHealthSnapshot {
             revision: resp.revision,
@@ -153,7 +153,7 @@ impl<S: Store> HealthStore<S> {
 }
 
 /// Decodes a stored result and checks it belongs at its key.
-fn decode(keys: &Keys, pod: &PodId, kv: &KeyValue) -> Result<HealthResult> {
+fn decode(keys: &Keys, pod: Option<&PodId>, kv: &KeyValue) -> Result<HealthResult> {
     let key = kv.key_str().into_owned();
     let corrupt = |reason: String| HealthError::Corrupt {
         key: key.clone(),
@@ -163,7 +163,7 @@ fn decode(keys: &Keys, pod: &PodId, kv: &KeyValue) -> Result<HealthResult> {
         return Err(corrupt("not a health key of the layout".to_owned()));
     };
     let result = HealthResult::from_json(&kv.value).map_err(|e| corrupt(e.to_string()))?;
-    if result.pod != key_pod || result.node != key_node || *pod != key_pod {
+    if result.pod != key_pod || result.node != key_node || pod.is_some_and(|p| *p != key_pod) {
         return Err(corrupt(format!(
             "record is for pod {:?} on node {:?}",
             result.pod, result.node
@@ -214,8 +214,43 @@ impl Codec for HealthCodec {
     }
 
     fn decode(&self, kv: &KeyValue) -> Result<(NodeId, HealthResult)> {
-        let result = decode(&self.keys, &self.pod, kv)?;
+        let result = decode(&self.keys, Some(&self.pod), kv)?;
         Ok((result.node.clone(), result))
+    }
+}
+
+/// Decodes every `health/<pod>/<node>` record for a [`Reflector`], keyed by
+/// (pod, node): for a controller that follows the health of all its pods
+/// through one watch.
+#[derive(Clone, Debug)]
+pub struct AllHealthCodec {
+    keys: Keys,
+}
+
+impl AllHealthCodec {
+    /// The codec of the health records under the key layout `keys`.
+    pub fn new(keys: Keys) -> Self {
+        AllHealthCodec { keys }
+    }
+}
+
+impl Codec for AllHealthCodec {
+    type Id = (PodId, NodeId);
+    type Value = HealthResult;
+    type Error = HealthError;
+
+    fn id(&self, key: &[u8]) -> Result<(PodId, NodeId)> {
+        self.keys
+            .parse_health(key)
+            .ok_or_else(|| HealthError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "not a health key of the layout".to_owned(),
+            })
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Result<((PodId, NodeId), HealthResult)> {
+        let result = decode(&self.keys, None, kv)?;
+        Ok(((result.pod.clone(), result.node.clone()), result))
     }
 }
 

@@ -46,6 +46,6 @@ pub use labels::{LabelLookup, Labels};
 pub use selector::{NOTHING, NOTHING_KEY, Op, Requirement, Selector};
 #[cfg(feature = "store")]
 pub use store::{
-    DEFAULT_MAX_ATTEMPTS, LabelListing, LabelTxn, LabelType, Labeler, MatchEvent, MatchWatch,
-    VersionedLabels,
+    DEFAULT_MAX_ATTEMPTS, LabelCodec, LabelListing, LabelTxn, LabelType, Labeler, MatchEvent,
+    MatchWatch, VersionedLabels,
 };

@@ -16,7 +16,7 @@ use drover_store::{
 };
 
 pub use drover_store::keys::LabelType;
-pub use watch::{MatchEvent, MatchWatch};
+pub use watch::{LabelCodec, MatchEvent, MatchWatch};
 
 use crate::error::{LabelError, Result};
 use crate::labels::{Labels, check_pair};
@@ -336,6 +336,23 @@ impl<S: Store> Labeler<S> {
             Ok(())
         })
         .await
+    }
+
+    /// Replaces an object's labels unconditionally, as one operation for a
+    /// txn whose own compares decide (a controller's fenced write of the
+    /// labels of an object it creates). Empty labels delete the key.
+    pub fn put_op(&self, label_type: LabelType, id: &str, labels: &Labels) -> Result<TxnOp> {
+        let key = self.key(label_type, id)?;
+        Ok(if labels.is_empty() {
+            TxnOp::Delete(Delete::key(key))
+        } else {
+            TxnOp::Put(Put::new(key, encode(labels)))
+        })
+    }
+
+    /// Deletes an object's labels, as one operation for a txn.
+    pub fn delete_op(&self, label_type: LabelType, id: &str) -> Result<TxnOp> {
+        Ok(TxnOp::Delete(Delete::key(self.key(label_type, id)?)))
     }
 
     /// Watches the objects of `label_type` that `selector` matches: first

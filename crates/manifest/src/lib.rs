@@ -132,6 +132,7 @@ mod canonical;
 mod error;
 mod id;
 mod model;
+mod node;
 mod parse;
 mod reality;
 #[cfg(feature = "store")]
@@ -154,11 +155,13 @@ pub use model::{
     MAX_PROBE_INTERVAL, MAX_PROBE_THRESHOLD, MIN_PROBE_PERIOD, Probe, Process, ResourceLimits,
     RestartPolicy, StatusCheck,
 };
+pub use node::{Capacity, NodeRecord};
 pub use parse::MAX_NESTING_DEPTH;
 pub use reality::{Exit, LaunchStatus, Reality};
 #[cfg(feature = "store")]
 pub use store::{
-    IntentCodec, IntentStore, PodCodec, PodListing, PodRecord, PodStore, RealityCodec, RealityStore,
+    IntentCodec, IntentStore, NodeCodec, PodCodec, PodListing, PodRecord, PodStore, RealityCodec,
+    RealityStore,
 };
 pub use units::{ByteSize, Cpus};
 

@@ -28,7 +28,7 @@ use drover_store::keys::Keys;
 use drover_store::reflector::{Codec, Reflector};
 use drover_store::{Delete, Get, KeyValue, Put, Revision, Store, StoreError};
 
-use crate::{Manifest, ManifestError, Reality};
+use crate::{Manifest, ManifestError, NodeRecord, Reality};
 
 type Result<T, E = ManifestError> = std::result::Result<T, E>;
 
@@ -216,6 +216,40 @@ impl<R: PodRecord> Codec for PodCodec<R> {
         let (node, pod) = self.id(&kv.key)?;
         let record = R::decode(&pod, &kv.value).map_err(|reason| corrupt(&kv.key, reason))?;
         Ok(((node, pod), record))
+    }
+}
+
+/// Decodes `nodes/<node>` records ([`NodeRecord`]) for a [`Reflector`],
+/// keyed by node: what a scheduler follows to know which nodes are live and
+/// what they offer.
+#[derive(Clone, Debug)]
+pub struct NodeCodec {
+    keys: Keys,
+}
+
+impl NodeCodec {
+    /// The codec of the node records under the key layout `keys`.
+    pub fn new(keys: Keys) -> Self {
+        NodeCodec { keys }
+    }
+}
+
+impl Codec for NodeCodec {
+    type Id = NodeId;
+    type Value = NodeRecord;
+    type Error = ManifestError;
+
+    fn id(&self, key: &[u8]) -> Result<NodeId> {
+        self.keys
+            .parse_node(key)
+            .ok_or_else(|| corrupt(key, "not a node key of the layout".to_owned()))
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Result<(NodeId, NodeRecord)> {
+        let node = self.id(&kv.key)?;
+        let record =
+            NodeRecord::from_json(&kv.value).map_err(|e| corrupt(&kv.key, e.to_string()))?;
+        Ok((node, record))
     }
 }
 

@@ -274,7 +274,7 @@ impl AgentSettings {
         config.artifact_ca_files = file.artifact_ca_files;
         if file.cpus.is_some() || file.memory.is_some() {
             // Whatever the file leaves out is what the machine has.
-            let detected = Capacity::detect();
+            let detected = drover_agent::config::detect_capacity();
             config.capacity = Some(Capacity {
                 millicpus: file
                     .cpus

@@ -56,10 +56,19 @@ impl LabelIndex<String> {
     }
 }
 
-/// Decodes `labels/<type>/<id>` records for a [`Reflector`].
-#[derive(Debug)]
-struct LabelCodec {
+/// Decodes `labels/<type>/<id>` records for a [`Reflector`], keyed by the
+/// object id (for pods, `<node>/<pod>`). Reflect one type's prefix
+/// ([`Keys::labels_type_prefix`]).
+#[derive(Clone, Debug)]
+pub struct LabelCodec {
     keys: Keys,
+}
+
+impl LabelCodec {
+    /// The codec of the label records under the key layout `keys`.
+    pub fn new(keys: Keys) -> Self {
+        LabelCodec { keys }
+    }
 }
 
 impl Codec for LabelCodec {
@@ -113,7 +122,7 @@ impl<S: Store> MatchWatch<S> {
     pub(super) fn new(store: S, keys: Keys, label_type: LabelType, selector: Selector) -> Self {
         let prefix = keys.labels_type_prefix(label_type);
         MatchWatch {
-            reflector: Reflector::prefix(store, prefix.as_str(), LabelCodec { keys }),
+            reflector: Reflector::prefix(store, prefix.as_str(), LabelCodec::new(keys)),
             selector,
             matched: BTreeMap::new(),
         }
