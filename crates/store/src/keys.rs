@@ -15,6 +15,7 @@
 //! | `locks/<kind>/<id>` | farms, replications (bound to the holder's lease) |
 //! | `election/<name>/<lease id in lowercase hex>` | election (etcd `concurrency` layout) |
 //! | `audit/<id>` | controllers |
+//! | `status/<kind>/<id>` (kinds: rc) | the object's owner (rc-farm) |
 //!
 //! Pod and node segments are typed: the methods that build them take a
 //! [`PodId`] or a [`NodeId`] (`drover_ids`, the workspace's one id grammar,
@@ -186,6 +187,10 @@ pub enum Key<'k> {
     Audit {
         id: &'k str,
     },
+    Status {
+        kind: &'k str,
+        id: &'k str,
+    },
 }
 
 /// The key layout under one prefix.
@@ -213,6 +218,7 @@ const REPLICATIONS: &str = "replications/";
 const LOCKS: &str = "locks/";
 const ELECTION: &str = "election/";
 const AUDIT: &str = "audit/";
+const STATUS: &str = "status/";
 
 /// Checks one key segment; `field` names it in the error.
 pub fn validate_segment(field: &'static str, value: &str) -> Result<(), KeyError> {
@@ -472,6 +478,23 @@ impl Keys {
         self.join(&[AUDIT])
     }
 
+    // ---- status/<kind>/<id> ----
+
+    /// `status/<kind>/<id>`: the status of an object (e.g. an RC), written
+    /// by its owner, apart from the record users write so that neither
+    /// write conflicts with the other.
+    pub fn status(&self, kind: &str, id: &str) -> Result<String, KeyError> {
+        validate_segment("status kind", kind)?;
+        validate_segment("status id", id)?;
+        Ok(self.join(&[STATUS, kind, "/", id]))
+    }
+
+    /// `status/<kind>/`: the statuses of one kind of object.
+    pub fn status_kind_prefix(&self, kind: &str) -> Result<String, KeyError> {
+        validate_segment("status kind", kind)?;
+        Ok(self.join(&[STATUS, kind, "/"]))
+    }
+
     // ---- parsers ----
 
     /// The part of `key` after `prefix` + `section`, if it is UTF-8 and
@@ -569,6 +592,14 @@ impl Keys {
         Self::one(self.rest(key.as_ref(), AUDIT)?)
     }
 
+    /// `status/<kind>/<id>` -> (kind, id).
+    pub fn parse_status<'k, K: AsRef<[u8]> + ?Sized>(
+        &self,
+        key: &'k K,
+    ) -> Option<(&'k str, &'k str)> {
+        Self::two(self.rest(key.as_ref(), STATUS)?)
+    }
+
     /// Any key of the layout, or `None` if the key is not one.
     pub fn parse<'k, K: AsRef<[u8]> + ?Sized>(&self, key: &'k K) -> Option<Key<'k>> {
         let key = key.as_ref();
@@ -599,6 +630,9 @@ impl Keys {
         if let Some((name, lease)) = self.parse_election_candidate(key) {
             return Some(Key::ElectionCandidate { name, lease });
         }
+        if let Some((kind, id)) = self.parse_status(key) {
+            return Some(Key::Status { kind, id });
+        }
         self.parse_audit(key).map(|id| Key::Audit { id })
     }
 
@@ -615,6 +649,7 @@ impl Keys {
             Key::Lock { kind, id } => self.lock(kind, id),
             Key::ElectionCandidate { name, lease } => self.election_candidate(name, lease),
             Key::Audit { id } => self.audit(id),
+            Key::Status { kind, id } => self.status(kind, id),
         }
     }
 }

@@ -253,7 +253,7 @@ type Parts = (u8, String, String, String, String, LabelType, LeaseId);
 
 fn owned_key() -> impl Strategy<Value = Parts> {
     (
-        0u8..11,
+        0u8..12,
         segment(),
         segment(),
         id(),
@@ -288,6 +288,7 @@ fn build<'a>((which, a, b, x, y, t, lease): &'a Parts, pod_label_id: &'a str) ->
         7 => Key::Lock { kind: a, id: b },
         8 => Key::ElectionCandidate { name: a, lease },
         9 => Key::Audit { id: a },
+        10 => Key::Status { kind: a, id: b },
         _ => Key::Labels {
             label_type: LabelType::Pod,
             id,
