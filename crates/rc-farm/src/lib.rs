@@ -56,7 +56,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod audit;
 pub mod decide;
 pub mod rc;
 pub mod replicas;
 pub mod scheduler;
+pub mod status;
+pub mod store;
+
+pub use rc::{RcError, RcSpec};

@@ -4,6 +4,7 @@
 //!
 //! ```yaml
 //! id: web
+//! labels: { team: storefront }   # the RC's own labels (list and farm partitions select on them)
 //! replicas_desired: 3        # required: p2's failsafe against mass unscheduling
 //! node_selector: zone in (a,b)
 //! pod_labels: { tier: web }
@@ -20,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use drover_ids::RcId;
-use drover_labels::Selector;
+use drover_labels::{Labels, Selector};
 use drover_manifest::Manifest;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,53 @@ pub enum RcError {
     /// The text is not YAML (or JSON) of a mapping with the known fields.
     #[error("invalid replication controller: {0}")]
     Syntax(String),
+    /// No RC has this id.
+    #[error("replication controller {id} not found")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// An RC with this id exists already.
+    #[error("replication controller {id} already exists")]
+    AlreadyExists {
+        /// The id.
+        id: String,
+    },
+    /// The change was refused as the RC stands (a delete above 0 replicas,
+    /// an update of a stale revision, a change of an RC being deleted, a
+    /// transfer of more replicas than there are).
+    #[error("replication controller {id}: {reason}")]
+    FailedPrecondition {
+        /// The RC.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Concurrent writers kept changing the record; nothing was written.
+    #[error("replication controller {id} kept changing under {attempts} attempts; retry")]
+    Conflict {
+        /// The RC.
+        id: String,
+        /// How many compare-and-swap attempts were made.
+        attempts: u32,
+    },
+    /// A stored record does not decode.
+    #[error("corrupt record at {key}: {reason}")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store failed.
+    #[error("store: {context}")]
+    Store {
+        /// What was being done.
+        context: String,
+        /// The store's error.
+        #[source]
+        source: drover_store::StoreError,
+    },
 }
 
 /// How new replicas are placed.
@@ -64,6 +112,9 @@ pub struct PlacementPolicy {
 pub struct RcSpec {
     /// Its id (`rcs/<id>`).
     pub id: RcId,
+    /// The RC's own labels: `rc list` selectors and farm partitions match
+    /// them.
+    pub labels: Labels,
     /// The pod it keeps copies of.
     pub manifest: Manifest,
     /// Which nodes it may use.
@@ -76,6 +127,9 @@ pub struct RcSpec {
     pub disabled: bool,
     /// How new replicas are placed.
     pub placement: PlacementPolicy,
+    /// Set by a delete: the farm unschedules every pod, then removes the
+    /// record. Not writable by operators.
+    pub deleting: bool,
 }
 
 /// The record as written by operators: the manifest as a nested mapping
@@ -84,6 +138,8 @@ pub struct RcSpec {
 #[serde(deny_unknown_fields)]
 struct Written {
     id: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
     manifest: Option<serde_yaml_ng::Value>,
     node_selector: Option<String>,
     #[serde(default)]
@@ -109,6 +165,8 @@ struct WrittenPlacement {
 #[serde(deny_unknown_fields)]
 struct Stored {
     id: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
     manifest: String,
     node_selector: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -118,6 +176,8 @@ struct Stored {
     disabled: bool,
     #[serde(default)]
     placement: WrittenPlacement,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleting: bool,
 }
 
 fn invalid(field: impl Into<String>, reason: impl ToString) -> RcError {
@@ -142,12 +202,14 @@ impl RcSpec {
         };
         RcSpec::checked(
             written.id,
+            written.labels,
             &manifest_text,
             written.node_selector,
             written.pod_labels,
             written.replicas_desired,
             written.disabled,
             written.placement,
+            false,
         )
     }
 
@@ -157,12 +219,14 @@ impl RcSpec {
             serde_json::from_slice(bytes).map_err(|e| RcError::Syntax(e.to_string()))?;
         RcSpec::checked(
             Some(stored.id),
+            stored.labels,
             &stored.manifest,
             Some(stored.node_selector),
             stored.pod_labels,
             Some(stored.replicas_desired),
             stored.disabled,
             stored.placement,
+            stored.deleting,
         )
     }
 
@@ -170,6 +234,11 @@ impl RcSpec {
     pub fn to_json(&self) -> Vec<u8> {
         let stored = Stored {
             id: self.id.to_string(),
+            labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             manifest: String::from_utf8_lossy(self.manifest.raw_bytes()).into_owned(),
             node_selector: self.node_selector.to_string(),
             pod_labels: self.pod_labels.clone(),
@@ -185,6 +254,7 @@ impl RcSpec {
                     .to_owned(),
                 ),
             },
+            deleting: self.deleting,
         };
         serde_json::to_vec(&stored).expect("an RC record serializes")
     }
@@ -192,12 +262,14 @@ impl RcSpec {
     #[allow(clippy::too_many_arguments)]
     fn checked(
         id: Option<String>,
+        labels: BTreeMap<String, String>,
         manifest: &str,
         node_selector: Option<String>,
         pod_labels: BTreeMap<String, String>,
         replicas_desired: Option<i64>,
         disabled: bool,
         placement: WrittenPlacement,
+        deleting: bool,
     ) -> Result<RcSpec, RcError> {
         let id: RcId = id
             .ok_or_else(|| invalid("id", "is required"))?
@@ -220,6 +292,7 @@ impl RcSpec {
                     )
                 })?,
         };
+        let labels = Labels::try_from_pairs(labels).map_err(|e| invalid("labels", e))?;
         let manifest = Manifest::from_yaml(manifest).map_err(|e| invalid("manifest", e))?;
         let node_selector: Selector = node_selector
             .ok_or_else(|| invalid("node_selector", "is required (\"\" selects every node)"))?
@@ -249,6 +322,7 @@ impl RcSpec {
         };
         Ok(RcSpec {
             id,
+            labels,
             manifest,
             node_selector,
             pod_labels,
@@ -258,6 +332,7 @@ impl RcSpec {
                 spread_by: placement.spread_by,
                 strategy,
             },
+            deleting,
         })
     }
 }
