@@ -8,13 +8,13 @@ use std::sync::Arc;
 use drover_health::HealthStore;
 use drover_ids::NodeId;
 use drover_manifest::{
-    IntentCodec, LaunchStatus, LaunchableId, Manifest, ManifestError, ManifestSha, PodId, Reality,
-    RealityStore,
+    Intent, LaunchStatus, LaunchableId, Manifest, ManifestSha, PodId, Reality, RealityStore,
+    TolerantIntentCodec,
 };
 use drover_runtime::{Action, Context, Controller, Reconciler, Trigger};
 use drover_store::lease::{Lease, LeaseConfig};
-use drover_store::reflector::{Cache, Codec, Reflector, ReflectorEvent};
-use drover_store::{KeyValue, LeaseId, Store};
+use drover_store::reflector::{Cache, Reflector, ReflectorEvent};
+use drover_store::{LeaseId, Store};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,7 @@ impl<S: Store> Agent<S> {
         let reflector = Reflector::prefix(
             store.clone(),
             config.keys.intent_node_prefix(&config.node),
-            NodeIntents(IntentCodec::new(config.keys.clone())),
+            TolerantIntentCodec::new(config.keys.clone()),
         );
         let reconciler = PodReconciler {
             config: config.clone(),
@@ -214,53 +214,6 @@ async fn reregister<S: Store>(
             _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-    }
-}
-
-/// An intent record as the agent sees it: a manifest to run, or one that
-/// does not validate (written around the API, e.g. with `etcdctl`), which
-/// fails only its own pod.
-#[derive(Clone, Debug)]
-enum Intent {
-    Valid(Box<Manifest>),
-    Invalid {
-        /// SHA-256 of the stored bytes, so readers can tell which write
-        /// the verdict is about.
-        sha: ManifestSha,
-        reason: String,
-    },
-}
-
-/// The intent codec, except that a value that does not decode is an
-/// [`Intent::Invalid`] of its pod rather than a corrupt record: the
-/// reflector refuses to list a range holding one, which would stop every
-/// other pod of the node.
-#[derive(Debug)]
-struct NodeIntents(IntentCodec);
-
-impl Codec for NodeIntents {
-    type Id = (NodeId, PodId);
-    type Value = Intent;
-    type Error = ManifestError;
-
-    fn id(&self, key: &[u8]) -> Result<(NodeId, PodId), ManifestError> {
-        self.0.id(key)
-    }
-
-    fn decode(&self, kv: &KeyValue) -> Result<((NodeId, PodId), Intent), ManifestError> {
-        let id = self.0.id(&kv.key)?;
-        Ok(match self.0.decode(kv) {
-            Ok((_, manifest)) => (id, Intent::Valid(Box::new(manifest))),
-            Err(e) => {
-                use sha2::Digest;
-                let sha = ManifestSha::from_bytes(sha2::Sha256::digest(&kv.value).into());
-                let reason = match e {
-                    ManifestError::Corrupt { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                (id, Intent::Invalid { sha, reason })
-            }
-        })
     }
 }
 

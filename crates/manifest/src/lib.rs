@@ -160,8 +160,8 @@ pub use parse::MAX_NESTING_DEPTH;
 pub use reality::{Exit, LaunchStatus, Reality};
 #[cfg(feature = "store")]
 pub use store::{
-    IntentCodec, IntentStore, NodeCodec, PodCodec, PodListing, PodRecord, PodStore, RealityCodec,
-    RealityStore,
+    Intent, IntentCodec, IntentStore, NodeCodec, PodCodec, PodListing, PodRecord, PodStore,
+    RealityCodec, RealityStore, TolerantIntentCodec,
 };
 pub use units::{ByteSize, Cpus};
 

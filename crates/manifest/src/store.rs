@@ -28,7 +28,7 @@ use drover_store::keys::Keys;
 use drover_store::reflector::{Codec, Reflector};
 use drover_store::{Delete, Get, KeyValue, Put, Revision, Store, StoreError};
 
-use crate::{Manifest, ManifestError, NodeRecord, Reality};
+use crate::{Manifest, ManifestError, ManifestSha, NodeRecord, Reality};
 
 type Result<T, E = ManifestError> = std::result::Result<T, E>;
 
@@ -216,6 +216,73 @@ impl<R: PodRecord> Codec for PodCodec<R> {
         let (node, pod) = self.id(&kv.key)?;
         let record = R::decode(&pod, &kv.value).map_err(|reason| corrupt(&kv.key, reason))?;
         Ok(((node, pod), record))
+    }
+}
+
+/// An intent record as its readers need it: a manifest to run, or one that
+/// does not validate (written around the API, e.g. with `etcdctl`), which
+/// must fail only its own pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Intent {
+    /// A valid manifest.
+    Valid(Box<Manifest>),
+    /// Stored bytes that are not a valid manifest of the key's pod.
+    Invalid {
+        /// SHA-256 of the stored bytes, so readers can tell which write
+        /// the verdict is about.
+        sha: ManifestSha,
+        /// Why it is not valid.
+        reason: String,
+    },
+}
+
+impl Intent {
+    /// The manifest's SHA, or the stored bytes' for an invalid record.
+    pub fn sha(&self) -> ManifestSha {
+        match self {
+            Intent::Valid(manifest) => manifest.sha(),
+            Intent::Invalid { sha, .. } => *sha,
+        }
+    }
+}
+
+/// [`IntentCodec`], except that a value that does not decode is an
+/// [`Intent::Invalid`] of its pod rather than a corrupt record: a reflector
+/// refuses to list a range holding a corrupt record, and one bad intent
+/// must not stop a node's agent or a farm from reading the others.
+#[derive(Clone, Debug)]
+pub struct TolerantIntentCodec(IntentCodec);
+
+impl TolerantIntentCodec {
+    /// The codec of the intent records under `keys`.
+    pub fn new(keys: Keys) -> Self {
+        TolerantIntentCodec(IntentCodec::new(keys))
+    }
+}
+
+impl Codec for TolerantIntentCodec {
+    type Id = (NodeId, PodId);
+    type Value = Intent;
+    type Error = ManifestError;
+
+    fn id(&self, key: &[u8]) -> Result<(NodeId, PodId)> {
+        self.0.id(key)
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Result<((NodeId, PodId), Intent)> {
+        let id = self.0.id(&kv.key)?;
+        Ok(match self.0.decode(kv) {
+            Ok((_, manifest)) => (id, Intent::Valid(Box::new(manifest))),
+            Err(e) => {
+                use sha2::Digest;
+                let sha = ManifestSha::from_bytes(sha2::Sha256::digest(&kv.value).into());
+                let reason = match e {
+                    ManifestError::Corrupt { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                (id, Intent::Invalid { sha, reason })
+            }
+        })
     }
 }
 
