@@ -58,10 +58,13 @@
 
 pub mod audit;
 pub mod decide;
+pub mod farm;
 pub mod rc;
 pub mod replicas;
 pub mod scheduler;
 pub mod status;
 pub mod store;
+pub mod world;
 
+pub use farm::{DEFAULT_LOST_NODE_GRACE, Farm, FarmConfig};
 pub use rc::{RcError, RcSpec};

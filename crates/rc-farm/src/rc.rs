@@ -86,6 +86,15 @@ pub enum RcError {
         /// What is wrong.
         reason: String,
     },
+    /// The farm's election failed or is misconfigured.
+    #[error("election: {context}")]
+    Election {
+        /// What was being done.
+        context: String,
+        /// The election's error.
+        #[source]
+        source: drover_election::ElectionError,
+    },
     /// The store failed.
     #[error("store: {context}")]
     Store {

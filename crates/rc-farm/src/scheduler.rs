@@ -36,10 +36,19 @@ impl Resources {
         }
     }
 
-    fn plus(self, other: Resources) -> Resources {
+    /// The sum, saturating.
+    pub fn plus(self, other: Resources) -> Resources {
         Resources {
             millicpus: self.millicpus.saturating_add(other.millicpus),
             memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+
+    /// The difference, saturating at zero.
+    pub fn minus(self, other: Resources) -> Resources {
+        Resources {
+            millicpus: self.millicpus.saturating_sub(other.millicpus),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
         }
     }
 
@@ -91,6 +100,18 @@ impl Nodes {
     pub fn upsert(&mut self, node: NodeId, labels: Labels, info: NodeInfo) {
         self.index.insert(node.clone(), labels);
         self.info.insert(node, info);
+    }
+
+    /// What is known of `node`, to change its liveness, capacity or
+    /// allocation (its labels change through [`Nodes::upsert`], which
+    /// re-indexes them).
+    pub fn info_mut(&mut self, node: &NodeId) -> Option<&mut NodeInfo> {
+        self.info.get_mut(node)
+    }
+
+    /// Every node, in id order.
+    pub fn ids(&self) -> impl Iterator<Item = &NodeId> {
+        self.info.keys()
     }
 
     /// Forgets `node`.

@@ -31,12 +31,25 @@ async fn changes_are_compare_and_swap_and_audited<S: Store>(store: S, keys: Keys
     let scaled = rcs.scale(&web.id, 3, "alice").await.unwrap();
     assert!(scaled.revision > created.revision);
     let stale = rcs.update(&bigger, Some(created.revision), "bob").await;
-    assert!(matches!(stale, Err(RcError::FailedPrecondition { .. })), "{stale:?}");
-    assert_eq!(rcs.get(&web.id).await.unwrap().unwrap().spec.replicas_desired, 3);
+    assert!(
+        matches!(stale, Err(RcError::FailedPrecondition { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(
+        rcs.get(&web.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .spec
+            .replicas_desired,
+        3
+    );
     // A new selector is a retarget.
     let mut retargeted = scaled.spec.clone();
     retargeted.node_selector = "zone=a".parse().unwrap();
-    rcs.update(&retargeted, Some(scaled.revision), "bob").await.unwrap();
+    rcs.update(&retargeted, Some(scaled.revision), "bob")
+        .await
+        .unwrap();
 
     // Delete: refused above 0 unless forced; forced scales to 0 and marks it.
     assert!(matches!(
@@ -78,14 +91,25 @@ async fn transfers_move_replicas_in_one_txn<S: Store>(store: S, keys: Keys) {
     rcs.create(&new, "a").await.unwrap();
     rcs.create(&rc("other", 1, "app: blog"), "a").await.unwrap();
     let (from, to) = rcs.transfer(&old.id, &new.id, 2, "a").await.unwrap();
-    assert_eq!((from.spec.replicas_desired, to.spec.replicas_desired), (3, 2));
+    assert_eq!(
+        (from.spec.replicas_desired, to.spec.replicas_desired),
+        (3, 2)
+    );
     assert_eq!(from.revision, to.revision, "one txn");
     // More than there are: refused, nothing changes.
     assert!(matches!(
         rcs.transfer(&old.id, &new.id, 4, "a").await,
         Err(RcError::FailedPrecondition { .. })
     ));
-    assert_eq!(rcs.get(&old.id).await.unwrap().unwrap().spec.replicas_desired, 3);
+    assert_eq!(
+        rcs.get(&old.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .spec
+            .replicas_desired,
+        3
+    );
     assert!(rcs.transfer(&old.id, &old.id, 1, "a").await.is_err());
     let shop: Selector = "app=shop".parse().unwrap();
     let listed: Vec<String> = rcs
