@@ -3,6 +3,7 @@
 
 use std::error::Error as _;
 
+use drover_rc_farm::RcError;
 use drover_store::StoreError;
 use tonic::{Code, Status};
 
@@ -44,6 +45,10 @@ pub enum ApiError {
     /// The store refused or failed the operation.
     #[error(transparent)]
     Store(#[from] StoreError),
+
+    /// A replication controller was invalid, or its change was refused.
+    #[error(transparent)]
+    Rc(#[from] RcError),
 }
 
 /// The one table from errors to gRPC status codes. Messages name what is
@@ -58,29 +63,55 @@ pub enum ApiError {
 /// | `Compacted`, `FutureRevision` | `OutOfRange` |
 /// | `Unavailable`, `Closed` | `Unavailable` (retry, possibly elsewhere) |
 /// | `Storage` and anything else | `Internal` |
+/// | [`RcError`] `Invalid` (names the field), `Syntax` | `InvalidArgument` |
+/// | `RcError::NotFound` | `NotFound` |
+/// | `RcError::AlreadyExists` | `AlreadyExists` |
+/// | `RcError::FailedPrecondition` | `FailedPrecondition` |
+/// | `RcError::Conflict` (writers kept racing; nothing was written) | `Aborted` (retry the whole read-modify-write) |
+/// | `RcError::Corrupt` (a stored record does not decode) | `DataLoss` |
+/// | `RcError::Store` | the store error's row above |
 pub fn to_status(err: &ApiError) -> Status {
     let code = match err {
         ApiError::Protocol(_) => Code::InvalidArgument,
-        ApiError::Store(store) => match store {
-            StoreError::RequestTooLarge { .. }
-            | StoreError::TooManyOps { .. }
-            | StoreError::DuplicateKey { .. }
-            | StoreError::InvalidArgument(_)
-            | StoreError::LeaseTtlTooLarge { .. }
-            | StoreError::KeyNotFound { .. }
-            | StoreError::ValueProvided { .. }
-            | StoreError::LeaseProvided { .. } => Code::InvalidArgument,
-            StoreError::LeaseNotFound(_) => Code::NotFound,
-            StoreError::LeaseExists(_) | StoreError::LockLost { .. } => Code::FailedPrecondition,
-            StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => Code::OutOfRange,
-            StoreError::Unavailable { .. } | StoreError::Closed => Code::Unavailable,
-            StoreError::Storage { .. } => Code::Internal,
-            // StoreError is non-exhaustive: a variant added later is reported
+        ApiError::Store(store) => store_code(store),
+        ApiError::Rc(rc) => match rc {
+            RcError::Invalid { .. } | RcError::Syntax(_) => Code::InvalidArgument,
+            RcError::NotFound { .. } => Code::NotFound,
+            RcError::AlreadyExists { .. } => Code::AlreadyExists,
+            RcError::FailedPrecondition { .. } => Code::FailedPrecondition,
+            RcError::Conflict { .. } => Code::Aborted,
+            RcError::Corrupt { .. } => Code::DataLoss,
+            RcError::Store { source, .. } => store_code(source),
+            // RcError is non-exhaustive: a variant added later is reported
             // as a server fault until it gets its own row here.
             _ => Code::Internal,
         },
     };
     Status::new(code, message_with_causes(err))
+}
+
+/// The store rows of [`to_status`]'s table, shared by every error that
+/// wraps a [`StoreError`], so a store failure reads the same whichever
+/// service met it.
+fn store_code(store: &StoreError) -> Code {
+    match store {
+        StoreError::RequestTooLarge { .. }
+        | StoreError::TooManyOps { .. }
+        | StoreError::DuplicateKey { .. }
+        | StoreError::InvalidArgument(_)
+        | StoreError::LeaseTtlTooLarge { .. }
+        | StoreError::KeyNotFound { .. }
+        | StoreError::ValueProvided { .. }
+        | StoreError::LeaseProvided { .. } => Code::InvalidArgument,
+        StoreError::LeaseNotFound(_) => Code::NotFound,
+        StoreError::LeaseExists(_) | StoreError::LockLost { .. } => Code::FailedPrecondition,
+        StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => Code::OutOfRange,
+        StoreError::Unavailable { .. } | StoreError::Closed => Code::Unavailable,
+        StoreError::Storage { .. } => Code::Internal,
+        // StoreError is non-exhaustive: a variant added later is reported
+        // as a server fault until it gets its own row here.
+        _ => Code::Internal,
+    }
 }
 
 /// `err`, then each of its sources, joined with ": ".
@@ -231,6 +262,88 @@ mod tests {
         });
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "storage failure: writing the database");
+    }
+
+    #[test]
+    fn rc_errors_have_their_rows() {
+        let rc = |err: RcError| to_status(&ApiError::Rc(err));
+        let invalid = rc(RcError::Invalid {
+            field: "replicas_desired".into(),
+            reason: "is required".into(),
+        });
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+        assert_eq!(
+            invalid.message(),
+            "invalid replication controller: replicas_desired: is required"
+        );
+        let syntax = rc(RcError::Syntax("unknown field `replicas`".into()));
+        assert_eq!(syntax.code(), Code::InvalidArgument);
+        assert!(syntax.message().contains("`replicas`"), "{syntax:?}");
+        let cases = [
+            (RcError::NotFound { id: "web".into() }, Code::NotFound),
+            (
+                RcError::AlreadyExists { id: "web".into() },
+                Code::AlreadyExists,
+            ),
+            (
+                RcError::FailedPrecondition {
+                    id: "web".into(),
+                    reason: "has 3 replicas desired".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                RcError::Conflict {
+                    id: "web".into(),
+                    attempts: 8,
+                },
+                Code::Aborted,
+            ),
+            (
+                RcError::Corrupt {
+                    key: "/drover/rcs/web".into(),
+                    reason: "not JSON".into(),
+                },
+                Code::DataLoss,
+            ),
+        ];
+        for (err, code) in cases {
+            let status = rc(err);
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(
+                status.message().contains("web"),
+                "the message names the RC: {status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rc_store_errors_follow_the_store_rows_with_their_cause() {
+        let unavailable = to_status(&ApiError::Rc(RcError::Store {
+            context: "reading RC web".into(),
+            source: StoreError::Unavailable {
+                message: "etcd 127.0.0.1:2379".into(),
+                source: None,
+            },
+        }));
+        assert_eq!(unavailable.code(), Code::Unavailable);
+        assert_eq!(
+            unavailable.message(),
+            "store: reading RC web: store unavailable: etcd 127.0.0.1:2379"
+        );
+        let closed = to_status(&ApiError::Rc(RcError::Store {
+            context: "listing RCs".into(),
+            source: StoreError::Closed,
+        }));
+        assert_eq!(closed.code(), Code::Unavailable);
+        let storage = to_status(&ApiError::Rc(RcError::Store {
+            context: "writing RC web".into(),
+            source: StoreError::Storage {
+                message: "disk full".into(),
+                source: None,
+            },
+        }));
+        assert_eq!(storage.code(), Code::Internal);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Drover's gRPC API: the code generated from `proto/` ([`pb`]), domain
-//! types with validated conversions from and to it, and the one table that
-//! turns errors into [`tonic::Status`] ([`to_status`]).
+//! types with validated conversions from and to it ([`SystemInfo`], and the
+//! replication controllers' in [`rc`]), the services that are more than
+//! wiring ([`RcApi`]), and the one table that turns errors into
+//! [`tonic::Status`] ([`to_status`]).
 //!
 //! Messages received from the wire are untrusted: they become domain types
 //! only through `TryFrom`, which names the first missing or invalid field in a
@@ -36,10 +38,14 @@
 
 mod caller;
 mod error;
+pub mod rc;
+mod rc_api;
 mod system;
 
 pub use caller::{Caller, CertificateIdentity, Identity, identify_caller};
 pub use error::{ApiError, ProtocolError, to_status};
+pub use rc::RcInfo;
+pub use rc_api::{RcApi, WatchRcsStream, audit_identity};
 pub use system::{StoreInfo, StoreLocation, SystemInfo};
 
 /// Code generated from `proto/` by `cargo xtask codegen`; do not edit.

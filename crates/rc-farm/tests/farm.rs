@@ -13,7 +13,8 @@ use drover_rc_farm::audit::AuditAction;
 use drover_rc_farm::store::RcStore;
 use drover_rc_farm::{Farm, FarmConfig, RcSpec};
 use drover_store::keys::Keys;
-use drover_store::{Get, Store};
+use drover_store::testing::FaultyStore;
+use drover_store::{Get, Put, Store};
 use drover_store_etcd::on_both_backends;
 use tokio_util::sync::CancellationToken;
 
@@ -75,10 +76,15 @@ impl<S: Store> Cluster<S> {
     }
 
     fn start_farm(&mut self, id: &str, grace: Duration) {
+        self.start_farm_on(self.store.clone(), id, grace);
+    }
+
+    /// A farm on its own view of the store (e.g. with faults).
+    fn start_farm_on<T: Store>(&mut self, store: T, id: &str, grace: Duration) {
         let mut config = FarmConfig::new(id, self.keys.clone());
         config.lease = Duration::from_secs(2);
         config.lost_node_grace = grace;
-        let farm = Farm::new(self.store.clone(), config);
+        let farm = Farm::new(store, config);
         let stop = CancellationToken::new();
         let run = farm.run(stop.clone());
         self.tasks.push(tokio::spawn(async move {
@@ -336,7 +342,92 @@ async fn replaces_lost_nodes_and_moves_off_ineligible_ones<S: Store>(store: S, k
     cluster.stop().await;
 }
 
+async fn bad_records_and_store_errors_change_nothing<S: Store>(store: S, keys: Keys) {
+    let faulty = FaultyStore::new(store.clone());
+    let mut cluster = Cluster::new(store, keys);
+    cluster.start_node("n1", "a");
+    cluster.start_node("n2", "a");
+    // A record written around the API, without replicas_desired: never
+    // managed, its status says why, and it does not stop the others.
+    let bad_id: RcId = "bad".parse().unwrap();
+    cluster
+        .store
+        .put(Put::new(
+            cluster.keys.rc("bad").unwrap(),
+            r#"{"id":"bad","manifest":"id: bad\nlaunchables: {s: {type: process, command: /bin/x}}\n","node_selector":""}"#,
+        ))
+        .await
+        .unwrap();
+    cluster.start_farm_on(faulty.clone(), "farm-1", Duration::from_secs(30));
+    eventually("the bad record's status names the problem", || {
+        status_is(&cluster, &bad_id, |s| {
+            s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("replicas_desired"))
+        })
+    })
+    .await;
+    assert!(cluster.intents("bad").await.is_empty());
+
+    // Store errors during reconciles: retried with backoff, nothing lands
+    // while they last, and the RC converges once they stop.
+    faulty.faults.fail_txns(5);
+    let spec = web(2, "zone=a");
+    cluster.rcs().create(&spec, "test").await.unwrap();
+    eventually("2 healthy despite the failed txns", || {
+        status_is(&cluster, &spec.id, |s| {
+            s.healthy == 2 && s.last_error.is_none()
+        })
+    })
+    .await;
+    cluster.stop().await;
+}
+
+/// A farm that starts while no node record is readable (every agent gone,
+/// or a store that lost them) keeps the pods it finds: with no live node
+/// matching, nothing is removed, even past the lost-node grace.
+async fn an_empty_node_listing_removes_nothing<S: Store>(store: S, keys: Keys) {
+    let mut cluster = Cluster::new(store, keys);
+    let spec = web(2, "zone=a");
+    let rcs = cluster.rcs();
+    rcs.create(&spec, "test").await.unwrap();
+    // Two pods of the RC from an earlier farm, on nodes that are not there.
+    let labeler = Labeler::with_keys(cluster.store.clone(), cluster.keys.clone());
+    for node in ["n1", "n2"] {
+        let node: NodeId = node.parse().unwrap();
+        cluster
+            .store
+            .put(Put::new(
+                cluster.keys.intent(&node, spec.manifest.id()),
+                spec.manifest.raw_bytes().to_vec(),
+            ))
+            .await
+            .unwrap();
+        labeler
+            .set(
+                LabelType::Pod,
+                &format!("{node}/web"),
+                "replication_controller_id",
+                "web",
+            )
+            .await
+            .unwrap();
+    }
+    cluster.start_farm("farm-1", Duration::from_millis(100));
+    eventually("the farm reports the RC", || {
+        status_is(&cluster, &spec.id, |s| s.current == 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut nodes = cluster.intents("web").await;
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2"]);
+    cluster.stop().await;
+}
+
 on_both_backends!(
     scales_up_and_down_and_deletes,
-    replaces_lost_nodes_and_moves_off_ineligible_ones
+    replaces_lost_nodes_and_moves_off_ineligible_ones,
+    bad_records_and_store_errors_change_nothing,
+    an_empty_node_listing_removes_nothing,
 );

@@ -56,6 +56,8 @@ pub struct Faults {
     keep_alive_delay: Mutex<Duration>,
     /// The next this many `get`s fail with a retryable error.
     failing_gets: AtomicU32,
+    /// The next this many `txn`s fail with a retryable error (not applied).
+    failing_txns: AtomicU32,
     /// Watch streams deliver this many batches, then end (with a retryable
     /// error when the flag is set).
     watch_stream_limit: Mutex<Option<(usize, bool)>>,
@@ -118,6 +120,12 @@ impl Faults {
         self.failing_gets.store(count, Ordering::SeqCst);
     }
 
+    /// The next `count` `txn`s fail with a retryable `Unavailable`, without
+    /// reaching the store.
+    pub fn fail_txns(&self, count: u32) {
+        self.failing_txns.store(count, Ordering::SeqCst);
+    }
+
     /// Watch streams opened from now on deliver `batches` batches and then
     /// end, with a retryable error when `with_error`; `None`: they run
     /// normally.
@@ -170,6 +178,12 @@ impl Faults {
 
     fn take_failing_get(&self) -> bool {
         self.failing_gets
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn take_failing_txn(&self) -> bool {
+        self.failing_txns
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     }
@@ -236,8 +250,12 @@ impl<S: Store> Store for FaultyStore<S> {
     }
     fn txn(&self, req: Txn) -> impl Future<Output = Result<TxnResponse>> + Send {
         let (faults, inner) = (self.faults.clone(), self.inner.clone());
+        let fail = self.faults.take_failing_txn();
         async move {
             faults.gate(Kind::Other).await;
+            if fail {
+                return Err(injected("txn"));
+            }
             let rival = faults.rival_put.lock().clone();
             if let Some(rival) = rival {
                 inner.put(rival).await?;
