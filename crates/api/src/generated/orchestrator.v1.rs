@@ -365,7 +365,8 @@ pub struct AuditRecord {
     /// When the change was made.
     #[prost(message, optional, tag = "2")]
     pub at: ::core::option::Option<::prost_types::Timestamp>,
-    /// Who made it: the API caller's identity, or "farm:<id>" for a farm.
+    /// Who made it: the API caller's identity (see RcService), or "farm:"
+    /// followed by the farm's id for a change a farm made.
     #[prost(string, tag = "3")]
     pub who: ::prost::alloc::string::String,
     /// What kind of change.
@@ -500,8 +501,9 @@ pub mod rc_service_client {
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
     /// Creates, reads, changes and follows replication controllers. Every change
-    /// appends an audit record naming the caller (the subject of its client
-    /// certificate under mutual TLS, else "anonymous@<address>").
+    /// appends an audit record naming the caller: the subject of its client
+    /// certificate under mutual TLS (e.g. "CN=alice,O=ops"), else "anonymous@"
+    /// followed by its address (e.g. "anonymous@10.0.0.7:51234").
     #[derive(Debug, Clone)]
     pub struct RcServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -975,8 +977,9 @@ pub mod rc_service_server {
         >;
     }
     /// Creates, reads, changes and follows replication controllers. Every change
-    /// appends an audit record naming the caller (the subject of its client
-    /// certificate under mutual TLS, else "anonymous@<address>").
+    /// appends an audit record naming the caller: the subject of its client
+    /// certificate under mutual TLS (e.g. "CN=alice,O=ops"), else "anonymous@"
+    /// followed by its address (e.g. "anonymous@10.0.0.7:51234").
     #[derive(Debug)]
     pub struct RcServiceServer<T> {
         inner: Arc<T>,
