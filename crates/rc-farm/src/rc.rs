@@ -384,6 +384,23 @@ manifest:
     }
 
     #[test]
+    fn the_example_rc_is_valid() {
+        let text = include_str!("../../../examples/hello/rc.yaml")
+            .replace("{{HELLO_PY}}", "/srv/hello/hello.py");
+        let rc = RcSpec::from_yaml(&text).unwrap();
+        assert_eq!(rc.id.as_ref(), "hello");
+        assert_eq!(rc.replicas_desired, 3);
+        assert_eq!(rc.labels.get("app"), Some("hello"));
+        assert!(rc.manifest.resource_limits().memory.is_some());
+    }
+
+    #[test]
+    fn operators_cannot_mark_a_record_deleting() {
+        let err = RcSpec::from_yaml(&format!("{WEB}deleting: true\n")).unwrap_err();
+        assert!(matches!(err, RcError::Syntax(ref m) if m.contains("deleting")), "{err}");
+    }
+
+    #[test]
     fn bad_records_name_the_field() {
         for (edit, field) in [
             (("replicas_desired: 3\n", ""), "replicas_desired"),
