@@ -122,19 +122,17 @@ impl<S: Store> Cluster<S> {
     }
 }
 
+/// The shared poll-until helper, as a yes/no condition within [`PATIENCE`].
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {PATIENCE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drover_store::testing::eventually(what, PATIENCE, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await
 }
 
 fn web(replicas: u32, selector: &str) -> RcSpec {
