@@ -451,3 +451,52 @@ pub(crate) async fn run_python_client(
             .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}")),
     )
 }
+
+/// A real `orchestrator agent` process for `node` (labelled `zone=<zone>`,
+/// a 2 s lease, pods stopped when it exits), its data in `data`.
+pub(crate) struct AgentProcess {
+    child: Child,
+}
+
+impl AgentProcess {
+    pub(crate) fn spawn(url: &str, node: &str, data: &std::path::Path, zone: &str) -> AgentProcess {
+        let child = Command::new(BIN)
+            .args(["agent", "--node", node, "--endpoints", url])
+            .args(["--lease-ttl", "2s", "--stop-pods-on-exit"])
+            .args(["--labels", &format!("zone={zone}")])
+            .arg("--data-dir")
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning an agent");
+        AgentProcess { child }
+    }
+
+    fn send(&self, signal: &str) {
+        let pid = self.child.id().expect("a running agent").to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// SIGKILL: the agent dies without a word; its pods keep running.
+    pub(crate) fn kill(mut self) {
+        self.send("KILL");
+        let _ = self.child.start_kill();
+    }
+
+    /// SIGTERM, and the agent must exit successfully (stopping its pods).
+    pub(crate) async fn stop(mut self) {
+        self.send("TERM");
+        let status = timeout(EXIT_TIMEOUT, self.child.wait())
+            .await
+            .expect("the agent exits on SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
