@@ -215,15 +215,17 @@ impl TryFrom<pb::UpdateRcRequest> for UpdateRc {
     type Error = ApiError;
 
     fn try_from(msg: pb::UpdateRcRequest) -> Result<Self, ApiError> {
+        // 0 is "no pin": revisions start at 1.
         let expected_revision = match msg.expected_revision {
-            Some(r) if r < 1 => {
+            0 => None,
+            r if r < 0 => {
                 return Err(ProtocolError::invalid(
                     "expected_revision",
-                    format!("must be at least 1, got {r}"),
+                    format!("must be a revision (at least 1) or 0 for none, got {r}"),
                 )
                 .into());
             }
-            other => other,
+            r => Some(r),
         };
         Ok(UpdateRc {
             spec: spec_from_yaml(&msg.yaml)?,
@@ -844,7 +846,7 @@ manifest:
             assert_eq!(field_of(&err), field, "{yaml}");
             let err = UpdateRc::try_from(pb::UpdateRcRequest {
                 yaml: yaml.clone(),
-                expected_revision: None,
+                expected_revision: 0,
             })
             .unwrap_err();
             assert_eq!(field_of(&err), field, "{yaml}");
@@ -868,16 +870,20 @@ manifest:
     fn an_expected_revision_must_be_a_revision() {
         let err = UpdateRc::try_from(pb::UpdateRcRequest {
             yaml: WEB.into(),
-            expected_revision: Some(0),
+            expected_revision: -1,
         })
         .unwrap_err();
         assert_eq!(field_of(&err), "expected_revision");
-        let update = UpdateRc::try_from(pb::UpdateRcRequest {
-            yaml: WEB.into(),
-            expected_revision: Some(7),
-        })
-        .unwrap();
-        assert_eq!(update.expected_revision, Some(7));
+        let update = |expected_revision| {
+            UpdateRc::try_from(pb::UpdateRcRequest {
+                yaml: WEB.into(),
+                expected_revision,
+            })
+            .unwrap()
+            .expected_revision
+        };
+        assert_eq!(update(7), Some(7));
+        assert_eq!(update(0), None, "0 pins nothing");
     }
 
     #[test]

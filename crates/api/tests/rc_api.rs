@@ -175,7 +175,7 @@ async fn create_get_list_and_update_an_rc() {
         .api
         .update_rc(as_operator(pb::UpdateRcRequest {
             yaml: yaml.clone(),
-            expected_revision: Some(web.revision),
+            expected_revision: web.revision,
         }))
         .await
         .unwrap();
@@ -188,7 +188,7 @@ async fn create_get_list_and_update_an_rc() {
         .api
         .update_rc(as_operator(pb::UpdateRcRequest {
             yaml,
-            expected_revision: Some(web.revision),
+            expected_revision: web.revision,
         }))
         .await
         .unwrap_err();
@@ -197,7 +197,7 @@ async fn create_get_list_and_update_an_rc() {
     f.api
         .update_rc(as_operator(pb::UpdateRcRequest {
             yaml: rc_yaml("web", 4, "storefront"),
-            expected_revision: None,
+            expected_revision: 0,
         }))
         .await
         .unwrap();
@@ -207,7 +207,7 @@ async fn create_get_list_and_update_an_rc() {
         .api
         .update_rc(as_operator(pb::UpdateRcRequest {
             yaml: rc_yaml("nope", 1, "x"),
-            expected_revision: None,
+            expected_revision: 0,
         }))
         .await
         .unwrap_err();
@@ -411,7 +411,7 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         .api
         .update_rc(as_operator(pb::UpdateRcRequest {
             yaml: rc_yaml("web", 1, "x").replace("''", "'zone in ('"),
-            expected_revision: None,
+            expected_revision: 0,
         }))
         .await
         .unwrap_err();

@@ -41,6 +41,9 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Ask a running orchestrator what it is (SystemService/GetInfo).
     Info(InfoArgs),
+    /// Replication controllers: create, read, change and follow them
+    /// (RcService).
+    Rc(RcArgs),
     /// Run a node agent: turn this node's intent into supervised,
     /// health-checked processes and report reality.
     Agent(AgentArgs),
@@ -193,6 +196,9 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) etcd_tls: EtcdTlsArgs,
 
+    #[command(flatten)]
+    pub(crate) farm: crate::farm::FarmArgs,
+
     /// Do not serve etcd's v3 API (KV, Watch, Lease, Maintenance, Cluster)
     /// next to orchestrator.v1 on the same port.
     #[arg(long)]
@@ -301,22 +307,147 @@ impl StoreArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct InfoArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+}
+
+/// How a client command reaches an orchestrator: its address and TLS.
+/// Global, so they may come before or after a subcommand
+/// (`orchestrator rc --endpoint X list` or `orchestrator rc list --endpoint X`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientArgs {
     /// The orchestrator's gRPC address: `host:port`, `http://...`, or
     /// `https://...` (the default scheme is https with --cacert, else http).
-    #[arg(long, default_value = "127.0.0.1:7400")]
+    #[arg(
+        long = "endpoint",
+        visible_alias = "server",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7400",
+        global = true
+    )]
     pub(crate) server: String,
 
     /// Verify the server's certificate with this CA, PEM; implies TLS.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub(crate) cacert: Option<PathBuf>,
 
     /// Client certificate, for a server that requires one (mutual TLS), PEM.
-    #[arg(long, value_name = "PATH", requires_all = ["key", "cacert"])]
+    #[arg(long, value_name = "PATH", requires_all = ["key", "cacert"], global = true)]
     pub(crate) cert: Option<PathBuf>,
 
     /// Private key of --cert, PEM.
-    #[arg(long, value_name = "PATH", requires = "cert")]
+    #[arg(long, value_name = "PATH", requires = "cert", global = true)]
     pub(crate) key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RcArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+
+    /// Output: readable tables, or JSON or YAML for programs.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub(crate) output: OutputFormat,
+
+    #[command(subcommand)]
+    pub(crate) command: RcCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Tables and sentences for people.
+    Table,
+    /// JSON (one object per line for `watch`).
+    Json,
+    /// YAML (one document per event for `watch`).
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RcCommand {
+    /// Create an RC from the YAML an operator writes (see README).
+    Create {
+        /// The RC's YAML file; `-` reads standard input.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show one RC: its record, revision and status.
+    Get {
+        /// The RC's id.
+        id: String,
+    },
+    /// List RCs with their status.
+    List {
+        /// Only the RCs whose labels match this selector, e.g.
+        /// `team=storefront,tier in (web,api)`.
+        #[arg(
+            short = 'l',
+            long = "selector",
+            value_name = "SELECTOR",
+            default_value = ""
+        )]
+        selector: String,
+    },
+    /// Replace an RC's definition with a YAML file (the id in the file
+    /// names the RC; its replicas_desired and disabled apply too).
+    Update {
+        /// The RC's YAML file; `-` reads standard input.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Update only if the RC is still at this revision (as `rc get`
+        /// showed it).
+        #[arg(long, value_name = "R", value_parser = clap::value_parser!(i64).range(1..))]
+        revision: Option<i64>,
+    },
+    /// Set an RC's replica count.
+    Scale {
+        /// The RC's id.
+        id: String,
+        /// The new replica count.
+        replicas: u32,
+    },
+    /// Enable an RC: its farm manages its pods again.
+    Enable {
+        /// The RC's id.
+        id: String,
+    },
+    /// Disable an RC: its farm leaves its pods alone.
+    Disable {
+        /// The RC's id.
+        id: String,
+    },
+    /// Delete an RC: its farm unschedules its pods, then removes it.
+    Delete {
+        /// The RC's id.
+        id: String,
+        /// Delete it even with replicas desired (scales it to 0 first).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Move replicas from one RC to another in one write.
+    Transfer {
+        /// The RC that gives replicas.
+        from: String,
+        /// The RC that receives them.
+        to: String,
+        /// How many.
+        count: u32,
+    },
+    /// Show the audit trail (who changed what), oldest first.
+    Audit {
+        /// Only the records about this RC.
+        id: Option<String>,
+        /// How many of the newest records (the server caps it at 1000)
+        /// [default: 100].
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Print a line per status change (first the current statuses) until
+    /// Ctrl-C.
+    Watch {
+        /// Only this RC.
+        id: Option<String>,
+    },
 }
 
 #[cfg(test)]
@@ -324,6 +455,93 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use drover_manifest::units::parse_flag_duration as parse_duration;
+
+    fn rc(args: &[&str]) -> Result<RcArgs, clap::Error> {
+        let mut argv = vec!["orchestrator", "rc"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Rc(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rc_client_flags_go_before_or_after_the_subcommand() {
+        let before = rc(&["--endpoint", "10.0.0.1:7400", "-o", "json", "list"]).unwrap();
+        let after = rc(&["list", "--endpoint", "10.0.0.1:7400", "-o", "json"]).unwrap();
+        for args in [before, after] {
+            assert_eq!(args.client.server, "10.0.0.1:7400");
+            assert_eq!(args.output, OutputFormat::Json);
+            assert!(
+                matches!(args.command, RcCommand::List { ref selector } if selector.is_empty())
+            );
+        }
+        // `--server`, as `orchestrator info` has always called it.
+        let info = match Cli::try_parse_from(["orchestrator", "info", "--server", "h:1"])
+            .unwrap()
+            .command
+        {
+            Command::Info(args) => args,
+            other => panic!("parsed as {other:?}"),
+        };
+        assert_eq!(info.client.server, "h:1");
+        let default = rc(&["get", "web"]).unwrap();
+        assert_eq!(default.client.server, "127.0.0.1:7400");
+        assert_eq!(default.output, OutputFormat::Table);
+    }
+
+    #[test]
+    fn rc_subcommands_parse_their_arguments() {
+        assert!(matches!(
+            rc(&["create", "-f", "-"]).unwrap().command,
+            RcCommand::Create { file } if file.as_os_str() == "-"
+        ));
+        assert!(matches!(
+            rc(&["update", "--file", "rc.yaml", "--revision", "12"])
+                .unwrap()
+                .command,
+            RcCommand::Update {
+                revision: Some(12),
+                ..
+            }
+        ));
+        assert!(matches!(
+            rc(&["scale", "web", "5"]).unwrap().command,
+            RcCommand::Scale { ref id, replicas: 5 } if id == "web"
+        ));
+        assert!(matches!(
+            rc(&["delete", "web", "--force"]).unwrap().command,
+            RcCommand::Delete { force: true, .. }
+        ));
+        assert!(matches!(
+            rc(&["transfer", "old", "new", "2"]).unwrap().command,
+            RcCommand::Transfer { count: 2, .. }
+        ));
+        assert!(matches!(
+            rc(&["audit", "--limit", "5"]).unwrap().command,
+            RcCommand::Audit {
+                id: None,
+                limit: Some(5)
+            }
+        ));
+        assert!(matches!(
+            rc(&["list", "-l", "team=a"]).unwrap().command,
+            RcCommand::List { ref selector } if selector == "team=a"
+        ));
+        assert!(matches!(
+            rc(&["watch"]).unwrap().command,
+            RcCommand::Watch { id: None }
+        ));
+        for bad in [
+            &["scale", "web", "-1"][..],
+            &["scale", "web"][..],
+            &["create"][..],
+            &["get", "web", "-o", "xml"][..],
+            &["transfer", "a", "b"][..],
+        ] {
+            assert!(rc(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
         let mut argv = vec!["orchestrator", "serve"];

@@ -8,19 +8,16 @@ use drover_api::{StoreLocation, SystemInfo};
 use crate::cli::InfoArgs;
 
 pub(crate) async fn run(args: InfoArgs) -> anyhow::Result<()> {
-    let endpoint = crate::tls::client_endpoint(&args)?;
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", args.server))?;
+    let server = &args.client.server;
+    let channel = crate::tls::connect(&args.client).await?;
     let mut client = SystemServiceClient::new(channel);
     let response = client
         .get_info(GetInfoRequest {})
         .await
-        .with_context(|| format!("calling GetInfo on {}", args.server))?
+        .with_context(|| format!("calling GetInfo on {server}"))?
         .into_inner();
     let info = SystemInfo::try_from(response)
-        .with_context(|| format!("{} sent an invalid GetInfo response", args.server))?;
+        .with_context(|| format!("{server} sent an invalid GetInfo response"))?;
     print!("{}", render(&info));
     Ok(())
 }

@@ -1,12 +1,15 @@
 //! `orchestrator`: Drover's control plane (`serve`) and a small CLI client
-//! (`info`). Thin by design: the logic lives in the library crates; this
-//! binary parses arguments, picks a store, and wires the gRPC services.
+//! (`info`, `rc ...`). Thin by design: the logic lives in the library
+//! crates; this binary parses arguments, picks a store, and wires the gRPC
+//! services.
 
 mod agent;
 mod agent_config;
 mod cli;
+mod farm;
 mod info;
 mod metrics;
+mod rc;
 mod serve;
 mod system;
 mod tls;
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
             Command::Agent(args) => agent::run(args).await,
             Command::Hollow(args) => agent::run_hollow(args).await,
             Command::Info(args) => info::run(args).await,
+            Command::Rc(args) => rc::run(args).await,
         }
     });
     match result {

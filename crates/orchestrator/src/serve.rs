@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
+use drover_api::pb::orchestrator::v1::rc_service_server::RcServiceServer;
 use drover_api::pb::orchestrator::v1::system_service_server::SystemServiceServer;
-use drover_api::{StoreLocation, identify_caller};
+use drover_api::{RcApi, StoreLocation, identify_caller};
 use drover_etcd_api::{EtcdApi, EtcdApiConfig, MemberIdentity};
 use drover_store::Store;
 use drover_store::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -20,6 +21,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::cli::{ServeArgs, StoreChoice};
+use crate::farm::RunningFarm;
 use crate::metrics::{GrpcMetrics, GrpcMetricsLayer, MetricsServer};
 use crate::system::SystemApi;
 use crate::tls;
@@ -129,10 +131,18 @@ async fn serve<S: Store>(
     let registry = drover_metrics::MetricsRegistry::new();
     let store = Metered::new(store, &registry);
     let metrics_server = MetricsServer::start(args.metrics_listen, registry.clone()).await?;
+    // The RC farm works on the same (metered) store handle as the API.
+    let farm = args
+        .farm
+        .config(drover_store::keys::Keys::default(), &registry)?
+        .map(|config| RunningFarm::start(store.clone(), config));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SystemServiceServer<SystemApi<Metered<S>>>>()
+        .await;
+    health
+        .set_serving::<RcServiceServer<RcApi<Metered<S>>>>()
         .await;
     let serve_etcd = !args.no_etcd_api;
     let reflection = || {
@@ -161,6 +171,10 @@ async fn serve<S: Store>(
     });
 
     let backend = store.backend_name();
+    let rcs = RcServiceServer::new(RcApi::new(
+        store.clone(),
+        drover_store::keys::Keys::default(),
+    ));
     let system = SystemServiceServer::new(SystemApi::new(store, location.clone()));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut builder = Server::builder();
@@ -181,6 +195,7 @@ async fn serve<S: Store>(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(system)
+        .add_service(rcs)
         .add_optional_service(etcd.as_ref().map(EtcdApi::kv_server))
         .add_optional_service(etcd.as_ref().map(EtcdApi::watch_server))
         .add_optional_service(etcd.as_ref().map(EtcdApi::lease_server))
@@ -221,7 +236,15 @@ async fn serve<S: Store>(
     health
         .set_not_serving::<SystemServiceServer<SystemApi<Metered<S>>>>()
         .await;
+    health
+        .set_not_serving::<RcServiceServer<RcApi<Metered<S>>>>()
+        .await;
     let _ = stop_tx.send(());
+    // The farm first: it releases its RCs' buckets once their reconciles
+    // drained, so other farms take over at once rather than after its lease.
+    if let Some(farm) = farm {
+        farm.stop(args.shutdown_grace).await;
+    }
     tokio::select! {
         finished = &mut server => {
             finished

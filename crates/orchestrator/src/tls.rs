@@ -1,6 +1,6 @@
 //! Transport security: `serve`'s TLS (optionally mutual), the refusal to
-//! serve plaintext off loopback, and the client side of `info` and of the
-//! etcd connection.
+//! serve plaintext off loopback, and the client side of the client commands
+//! (`info`, `rc ...`) and of the etcd connection.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_store_etcd::EtcdTls;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
+};
 
-use crate::cli::{EtcdTlsArgs, InfoArgs, ServeTlsArgs};
+use crate::cli::{ClientArgs, EtcdTlsArgs, ServeTlsArgs};
 
 /// A client that never finishes its handshake must not hold a connection
 /// (and its task) forever.
@@ -77,10 +79,18 @@ pub(crate) fn etcd_config(args: &EtcdTlsArgs) -> anyhow::Result<Option<EtcdTls>>
     Ok(Some(EtcdTls::from_pem_files(ca, client)?))
 }
 
-/// The endpoint `orchestrator info` connects to. A bare `host:port` gets
+/// A channel to the orchestrator of a client command's `--endpoint`.
+pub(crate) async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
+    client_endpoint(args)?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", args.server))
+}
+
+/// The endpoint a client command connects to. A bare `host:port` gets
 /// `https://` when a CA is given and `http://` otherwise; an explicit
 /// scheme must agree with the TLS flags.
-pub(crate) fn client_endpoint(args: &InfoArgs) -> anyhow::Result<Endpoint> {
+pub(crate) fn client_endpoint(args: &ClientArgs) -> anyhow::Result<Endpoint> {
     let tls = args.cacert.is_some();
     let url = if args.server.contains("://") {
         args.server.clone()
@@ -97,7 +107,7 @@ pub(crate) fn client_endpoint(args: &InfoArgs) -> anyhow::Result<Endpoint> {
         anyhow::bail!("{url} uses TLS: give --cacert with the CA that signed its certificate");
     }
     let endpoint = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("--server {url} is not a valid address"))?;
+        .with_context(|| format!("--endpoint {url} is not a valid address"))?;
     let Some(ca) = &args.cacert else {
         return Ok(endpoint);
     };
@@ -114,7 +124,7 @@ pub(crate) fn client_endpoint(args: &InfoArgs) -> anyhow::Result<Endpoint> {
     }
     endpoint
         .tls_config(config)
-        .context("configuring TLS for --server")
+        .context("configuring TLS for --endpoint")
 }
 
 /// Reads a PEM file given with `flag`, which must hold at least one block
@@ -203,7 +213,7 @@ mod tests {
 
     #[test]
     fn info_picks_the_scheme_from_the_tls_flags() {
-        let args = |server: &str, cacert: Option<&str>| InfoArgs {
+        let args = |server: &str, cacert: Option<&str>| ClientArgs {
             server: server.into(),
             cacert: cacert.map(Into::into),
             cert: None,

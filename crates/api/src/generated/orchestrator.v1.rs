@@ -173,11 +173,12 @@ pub struct UpdateRcRequest {
     /// to update. Its replicas_desired and disabled replace the RC's too.
     #[prost(string, tag = "1")]
     pub yaml: ::prost::alloc::string::String,
-    /// If set, the update is made only if the RC is still at this revision
-    /// (Rc.revision as read); otherwise FAILED_PRECONDITION. If unset, the
-    /// update replaces whatever is stored.
-    #[prost(int64, optional, tag = "2")]
-    pub expected_revision: ::core::option::Option<i64>,
+    /// If not 0, the update is made only if the RC is still at this revision
+    /// (Rc.revision as read); otherwise FAILED_PRECONDITION. 0 (revisions
+    /// start at 1) replaces whatever is stored. A plain field rather than a
+    /// proto3 `optional` one, which older protoc releases refuse.
+    #[prost(int64, tag = "2")]
+    pub expected_revision: i64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct UpdateRcResponse {
