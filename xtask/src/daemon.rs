@@ -75,6 +75,11 @@ impl Daemon {
         self.dir.as_ref().expect("present until drop").path()
     }
 
+    /// How the process ended, once it has (it is reaped then).
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// Everything the daemon logged so far.
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(log_path(self.dir(), self.name)).unwrap_or_default()

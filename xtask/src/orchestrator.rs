@@ -103,7 +103,7 @@ fn serve_args(data_dir: &Path) -> Vec<String> {
 
 /// The address in the first complete "listening on ADDR" line of `log`
 /// (a line still being written could hold a truncated port).
-fn listening_addr(log: &str) -> Option<SocketAddr> {
+pub(crate) fn listening_addr(log: &str) -> Option<SocketAddr> {
     log.split_inclusive('\n').find_map(|line| {
         let line = line.strip_suffix('\n')?;
         let rest = &line[line.find("listening on ")? + "listening on ".len()..];
