@@ -423,7 +423,100 @@ async fn an_empty_node_listing_removes_nothing<S: Store>(store: S, keys: Keys) {
     cluster.stop().await;
 }
 
+/// An updated manifest is written to every pod of the RC; an RC labelled
+/// outside a farm's partition is left to another farm.
+async fn updates_reach_the_pods_and_partitions_split_rcs<S: Store>(store: S, keys: Keys) {
+    let mut cluster = Cluster::new(store, keys);
+    for node in ["n1", "n2", "n3"] {
+        cluster.start_node(node, "a");
+    }
+    // Partition "shop": RCs labelled team=shop only.
+    let mut config = FarmConfig::new("farm-shop", cluster.keys.clone());
+    config.lease = Duration::from_secs(2);
+    config.partition = Some(("shop".to_owned(), "team=shop".parse().unwrap()));
+    let stop = CancellationToken::new();
+    let run = Farm::new(cluster.store.clone(), config).run(stop.clone());
+    cluster
+        .tasks
+        .push(tokio::spawn(async move { run.await.unwrap() }));
+    cluster.farms.insert("farm-shop".to_owned(), stop);
+
+    let rcs = cluster.rcs();
+    let mut shop = web(2, "zone=a");
+    shop.labels = drover_labels::Labels::try_from_pairs([("team", "shop")]).unwrap();
+    rcs.create(&shop, "test").await.unwrap();
+    let mut blog = RcSpec::from_yaml(
+        "id: blog\nlabels: { team: blog }\nreplicas_desired: 1\nnode_selector: ''\nmanifest:\n  id: blog\n  launchables: { s: { type: process, command: /bin/sleep, args: ['1000'] } }\n",
+    )
+    .unwrap();
+    rcs.create(&blog, "test").await.unwrap();
+    eventually("the shop RC healthy", || {
+        status_is(&cluster, &shop.id, |s| s.healthy == 2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        cluster.intents("blog").await.is_empty(),
+        "not this farm's partition"
+    );
+    assert!(cluster.rcs().status(&blog.id).await.unwrap().is_none());
+
+    // An updated manifest reaches both pods, and they run it.
+    let mut updated = shop.clone();
+    updated.manifest = drover_manifest::Manifest::from_yaml(
+        "id: web\nlaunchables: { s: { type: process, command: /bin/sleep, args: ['2000'] } }\n",
+    )
+    .unwrap();
+    rcs.update(&updated, None, "test").await.unwrap();
+    eventually("both pods run the new manifest", || async {
+        let realities =
+            drover_manifest::RealityStore::with_keys(cluster.store.clone(), cluster.keys.clone());
+        let mut running = 0;
+        for node in cluster.intents("web").await {
+            if realities
+                .get(&node.parse().unwrap(), updated.manifest.id())
+                .await
+                .unwrap()
+                .is_some_and(|r| r.sha == updated.manifest.sha())
+            {
+                running += 1;
+            }
+        }
+        running == 2
+    })
+    .await;
+    eventually("healthy on the new manifest", || {
+        status_is(&cluster, &shop.id, |s| s.healthy == 2)
+    })
+    .await;
+    let audit = rcs.audit(Some(&shop.id), 100).await.unwrap();
+    assert!(
+        audit.iter().any(|r| r.action == AuditAction::Replace),
+        "{audit:?}"
+    );
+
+    // The other partition's farm takes the blog RC.
+    blog.replicas_desired = 1;
+    let mut config = FarmConfig::new("farm-blog", cluster.keys.clone());
+    config.lease = Duration::from_secs(2);
+    config.partition = Some(("blog".to_owned(), "team=blog".parse().unwrap()));
+    let stop = CancellationToken::new();
+    let run = Farm::new(cluster.store.clone(), config).run(stop.clone());
+    cluster
+        .tasks
+        .push(tokio::spawn(async move { run.await.unwrap() }));
+    cluster.farms.insert("farm-blog".to_owned(), stop);
+    eventually("the blog RC placed by its farm", || {
+        status_is(&cluster, &blog.id, |s| {
+            s.healthy == 1 && s.owner == "farm-blog"
+        })
+    })
+    .await;
+    cluster.stop().await;
+}
+
 on_both_backends!(
+    updates_reach_the_pods_and_partitions_split_rcs,
     scales_up_and_down_and_deletes,
     replaces_lost_nodes_and_moves_off_ineligible_ones,
     bad_records_and_store_errors_change_nothing,
