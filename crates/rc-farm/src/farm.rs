@@ -165,16 +165,16 @@ impl<S: Store> Farm<S> {
         let config = self.config;
         let keys = config.keys.clone();
         let store = self.store;
-        let invalid = |field: &str, reason: String| RcError::Invalid {
-            field: field.to_owned(),
-            reason,
+        let election = |context: &str| {
+            let context = context.to_owned();
+            move |source| RcError::Election { context, source }
         };
         let queue = match &config.partition {
             Some((name, _)) => name.as_str(),
             None => "all",
         };
         let set = BucketSet::new("rc-farm", queue, config.buckets)
-            .map_err(|e| invalid("partition", e.to_string()))?;
+            .map_err(election("the farm's partition name"))?;
         let world = Arc::new(Mutex::new(World::new(Instant::now())));
         let held: Arc<Mutex<HashMap<u32, Term<S>>>> = Arc::default();
         let reconciler = FarmReconciler {
@@ -189,9 +189,6 @@ impl<S: Store> Farm<S> {
             grace: config.lost_node_grace,
             expectations: Mutex::default(),
             statuses: Mutex::default(),
-        };
-        let prefix = |p: Result<String, drover_store::keys::KeyError>| {
-            p.map_err(|e| invalid("keys", e.to_string()))
         };
         let controller = {
             let (w1, w2, w3, w4, w5, w6, w7) = (
@@ -266,7 +263,7 @@ impl<S: Store> Farm<S> {
             let (world, set, held) = (world.clone(), set.clone(), held.clone());
             BucketElector::builder(
                 store.clone(),
-                prefix(Ok(keys.elections_prefix()))?,
+                keys.elections_prefix(),
                 set.clone(),
             )
             .config(
@@ -304,20 +301,23 @@ impl<S: Store> Farm<S> {
                 }
             })
             .build()
-            .map_err(|e| invalid("election", e.to_string()))?
+            .map_err(election("building the farm's elector"))?
         };
         let work = shutdown.child_token();
         let controller_task = tokio::spawn(controller.run(work.clone()).in_current_span());
         let elected = elector.run(shutdown.clone()).await;
         work.cancel();
         let ran = controller_task.await;
-        if let Err(e) = &elected {
-            tracing::error!(error = %e, "farm election ended");
-        }
+        elected.map_err(|source| RcError::Election {
+            context: "the farm's bucket election ended".to_owned(),
+            source,
+        })?;
         match ran {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(invalid("runtime", e.to_string())),
-            Err(e) => Err(invalid("runtime", e.to_string())),
+            Ok(Err(source)) => Err(RcError::Runtime { source }),
+            // A panic in a reconcile is a bug: let it surface as one.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(()),
         }
     }
 }

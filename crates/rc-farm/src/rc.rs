@@ -86,6 +86,13 @@ pub enum RcError {
         /// What is wrong.
         reason: String,
     },
+    /// The farm's controller could not run.
+    #[error("controller runtime")]
+    Runtime {
+        /// Why.
+        #[source]
+        source: drover_runtime::RuntimeError,
+    },
     /// The farm's election failed or is misconfigured.
     #[error("election: {context}")]
     Election {
@@ -397,7 +404,10 @@ manifest:
     #[test]
     fn operators_cannot_mark_a_record_deleting() {
         let err = RcSpec::from_yaml(&format!("{WEB}deleting: true\n")).unwrap_err();
-        assert!(matches!(err, RcError::Syntax(ref m) if m.contains("deleting")), "{err}");
+        assert!(
+            matches!(err, RcError::Syntax(ref m) if m.contains("deleting")),
+            "{err}"
+        );
     }
 
     #[test]
