@@ -237,6 +237,66 @@ async fn cli_refuses_bad_input_naming_the_field_and_exits_non_zero() {
     server.wait_success().await;
 }
 
+/// `RcService` is served next to `SystemService`: healthy, and described by
+/// reflection (so grpcurl needs no copy of rc.proto).
+#[tokio::test]
+async fn rc_service_is_healthy_and_reflected() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = Server::start(&["--memory"]).await;
+    let mut health = HealthClient::new(channel(&server.url()).await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "orchestrator.v1.RcService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(channel(&server.url()).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "orchestrator.v1.RcService".into(),
+        )),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answer.message_response else {
+        panic!("expected file descriptors: {answer:?}");
+    };
+    use prost::Message;
+    let names: Vec<String> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|bytes| {
+            prost_types::FileDescriptorProto::decode(bytes.as_slice())
+                .unwrap()
+                .name()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        names.contains(&"orchestrator/v1/rc.proto".to_owned()),
+        "{names:?}"
+    );
+
+    server.signal("TERM");
+    server.wait_success().await;
+}
+
 #[tokio::test]
 async fn cli_without_a_server_fails_clearly() {
     let url = unused_local_url();
