@@ -129,7 +129,7 @@ async fn assert_serves_the_api(server: &Server) {
 
 #[tokio::test]
 async fn memory_store_serves_info_health_reflection_then_stops_cleanly_on_sigterm() {
-    let server = Server::start(&["--memory"]).await;
+    let server = Server::start_with(&["--memory"], &["--no-farm"]).await;
     let info = server.info().await;
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(info.store.backend, "embedded");
@@ -191,7 +191,7 @@ async fn data_dir_store_reports_its_dir_and_revision_and_stops_on_sigint() {
     let data_dir = dir.path().join("data");
     let data_dir_arg = data_dir.to_str().unwrap();
 
-    let server = Server::start(&["--data-dir", data_dir_arg]).await;
+    let server = Server::start_with(&["--data-dir", data_dir_arg], &["--no-farm"]).await;
     let info = server.info().await;
     assert_eq!(info.store.backend, "embedded");
     assert_eq!(
@@ -206,7 +206,7 @@ async fn data_dir_store_reports_its_dir_and_revision_and_stops_on_sigint() {
     assert!(log.contains("embedded store closed"), "{log}");
 
     // The same directory opens again after a clean stop.
-    let again = Server::start(&["--data-dir", data_dir_arg]).await;
+    let again = Server::start_with(&["--data-dir", data_dir_arg], &["--no-farm"]).await;
     assert_eq!(again.info().await.store.revision, 1);
     again.signal("TERM");
     again.wait_success().await;
@@ -361,7 +361,7 @@ async fn an_unusable_data_dir_is_a_clear_error() {
 /// from `proto/` by grpc_tools.
 #[tokio::test]
 async fn python_client_calls_get_info() {
-    let server = Server::start(&["--memory"]).await;
+    let server = Server::start_with(&["--memory"], &["--no-farm"]).await;
     let Some(answer) = run_python_client("get_info.py", &server, &[]).await else {
         return;
     };

@@ -298,7 +298,7 @@ async fn etcdctl_reads_and_writes_through_the_orchestrator_and_its_identity_is_k
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
-    let server = Server::start(&["--data-dir", data_arg]).await;
+    let server = Server::start_with(&["--data-dir", data_arg], &["--no-farm"]).await;
     let Some(etcdctl) = Etcdctl::at(&server.addr.to_string()) else {
         return;
     };
