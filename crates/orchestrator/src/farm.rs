@@ -23,7 +23,7 @@ pub(crate) struct FarmArgs {
     pub(crate) no_farm: bool,
 
     /// This farm's identity in audit records and RC statuses
-    /// [default: <hostname>-<pid>].
+    /// [default: HOSTNAME-PID].
     #[arg(long, value_name = "ID")]
     pub(crate) farm_id: Option<String>,
 
@@ -47,7 +47,7 @@ pub(crate) struct FarmArgs {
     pub(crate) farm_buckets: u32,
 }
 
-/// [`DEFAULT_LOST_NODE_GRACE`] as a flag value (a test keeps them equal).
+/// `drover_rc_farm::DEFAULT_LOST_NODE_GRACE` as a flag value (a test keeps them equal).
 const LOST_NODE_GRACE_DEFAULT: &str = "30s";
 
 fn hostname() -> String {
